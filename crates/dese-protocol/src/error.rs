@@ -1,0 +1,509 @@
+//! Why a message was refused: what was wrong, and where.
+//!
+//! [`DecodeError`] is the one error of [`decode`](crate::decode); every variant that concerns
+//! the payload's content is an [`Invalid`], which names the field path and says expected versus
+//! got. [`DecodeError::reason`] sorts every error into a small [`Reason`] for counting.
+
+use alloc::borrow::Cow;
+use alloc::boxed::Box;
+use alloc::string::String;
+use core::fmt;
+
+use crate::id::{CommandId, IdError};
+use crate::kind::MessageKind;
+use crate::time::TimestampError;
+use crate::topic::TopicError;
+use crate::value::RangeError;
+
+/// Where in the payload a problem is, as dotted field names: `sensors.ph`,
+/// `config.sensor_calibration.ph.scale`. Empty for the payload as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FieldPath(Cow<'static, str>);
+
+impl FieldPath {
+    /// The whole payload.
+    pub const ROOT: Self = Self(Cow::Borrowed(""));
+
+    pub(crate) const fn of(path: &'static str) -> Self {
+        Self(Cow::Borrowed(path))
+    }
+
+    pub(crate) fn owned(path: String) -> Self {
+        Self(Cow::Owned(path))
+    }
+
+    /// The dotted path; empty for the whole payload.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this is the whole payload.
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.is_root() { "payload" } else { &self.0 })
+    }
+}
+
+/// The JSON types, for "expected a string, got a number".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonType {
+    /// `null`.
+    Null,
+    /// `true` or `false`.
+    Bool,
+    /// Any number.
+    Number,
+    /// A number without a fractional part.
+    Integer,
+    /// A string.
+    String,
+    /// An array.
+    Array,
+    /// An object.
+    Object,
+}
+
+impl JsonType {
+    pub(crate) fn of(value: &serde_json::Value) -> Self {
+        use serde_json::Value;
+        match value {
+            Value::Null => Self::Null,
+            Value::Bool(_) => Self::Bool,
+            Value::Number(_) => Self::Number,
+            Value::String(_) => Self::String,
+            Value::Array(_) => Self::Array,
+            Value::Object(_) => Self::Object,
+        }
+    }
+}
+
+impl fmt::Display for JsonType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Null => "null",
+            Self::Bool => "a boolean",
+            Self::Number => "a number",
+            Self::Integer => "an integer",
+            Self::String => "a string",
+            Self::Array => "an array",
+            Self::Object => "an object",
+        })
+    }
+}
+
+/// What is wrong with one field.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Problem {
+    /// A required field is absent (or `null`).
+    Missing,
+    /// The field has the wrong JSON type.
+    WrongType {
+        /// The type the field needs.
+        expected: JsonType,
+        /// The type found.
+        got: JsonType,
+    },
+    /// An integer field holds a number with a fraction.
+    NotInteger {
+        /// The number found.
+        got: f64,
+    },
+    /// A number outside the field's range.
+    OutOfRange(RangeError),
+    /// A string that is none of the field's allowed values.
+    NotOneOf {
+        /// The string found (shortened if long).
+        got: String,
+        /// The allowed values.
+        expected: &'static [&'static str],
+    },
+    /// A string that breaks the id rules.
+    Id {
+        /// The string found (shortened if long).
+        got: String,
+        /// What is wrong with it.
+        error: IdError,
+    },
+    /// A string that is not an ISO 8601 UTC timestamp.
+    Timestamp {
+        /// The string found (shortened if long).
+        got: String,
+        /// What is wrong with it.
+        error: TimestampError,
+    },
+    /// A text field that is empty or too long.
+    Text {
+        /// Its length in bytes.
+        len: usize,
+        /// The longest allowed, in bytes.
+        max: usize,
+    },
+    /// A name (such as a sensor name) with characters other than ASCII letters, digits, `_`
+    /// and `-`, or longer than 32 bytes.
+    Name {
+        /// The string found (shortened if long).
+        got: String,
+    },
+    /// The payload names another organization or device than its topic (tenant isolation).
+    TenantMismatch {
+        /// The id in the topic.
+        topic: String,
+        /// The id in the payload (shortened if long).
+        payload: String,
+    },
+    /// A threshold whose `min` is above its `max`.
+    MinAboveMax {
+        /// The lower bound given.
+        min: f64,
+        /// The upper bound given.
+        max: f64,
+    },
+    /// A problem found by the JSON parser that has no more precise description (such as a
+    /// field given twice).
+    Other(String),
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Missing => f.write_str("missing required field"),
+            Self::WrongType { expected, got } => write!(f, "expected {expected}, got {got}"),
+            Self::NotInteger { got } => write!(f, "expected an integer, got {got}"),
+            Self::OutOfRange(e) => e.fmt(f),
+            Self::NotOneOf { got, expected } => {
+                write!(f, "{got:?} is not one of ")?;
+                for (i, value) in expected.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    f.write_str(value)?;
+                }
+                Ok(())
+            }
+            Self::Id { got, error } => {
+                write!(
+                    f,
+                    "{got:?} is not a valid {}: it {}",
+                    error.kind.name(),
+                    error.problem
+                )
+            }
+            Self::Timestamp { got, error } => {
+                write!(f, "{got:?} is not an ISO 8601 UTC timestamp: {error}")
+            }
+            Self::Text { len: 0, .. } => f.write_str("is empty, expected text"),
+            Self::Text { len, max } => write!(f, "is {len} bytes long, expected at most {max}"),
+            Self::Name { got } => write!(
+                f,
+                "{got:?} is not a valid name, expected 1 to 32 ASCII letters, digits, '_' or '-'"
+            ),
+            Self::TenantMismatch { topic, payload } => {
+                write!(f, "{payload:?} does not match the topic's {topic:?}")
+            }
+            Self::MinAboveMax { min, max } => write!(f, "min {min} is greater than max {max}"),
+            Self::Other(message) => f.write_str(message),
+        }
+    }
+}
+
+/// A payload that was valid JSON but not a valid message: which message kind, which field,
+/// what is wrong.
+///
+/// `Display` is `{path}: {problem}`, such as `sensors.ph: 15.2 is out of range, expected 0 to 14`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invalid {
+    /// The kind of message the topic announced.
+    pub kind: MessageKind,
+    /// Where the problem is.
+    pub path: FieldPath,
+    /// What it is.
+    pub problem: Problem,
+    /// For a command, its `command_id` when that much could be read, so that a device can
+    /// still answer with an error response.
+    pub command_id: Option<CommandId>,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.problem)
+    }
+}
+
+impl core::error::Error for Invalid {}
+
+/// A field-level problem before it is tied to a message kind.
+#[derive(Debug)]
+pub(crate) struct Fault {
+    pub(crate) path: FieldPath,
+    pub(crate) problem: Problem,
+}
+
+impl Fault {
+    pub(crate) const fn at(path: &'static str, problem: Problem) -> Self {
+        Self {
+            path: FieldPath::of(path),
+            problem,
+        }
+    }
+
+    pub(crate) fn into_invalid(self, kind: MessageKind) -> Invalid {
+        Invalid {
+            kind,
+            path: self.path,
+            problem: self.problem,
+            command_id: None,
+        }
+    }
+}
+
+/// Why [`decode`](crate::decode) refused a message.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The topic is not a DESE topic.
+    Topic(TopicError),
+    /// The payload is empty. On the `status` topic this is how a retained status is cleared.
+    Empty,
+    /// The payload is larger than the decoder's limit; nothing was parsed.
+    TooLarge {
+        /// Payload size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// The payload nests objects or arrays deeper than the decoder's limit; nothing was parsed.
+    TooDeep {
+        /// The limit.
+        max: usize,
+    },
+    /// The payload is not JSON.
+    Syntax(serde_json::Error),
+    /// The payload is JSON, but not a valid message.
+    Invalid(Box<Invalid>),
+}
+
+impl DecodeError {
+    /// The category of this error, for counting drops by reason.
+    pub fn reason(&self) -> Reason {
+        match self {
+            Self::Topic(_) => Reason::Topic,
+            Self::Empty => Reason::Empty,
+            Self::TooLarge { .. } => Reason::TooLarge,
+            Self::TooDeep { .. } => Reason::TooDeep,
+            Self::Syntax(_) => Reason::Syntax,
+            Self::Invalid(invalid) => Reason::of(&invalid.problem),
+        }
+    }
+
+    /// The field-level details when the payload was JSON but not a valid message.
+    pub fn invalid(&self) -> Option<&Invalid> {
+        match self {
+            Self::Invalid(invalid) => Some(invalid),
+            _ => None,
+        }
+    }
+
+    /// The `command_id` of a refused command, when it could be read: the device answers it
+    /// with an error response instead of staying silent.
+    pub fn command_id(&self) -> Option<&CommandId> {
+        self.invalid()
+            .and_then(|invalid| invalid.command_id.as_ref())
+    }
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Topic(e) => e.fmt(f),
+            Self::Empty => f.write_str("payload is empty, expected a JSON object"),
+            Self::TooLarge { size, max } => {
+                write!(f, "payload is {size} bytes, expected at most {max}")
+            }
+            Self::TooDeep { max } => {
+                write!(f, "payload nests deeper than {max} levels")
+            }
+            Self::Syntax(e) => write!(
+                f,
+                "payload is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+            Self::Invalid(invalid) => invalid.fmt(f),
+        }
+    }
+}
+
+impl core::error::Error for DecodeError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            Self::Topic(e) => e.source(),
+            Self::Syntax(e) => Some(e),
+            Self::Invalid(e) => e.source(),
+            Self::Empty | Self::TooLarge { .. } | Self::TooDeep { .. } => None,
+        }
+    }
+}
+
+impl From<TopicError> for DecodeError {
+    fn from(e: TopicError) -> Self {
+        Self::Topic(e)
+    }
+}
+
+impl From<Invalid> for DecodeError {
+    fn from(e: Invalid) -> Self {
+        Self::Invalid(Box::new(e))
+    }
+}
+
+/// Why a message was dropped, in a few categories: a label for counters and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Reason {
+    /// Not a DESE topic.
+    Topic,
+    /// Empty payload.
+    Empty,
+    /// Payload over the size limit.
+    TooLarge,
+    /// Payload over the nesting limit.
+    TooDeep,
+    /// Not JSON.
+    Syntax,
+    /// A required field is absent.
+    MissingField,
+    /// A field of the wrong type.
+    WrongType,
+    /// A number out of range.
+    OutOfRange,
+    /// A value that is none of the allowed ones.
+    NotOneOf,
+    /// An id that breaks the id rules.
+    BadId,
+    /// A timestamp that is not ISO 8601 UTC.
+    BadTimestamp,
+    /// Text that is empty or too long, or a malformed name.
+    BadText,
+    /// The payload names another organization or device than its topic.
+    TenantMismatch,
+    /// Fields that contradict each other.
+    Inconsistent,
+    /// Anything else the parser refused.
+    Other,
+}
+
+impl Reason {
+    /// Every reason, in declaration order.
+    pub const ALL: [Self; 15] = [
+        Self::Topic,
+        Self::Empty,
+        Self::TooLarge,
+        Self::TooDeep,
+        Self::Syntax,
+        Self::MissingField,
+        Self::WrongType,
+        Self::OutOfRange,
+        Self::NotOneOf,
+        Self::BadId,
+        Self::BadTimestamp,
+        Self::BadText,
+        Self::TenantMismatch,
+        Self::Inconsistent,
+        Self::Other,
+    ];
+
+    fn of(problem: &Problem) -> Self {
+        match problem {
+            Problem::Missing => Self::MissingField,
+            Problem::WrongType { .. } | Problem::NotInteger { .. } => Self::WrongType,
+            Problem::OutOfRange(_) => Self::OutOfRange,
+            Problem::NotOneOf { .. } => Self::NotOneOf,
+            Problem::Id { .. } => Self::BadId,
+            Problem::Timestamp { .. } => Self::BadTimestamp,
+            Problem::Text { .. } | Problem::Name { .. } => Self::BadText,
+            Problem::TenantMismatch { .. } => Self::TenantMismatch,
+            Problem::MinAboveMax { .. } => Self::Inconsistent,
+            Problem::Other(_) => Self::Other,
+        }
+    }
+
+    /// A stable snake_case label, such as `out_of_range`, used by the test vectors.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Topic => "topic",
+            Self::Empty => "empty",
+            Self::TooLarge => "too_large",
+            Self::TooDeep => "too_deep",
+            Self::Syntax => "syntax",
+            Self::MissingField => "missing_field",
+            Self::WrongType => "wrong_type",
+            Self::OutOfRange => "out_of_range",
+            Self::NotOneOf => "not_one_of",
+            Self::BadId => "bad_id",
+            Self::BadTimestamp => "bad_timestamp",
+            Self::BadText => "bad_text",
+            Self::TenantMismatch => "tenant_mismatch",
+            Self::Inconsistent => "inconsistent",
+            Self::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why [`encode`](crate::encode) refused a message.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// Telemetry over the protocol's 1 KB budget.
+    OverBudget {
+        /// The encoded size in bytes.
+        size: usize,
+        /// The budget in bytes ([`TELEMETRY_BUDGET`](crate::TELEMETRY_BUDGET)).
+        budget: usize,
+    },
+    /// Larger than a peer with default limits accepts.
+    TooLarge {
+        /// The encoded size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// Nested deeper than a peer with default limits accepts (a deep `response` object).
+    TooDeep {
+        /// The limit.
+        max: usize,
+    },
+    /// A field that a peer would refuse, such as an empty alert message.
+    Invalid(Box<Invalid>),
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::OverBudget { size, budget } => {
+                write!(
+                    f,
+                    "telemetry is {size} bytes, over the protocol's budget of {budget}"
+                )
+            }
+            Self::TooLarge { size, max } => {
+                write!(f, "message is {size} bytes, expected at most {max}")
+            }
+            Self::TooDeep { max } => write!(f, "message nests deeper than {max} levels"),
+            Self::Invalid(invalid) => invalid.fmt(f),
+        }
+    }
+}
+
+impl core::error::Error for EncodeError {}
