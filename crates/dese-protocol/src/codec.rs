@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::error::{DecodeError, EncodeError, Fault, FieldPath, Problem};
 use crate::id::{CommandId, IdError, IdKind, IdProblem};
 use crate::kind::MessageKind;
-use crate::message::check::{self, Field};
+use crate::message::check::{self, Field, Object};
 use crate::message::{
     ALERT_SHAPE, Alert, AlertWire, COMMAND_SHAPE, CONFIG_SHAPE, Command, CommandResponse,
     CommandWire, Config, ConfigWire, Envelope, Message, RESPONSE_SHAPE, ResponseWire, STATUS_SHAPE,
@@ -204,22 +204,22 @@ fn run<'a, W: Deserialize<'a>, T>(
     shape: &'static [Field],
     convert: impl FnOnce(W) -> Result<T, Fault>,
 ) -> Result<T, DecodeError> {
-    match serde_json::from_slice::<W>(payload) {
-        Ok(wire) => convert(wire).map_err(|fault| fault.into_invalid(kind).into()),
-        Err(e) if e.is_syntax() || e.is_eof() || e.is_io() => Err(DecodeError::Syntax(e)),
-        Err(e) => {
-            let value: serde_json::Value = match serde_json::from_slice(payload) {
-                Ok(value) => value,
-                Err(syntax) => return Err(DecodeError::Syntax(syntax)),
-            };
-            let fault = check::explain(&value, shape).err().unwrap_or(Fault {
-                // Serde refused what the shape accepts: a field given twice.
-                path: FieldPath::ROOT,
-                problem: Problem::Other(e.to_string()),
-            });
-            Err(fault.into_invalid(kind).into())
-        }
-    }
+    let error = match serde_json::from_slice::<Object<W>>(payload) {
+        Ok(Object(wire)) => return convert(wire).map_err(|fault| fault.into_invalid(kind).into()),
+        Err(error) => error,
+    };
+    // Serde refused the payload. Whether it is JSON at all, and if so which field is wrong, is
+    // decided on a generic parse, not on serde's classification of its own error.
+    let value: serde_json::Value = match serde_json::from_slice(payload) {
+        Ok(value) => value,
+        Err(syntax) => return Err(DecodeError::Syntax(syntax)),
+    };
+    let fault = check::explain(&value, shape).err().unwrap_or(Fault {
+        // Serde refused what the shape accepts: a field given twice.
+        path: FieldPath::ROOT,
+        problem: Problem::Other(error.to_string()),
+    });
+    Err(fault.into_invalid(kind).into())
 }
 
 /// The `command_id` of a refused command, when it is there and valid.

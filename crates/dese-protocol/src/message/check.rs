@@ -9,6 +9,12 @@
 
 use alloc::format;
 use alloc::string::String;
+use core::fmt;
+use core::marker::PhantomData;
+
+use serde::Deserialize;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{Deserializer, MapAccess, Visitor};
 
 use serde_json::{Map, Number, Value};
 
@@ -16,6 +22,33 @@ use crate::error::{Fault, FieldPath, JsonType, Problem};
 use crate::id::{IdKind, check};
 use crate::time::Timestamp;
 use crate::value::{Num, Range, RangeError};
+
+/// A struct that only deserializes from a JSON object.
+///
+/// Serde's derived structs also accept an array of their fields in order, which the protocol
+/// (and JSON Schema) does not: `"sensors": [7.2, 2.5, 25.5]` must be refused. Every wire struct,
+/// the payload's own included, is read through this wrapper.
+pub(crate) struct Object<T>(pub(crate) T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct OnlyMaps<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for OnlyMaps<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+
+        d.deserialize_map(OnlyMaps(PhantomData)).map(Object)
+    }
+}
 
 /// Strings from the input are shortened to this many bytes inside error messages.
 const SHOWN: usize = 64;

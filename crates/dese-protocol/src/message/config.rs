@@ -10,7 +10,7 @@ use serde_json::Number;
 
 use crate::error::{Fault, FieldPath, Problem};
 use crate::id::{DeviceId, IdKind};
-use crate::message::check::{self, Field, Ty, integer, number};
+use crate::message::check::{self, Field, Object, Ty, integer, number};
 use crate::message::sensor::Sensor;
 use crate::time::Timestamp;
 use crate::topic::Topic;
@@ -107,7 +107,7 @@ pub struct Threshold {
 #[derive(Deserialize)]
 pub(crate) struct Wire<'a> {
     device_id: String,
-    config: ConfigWire,
+    config: Object<ConfigWire>,
     #[serde(borrow)]
     timestamp: Cow<'a, str>,
 }
@@ -116,8 +116,8 @@ pub(crate) struct Wire<'a> {
 struct ConfigWire {
     telemetry_interval: Option<Number>,
     mqtt_keepalive: Option<Number>,
-    sensor_calibration: Option<BTreeMap<String, CalibrationWire>>,
-    alert_thresholds: Option<BTreeMap<String, ThresholdWire>>,
+    sensor_calibration: Option<BTreeMap<String, Object<CalibrationWire>>>,
+    alert_thresholds: Option<BTreeMap<String, Object<ThresholdWire>>>,
 }
 
 #[derive(Deserialize)]
@@ -156,7 +156,7 @@ impl Config {
             DeviceId::from_checked,
         )?;
         check::same_as_topic(&device_id, topic.device(), "device_id")?;
-        let c = w.config;
+        let c = w.config.0;
         let config = DeviceConfig {
             telemetry_interval: c
                 .telemetry_interval
@@ -211,7 +211,7 @@ fn per_sensor<W, T>(
         .collect()
 }
 
-fn calibration(w: CalibrationWire, path: &str) -> Result<Calibration, Fault> {
+fn calibration(Object(w): Object<CalibrationWire>, path: &str) -> Result<Calibration, Fault> {
     let mut out = Calibration::IDENTITY;
     if let Some(offset) = w.offset {
         out.offset = number(offset, format!("{path}.offset"), Finite::new)?;
@@ -222,7 +222,7 @@ fn calibration(w: CalibrationWire, path: &str) -> Result<Calibration, Fault> {
     Ok(out)
 }
 
-fn threshold(w: ThresholdWire, path: &str) -> Result<Threshold, Fault> {
+fn threshold(Object(w): Object<ThresholdWire>, path: &str) -> Result<Threshold, Fault> {
     let min = w
         .min
         .map(|v| number(v, format!("{path}.min"), Finite::new))

@@ -7,7 +7,7 @@ use serde_json::Number;
 
 use crate::error::Fault;
 use crate::id::{DeviceId, IdKind, OrgId};
-use crate::message::check::{self, Field, Ty, int_range, integer, number};
+use crate::message::check::{self, Field, Object, Ty, int_range, integer, number};
 use crate::time::Timestamp;
 use crate::topic::Topic;
 use crate::value::{Battery, Celsius, FlowRate, Ph, Ppm, SignalStrength};
@@ -88,8 +88,8 @@ pub(crate) struct Wire<'a> {
     #[serde(borrow)]
     timestamp: alloc::borrow::Cow<'a, str>,
     organization_id: String,
-    sensors: SensorsWire,
-    metadata: MetadataWire,
+    sensors: Object<SensorsWire>,
+    metadata: Object<MetadataWire>,
 }
 
 #[derive(Deserialize)]
@@ -149,7 +149,7 @@ impl Telemetry {
             OrgId::from_checked,
         )?;
         check::same_as_topic(&organization_id, topic.org(), "organization_id")?;
-        let s = w.sensors;
+        let s = w.sensors.0;
         let sensors = Sensors {
             ph: number(s.ph, "sensors.ph", Ph::new)?,
             chlorine: number(s.chlorine, "sensors.chlorine", Ppm::new)?,
@@ -173,7 +173,7 @@ impl Telemetry {
                 .map(|v| number(v, "sensors.flow_rate", FlowRate::new))
                 .transpose()?,
         };
-        let m = w.metadata;
+        let m = w.metadata.0;
         let metadata = Metadata {
             battery: m
                 .battery
