@@ -30,3 +30,8 @@
 #![forbid(unsafe_code)]
 
 pub use dese_protocol as protocol;
+
+/// The repository README's code, compiled and run as a doctest so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -331,7 +331,13 @@ pub fn encode(message: &Message) -> Result<Vec<u8>, EncodeError> {
         };
         EncodeError::Invalid(Box::new(fault.into_invalid(message.kind())))
     })?;
-    if message.kind() == MessageKind::Telemetry && bytes.len() > TELEMETRY_BUDGET {
+    check_size(message.kind(), &bytes)?;
+    Ok(bytes)
+}
+
+/// The size and depth a peer with default limits accepts, and the telemetry budget.
+fn check_size(kind: MessageKind, bytes: &[u8]) -> Result<(), EncodeError> {
+    if kind == MessageKind::Telemetry && bytes.len() > TELEMETRY_BUDGET {
         return Err(EncodeError::OverBudget {
             size: bytes.len(),
             budget: TELEMETRY_BUDGET,
@@ -344,17 +350,136 @@ pub fn encode(message: &Message) -> Result<Vec<u8>, EncodeError> {
             max: limits.max_payload,
         });
     }
-    if nesting_exceeds(&bytes, limits.max_depth) {
+    if nesting_exceeds(bytes, limits.max_depth) {
         return Err(EncodeError::TooDeep {
             max: limits.max_depth,
         });
     }
-    Ok(bytes)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::{Action, CommandResponse, JsonObject};
+    use crate::{CommandId, DeviceId, Timestamp};
+    use alloc::vec;
+    use serde_json::Value;
+
+    // DESE-V3: size is bounded before parsing; the default is 16 KiB.
+    #[test]
+    fn dese_v3_too_large() {
+        let mut payload = vec![b' '; Limits::DEFAULT.max_payload];
+        payload[0] = b'{';
+        let err = decode("devices/o/d/alert", &payload).unwrap_err();
+        assert_ne!(
+            err.reason(),
+            crate::Reason::TooLarge,
+            "at the limit it is parsed: {err}"
+        );
+        payload.push(b'}');
+        let err = decode("devices/o/d/alert", &payload).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DecodeError::TooLarge {
+                    size: 16_385,
+                    max: 16_384
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "payload is 16385 bytes, expected at most 16384"
+        );
+    }
+
+    // DESE-P10: the encoder reports telemetry over the 1 KB budget.
+    #[test]
+    fn dese_p10_budget_guard() {
+        let over = vec![b' '; TELEMETRY_BUDGET + 1];
+        assert!(matches!(
+            check_size(MessageKind::Telemetry, &over),
+            Err(EncodeError::OverBudget {
+                size: 1025,
+                budget: 1024
+            })
+        ));
+        assert!(check_size(MessageKind::Telemetry, &over[1..]).is_ok());
+        assert!(
+            check_size(MessageKind::Alert, &over).is_ok(),
+            "the budget is telemetry's only"
+        );
+    }
+
+    // DESE-P10: the field limits keep every valid telemetry within the budget, so the guard
+    // above never fires for a message the types allow. This is the largest one.
+    #[test]
+    fn dese_p10_largest_telemetry_fits() {
+        let long = 1.234_567_890_123_456_7e300;
+        let t = crate::Telemetry {
+            device_id: DeviceId::parse(&"d".repeat(DeviceId::MAX_LEN)).unwrap(),
+            timestamp: Timestamp::from_unix(-62_000_000_000, 123_456_789).unwrap(),
+            organization_id: crate::OrgId::parse(&"o".repeat(crate::OrgId::MAX_LEN)).unwrap(),
+            sensors: crate::Sensors {
+                ph: crate::Ph::new(41.0 / 3.0).unwrap(),
+                chlorine: crate::Ppm::new(long).unwrap(),
+                temperature: crate::Celsius::new(-800.0 / 3.0).unwrap(),
+                orp: Some(i32::MIN),
+                tds: Some(u32::MAX),
+                flow_rate: Some(crate::FlowRate::new(long).unwrap()),
+            },
+            metadata: crate::Metadata {
+                battery: Some(crate::Battery::new(100).unwrap()),
+                signal_strength: Some(crate::SignalStrength::new(-128).unwrap()),
+                // Multi-byte characters: the limit is in bytes.
+                firmware_version: "é".repeat(crate::FIRMWARE_VERSION_MAX / 2),
+            },
+        };
+        let bytes = encode(&Message::Telemetry(t)).unwrap();
+        assert!(
+            bytes.len() < 700,
+            "largest telemetry is {} bytes",
+            bytes.len()
+        );
+    }
+
+    #[test]
+    fn encode_refuses_what_a_peer_refuses() {
+        let mut deep = Value::Null;
+        for _ in 0..20 {
+            deep = Value::Array(vec![deep]);
+        }
+        let mut response = JsonObject::new();
+        response.insert("deep".into(), deep);
+        let id = CommandId::parse("c").unwrap();
+        let r = CommandResponse::ok(id.clone(), Some(response), Timestamp::UNIX_EPOCH);
+        assert!(matches!(
+            encode(&r.into()),
+            Err(EncodeError::TooDeep { max: 16 })
+        ));
+
+        let mut big = JsonObject::new();
+        big.insert("blob".into(), Value::String("x".repeat(20_000)));
+        let r = CommandResponse::ok(id.clone(), Some(big), Timestamp::UNIX_EPOCH);
+        assert!(matches!(
+            encode(&r.into()),
+            Err(EncodeError::TooLarge { .. })
+        ));
+
+        let command = crate::Command {
+            command_id: id,
+            device_id: DeviceId::parse("d").unwrap(),
+            action: Action::Unknown {
+                name: String::new(),
+                parameters: None,
+            },
+            timestamp: Timestamp::UNIX_EPOCH,
+        };
+        let err = encode(&command.into()).unwrap_err();
+        assert_eq!(err.to_string(), "command: is empty, expected text");
+    }
 
     // DESE-V3: nesting is measured before parsing, strings do not count.
     #[test]

@@ -328,6 +328,12 @@ impl fmt::Display for DecodeError {
             Self::TooDeep { max } => {
                 write!(f, "payload nests deeper than {max} levels")
             }
+            Self::Syntax(e) if e.is_eof() => write!(
+                f,
+                "payload is not valid JSON: it ends early (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
             Self::Syntax(e) => write!(
                 f,
                 "payload is not valid JSON (line {}, column {})",
@@ -457,7 +463,7 @@ impl Reason {
 
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 

@@ -277,7 +277,7 @@ mod typed {
 
             impl fmt::Display for $name {
                 fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str(&self.0)
+                    f.pad(&self.0)
                 }
             }
 
