@@ -414,18 +414,20 @@ mod tests {
     }
 
     // DESE-P10: the field limits keep every valid telemetry within the budget, so the guard
-    // above never fires for a message the types allow. This is the largest one.
+    // above never fires for a message the types allow. This is the largest one: every field
+    // at its longest text.
     #[test]
     fn dese_p10_largest_telemetry_fits() {
-        let long = 1.234_567_890_123_456_7e300;
+        // The longest shortest-round-trip forms of an f64: 23 characters, 24 with a sign.
+        let long = f64::MIN_POSITIVE;
         let t = crate::Telemetry {
             device_id: DeviceId::parse(&"d".repeat(DeviceId::MAX_LEN)).unwrap(),
             timestamp: Timestamp::from_unix(-62_000_000_000, 123_456_789).unwrap(),
             organization_id: crate::OrgId::parse(&"o".repeat(crate::OrgId::MAX_LEN)).unwrap(),
             sensors: crate::Sensors {
-                ph: crate::Ph::new(41.0 / 3.0).unwrap(),
+                ph: crate::Ph::new(long).unwrap(),
                 chlorine: crate::Ppm::new(long).unwrap(),
-                temperature: crate::Celsius::new(-800.0 / 3.0).unwrap(),
+                temperature: crate::Celsius::new(-long).unwrap(),
                 orp: Some(i32::MIN),
                 tds: Some(u32::MAX),
                 flow_rate: Some(crate::FlowRate::new(long).unwrap()),
@@ -433,13 +435,13 @@ mod tests {
             metadata: crate::Metadata {
                 battery: Some(crate::Battery::new(100).unwrap()),
                 signal_strength: Some(crate::SignalStrength::new(-128).unwrap()),
-                // Multi-byte characters: the limit is in bytes.
-                firmware_version: "é".repeat(crate::FIRMWARE_VERSION_MAX / 2),
+                // Control characters: JSON escapes each byte as six (`\u0001`).
+                firmware_version: "\u{1}".repeat(crate::FIRMWARE_VERSION_MAX),
             },
         };
         let bytes = encode(&Message::Telemetry(t)).unwrap();
         assert!(
-            bytes.len() < 700,
+            bytes.len() <= 852,
             "largest telemetry is {} bytes",
             bytes.len()
         );
