@@ -141,13 +141,12 @@ const fn check_bytes(b: &[u8], max: usize) -> Result<(), IdProblem> {
     if b[0] == b'$' {
         return Err(IdProblem::StartsWithDollar);
     }
-    // Fast pass without early exit (the compiler can vectorize it): is any byte suspect? 0xC2
-    // starts the encoding of the C1 control characters, and of harmless letters too.
+    // Fast pass without early exit: is any byte suspect? 0xC2 starts the encoding of the C1
+    // control characters, and of harmless letters too; the exact pass below tells them apart.
     let mut suspect = false;
     let mut i = 0;
     while i < b.len() {
-        let c = b[i];
-        suspect |= (c < 0x20) | (c == 0x7f) | (c == b'/') | (c == b'+') | (c == b'#') | (c == 0xc2);
+        suspect |= SUSPECT[b[i] as usize];
         i += 1;
     }
     if !suspect {
@@ -174,6 +173,22 @@ const fn check_bytes(b: &[u8], max: usize) -> Result<(), IdProblem> {
     }
     Ok(())
 }
+
+/// The bytes that may make an id invalid: C0 controls, `/`, `+`, `#`, DEL, and 0xC2.
+const SUSPECT: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        table[c] = true;
+        c += 1;
+    }
+    table[b'/' as usize] = true;
+    table[b'+' as usize] = true;
+    table[b'#' as usize] = true;
+    table[0x7f] = true;
+    table[0xc2] = true;
+    table
+};
 
 /// Whether `s` is a UUID in its text form (8-4-4-4-12 hex digits, either case).
 pub const fn is_uuid(s: &str) -> bool {

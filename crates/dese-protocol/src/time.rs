@@ -76,11 +76,63 @@ impl Timestamp {
 
     /// Parses the protocol's ISO 8601 UTC form; see the type's documentation.
     pub fn parse(s: &str) -> Result<Self, TimestampError> {
-        Parser {
-            b: s.as_bytes(),
-            at: 0,
+        match Self::parse_common(s.as_bytes()) {
+            Some(t) => Ok(t),
+            None => Parser {
+                b: s.as_bytes(),
+                at: 0,
+            }
+            .timestamp(),
         }
-        .timestamp()
+    }
+
+    /// The form almost every peer sends, `YYYY-MM-DDTHH:MM:SSZ`, read in one pass. `None`
+    /// sends anything else, errors included, to the full parser and its precise messages.
+    fn parse_common(b: &[u8]) -> Option<Self> {
+        let &[
+            y0,
+            y1,
+            y2,
+            y3,
+            b'-',
+            m0,
+            m1,
+            b'-',
+            d0,
+            d1,
+            b'T',
+            h0,
+            h1,
+            b':',
+            i0,
+            i1,
+            b':',
+            s0,
+            s1,
+            b'Z',
+        ] = b
+        else {
+            return None;
+        };
+        let digits = [y0, y1, y2, y3, m0, m1, d0, d1, h0, h1, i0, i1, s0, s1];
+        if !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n = |hi: u8, lo: u8| u32::from(hi - b'0') * 10 + u32::from(lo - b'0');
+        let (year, month, day) = (n(y0, y1) * 100 + n(y2, y3), n(m0, m1), n(d0, d1));
+        let (hour, minute, second) = (n(h0, h1), n(i0, i1), n(s0, s1));
+        let valid = (1..=12).contains(&month)
+            && day >= 1
+            && day <= days_in_month(year, month)
+            && hour < 24
+            && minute < 60
+            && second < 60;
+        if !valid {
+            return None;
+        }
+        let days = days_from_civil(i64::from(year), month, day);
+        let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
+        Some(Self { secs, nanos: 0 })
     }
 }
 
@@ -511,6 +563,21 @@ mod tests {
             Timestamp::from_unix_millis(-1).unwrap().to_string(),
             "1969-12-31T23:59:59.999Z"
         );
+    }
+
+    proptest::proptest! {
+        // The one-pass reader of the common form agrees with the full parser on every input of
+        // that shape, invalid dates and times included.
+        #[test]
+        fn common_form_agrees_with_full_parser(
+            y in 0u32..10_000, m in 0u32..14, d in 0u32..33, h in 0u32..26, i in 0u32..62, s in 0u32..62,
+        ) {
+            let text = alloc::format!("{y:04}-{m:02}-{d:02}T{h:02}:{i:02}:{s:02}Z");
+            let full = Parser { b: text.as_bytes(), at: 0 }.timestamp();
+            let fast = Timestamp::parse_common(text.as_bytes());
+            proptest::prop_assert_eq!(fast, full.ok());
+            proptest::prop_assert_eq!(Timestamp::parse(&text), full);
+        }
     }
 
     #[test]
