@@ -22,6 +22,13 @@ use crate::topic::{Topic, TopicError, TopicProblem};
 pub const TELEMETRY_BUDGET: usize = 1024;
 
 /// Bounds checked on a payload before any parsing work.
+///
+/// ```
+/// use dese_protocol::{Decoder, Limits};
+///
+/// let strict = Decoder::new().with_limits(Limits { max_payload: 2048, ..Limits::DEFAULT });
+/// assert_eq!(strict.limits().max_depth, 16);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// The largest payload, in bytes.

@@ -17,6 +17,15 @@ use crate::value::RangeError;
 
 /// Where in the payload a problem is, as dotted field names: `sensors.ph`,
 /// `config.sensor_calibration.ph.scale`. Empty for the payload as a whole.
+///
+/// ```
+/// use dese_protocol::decode;
+///
+/// let err = decode("devices/o/d/status", b"[]").unwrap_err();
+/// let path = &err.invalid().unwrap().path;
+/// assert!(path.is_root());
+/// assert_eq!(path.to_string(), "payload");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FieldPath(Cow<'static, str>);
 
@@ -50,6 +59,17 @@ impl fmt::Display for FieldPath {
 }
 
 /// The JSON types, for "expected a string, got a number".
+///
+/// ```
+/// use dese_protocol::{JsonType, Problem, decode};
+///
+/// let payload = br#"{"status":"online","firmware_version":1,"timestamp":"2025-01-27T10:00:00Z"}"#;
+/// let err = decode("devices/o/d/status", payload).unwrap_err();
+/// assert_eq!(
+///     err.invalid().unwrap().problem,
+///     Problem::WrongType { expected: JsonType::String, got: JsonType::Number }
+/// );
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JsonType {
     /// `null`.
@@ -97,6 +117,16 @@ impl fmt::Display for JsonType {
 }
 
 /// What is wrong with one field.
+///
+/// ```
+/// use dese_protocol::{Problem, decode};
+///
+/// let payload = br#"{"severity":"warning","timestamp":"2025-01-27T10:00:00Z"}"#;
+/// let err = decode("devices/o/d/alert", payload).unwrap_err();
+/// let invalid = err.invalid().unwrap();
+/// assert_eq!(invalid.problem, Problem::Missing);
+/// assert_eq!(err.to_string(), "message: missing required field");
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Problem {
@@ -216,6 +246,18 @@ impl fmt::Display for Problem {
 /// what is wrong.
 ///
 /// `Display` is `{path}: {problem}`, such as `sensors.ph: 15.2 is out of range, expected 0 to 14`.
+///
+/// ```
+/// use dese_protocol::{MessageKind, decode};
+///
+/// let payload = br#"{"command_id":"c-7","device_id":"dev","command":"set_ph_target",
+///   "parameters":{"target_ph":15},"timestamp":"2025-01-27T10:00:00Z"}"#;
+/// let err = decode("devices/org/dev/commands", payload).unwrap_err();
+/// let invalid = err.invalid().unwrap();
+/// assert_eq!(invalid.kind, MessageKind::Commands);
+/// assert_eq!(invalid.path.as_str(), "parameters.target_ph");
+/// assert_eq!(invalid.command_id.as_ref().unwrap().as_str(), "c-7");
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Invalid {
     /// The kind of message the topic announced.
@@ -263,6 +305,14 @@ impl Fault {
 }
 
 /// Why [`decode`](crate::decode) refused a message.
+///
+/// ```
+/// use dese_protocol::{DecodeError, decode};
+///
+/// // An empty retained message clears a device's status: the backend sees it as its own case.
+/// let err = decode("devices/org/dev/status", b"").unwrap_err();
+/// assert!(matches!(err, DecodeError::Empty));
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum DecodeError {
@@ -369,6 +419,22 @@ impl From<Invalid> for DecodeError {
 }
 
 /// Why a message was dropped, in a few categories: a label for counters and logs.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use dese_protocol::{Reason, decode};
+///
+/// let mut dropped: BTreeMap<Reason, u64> = BTreeMap::new();
+/// for payload in [&b"not json"[..], b"{}", b"[1]"] {
+///     if let Err(err) = decode("devices/org/dev/alert", payload) {
+///         *dropped.entry(err.reason()).or_default() += 1;
+///     }
+/// }
+/// assert_eq!(dropped[&Reason::Syntax], 1);
+/// assert_eq!(dropped[&Reason::MissingField], 1);
+/// assert_eq!(dropped[&Reason::WrongType], 1);
+/// assert_eq!(Reason::TenantMismatch.as_str(), "tenant_mismatch");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
 pub enum Reason {
@@ -468,6 +534,17 @@ impl fmt::Display for Reason {
 }
 
 /// Why [`encode`](crate::encode) refused a message.
+///
+/// ```
+/// use dese_protocol::{CommandId, CommandResponse, EncodeError, Timestamp, encode, serde_json::json};
+///
+/// let mut data = dese_protocol::JsonObject::new();
+/// data.insert("log".into(), json!("x".repeat(20_000)));
+/// let response = CommandResponse::ok(CommandId::parse("c-1")?, Some(data), Timestamp::UNIX_EPOCH);
+/// let err = encode(&response.into()).unwrap_err();
+/// assert!(matches!(err, EncodeError::TooLarge { max: 16_384, .. }));
+/// # Ok::<(), dese_protocol::IdError>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum EncodeError {

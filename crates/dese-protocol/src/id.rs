@@ -15,6 +15,13 @@
 use core::fmt;
 
 /// Which kind of id a rule was checked for; names the id in error messages.
+///
+/// ```
+/// use dese_protocol::IdKind;
+///
+/// assert_eq!(IdKind::Device.name(), "device id");
+/// assert_eq!(IdKind::Command.max_len(), 128);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum IdKind {
@@ -49,6 +56,13 @@ impl IdKind {
 }
 
 /// What is wrong with an id.
+///
+/// ```
+/// use dese_protocol::{DeviceId, IdProblem};
+///
+/// let err = DeviceId::parse("$SYS").unwrap_err();
+/// assert_eq!(err.problem, IdProblem::StartsWithDollar);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum IdProblem {
@@ -93,6 +107,14 @@ impl fmt::Display for IdProblem {
 /// An id that breaks the rules, with the kind of id it was meant to be.
 ///
 /// Its `Display` names both: `device id contains '/' at byte 5, which is not allowed`.
+///
+/// ```
+/// use dese_protocol::{CommandId, IdKind, IdProblem};
+///
+/// let err = CommandId::parse("").unwrap_err();
+/// assert_eq!((err.kind, err.problem), (IdKind::Command, IdProblem::Empty));
+/// assert_eq!(err.to_string(), "command id is empty");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IdError {
     /// What the id was meant to be.

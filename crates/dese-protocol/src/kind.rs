@@ -100,6 +100,12 @@ impl FromStr for MessageKind {
 }
 
 /// A topic level that names none of the six message kinds.
+///
+/// ```
+/// use dese_protocol::{MessageKind, UnknownKind};
+///
+/// assert_eq!("alerts".parse::<MessageKind>(), Err(UnknownKind));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnknownKind;
 
@@ -112,6 +118,13 @@ impl fmt::Display for UnknownKind {
 impl core::error::Error for UnknownKind {}
 
 /// Who publishes a message kind.
+///
+/// ```
+/// use dese_protocol::{Direction, MessageKind};
+///
+/// assert_eq!(MessageKind::Commands.direction(), Direction::BackendToDevice);
+/// assert_eq!(MessageKind::Alert.direction(), Direction::DeviceToBackend);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
     /// Telemetry, command responses, status and alerts.
@@ -122,6 +135,13 @@ pub enum Direction {
 
 /// MQTT quality of service levels. The protocol uses only [`QoS::AtLeastOnce`]; the others
 /// exist so that transports can map their own enums without a fallible conversion.
+///
+/// ```
+/// use dese_protocol::{MessageKind, QoS};
+///
+/// assert!(MessageKind::ALL.iter().all(|k| k.qos() == QoS::AtLeastOnce));
+/// assert_eq!(QoS::AtLeastOnce as u8, 1);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum QoS {
     /// QoS 0: fire and forget.

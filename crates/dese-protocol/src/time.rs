@@ -344,6 +344,14 @@ impl FromStr for Timestamp {
 }
 
 /// Why a timestamp was refused.
+///
+/// ```
+/// use dese_protocol::{Timestamp, TimestampError};
+///
+/// let err = Timestamp::parse("2025-02-30T10:00:00Z").unwrap_err();
+/// assert_eq!(err, TimestampError::FieldRange { field: "day", value: 30 });
+/// assert_eq!(err.to_string(), "day 30 is out of range");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TimestampError {

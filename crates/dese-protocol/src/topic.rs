@@ -142,6 +142,13 @@ impl FromStr for Topic {
 }
 
 /// One level of a filter: a fixed value or `+`.
+///
+/// ```
+/// use dese_protocol::topic::Level;
+///
+/// assert_eq!(Level::<u8>::Any.to_string(), "+");
+/// assert_eq!(Level::Is(7).to_string(), "7");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Level<T> {
     /// `+`: any value.
@@ -358,6 +365,14 @@ impl FromStr for TopicFilter {
 }
 
 /// What is wrong with a topic or filter.
+///
+/// ```
+/// use dese_protocol::Topic;
+/// use dese_protocol::topic::TopicProblem;
+///
+/// let err = Topic::parse("devices/org/dev").unwrap_err();
+/// assert_eq!(err.problem(), &TopicProblem::LevelCount { got: 3 });
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TopicProblem {
@@ -385,6 +400,14 @@ pub enum TopicProblem {
 }
 
 /// A topic or filter that was refused, with the input (shortened if very long) and the reason.
+///
+/// ```
+/// use dese_protocol::Topic;
+///
+/// let err = Topic::parse("devices/org-123/esp32-001/telemetryx").unwrap_err();
+/// assert_eq!(err.topic(), "devices/org-123/esp32-001/telemetryx");
+/// assert!(err.to_string().ends_with("level 4 expected one of telemetry, commands, command_response, status, config, alert"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicError {
     topic: String,

@@ -8,6 +8,13 @@
 use core::fmt;
 
 /// A number as it appeared in the input, for error messages.
+///
+/// ```
+/// use dese_protocol::Num;
+///
+/// assert_eq!(Num::Int(-5).to_string(), "-5");
+/// assert_eq!(Num::Float(14.0).to_string(), "14");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Num {
     /// An integer.
@@ -29,6 +36,14 @@ impl fmt::Display for Num {
 }
 
 /// The values a field accepts.
+///
+/// ```
+/// use dese_protocol::{Battery, Ppm, Scale};
+///
+/// assert_eq!(Battery::RANGE.to_string(), "0 to 100");
+/// assert_eq!(Ppm::RANGE.to_string(), "at least 0");
+/// assert_eq!(Scale::RANGE.to_string(), "greater than 0");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub enum Range {
@@ -54,6 +69,15 @@ impl fmt::Display for Range {
 }
 
 /// A number outside the range of its field: `15.2 is out of range, expected 0 to 14`.
+///
+/// ```
+/// use dese_protocol::{Battery, Num, Range};
+///
+/// let err = Battery::new(150).unwrap_err();
+/// assert_eq!(err.got, Num::Int(150));
+/// assert_eq!(err.expected, Battery::RANGE);
+/// assert_eq!(err.to_string(), "150 is out of range, expected 0 to 100");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RangeError {
     /// The number given.
@@ -89,6 +113,16 @@ const fn float_ok(v: f64, range: Range) -> bool {
 macro_rules! float_value {
     ($(#[$doc:meta])* $name:ident, $range:expr) => {
         $(#[$doc])*
+        ///
+        /// Every type of this kind refuses NaN and the infinities:
+        ///
+        /// ```
+        #[doc = concat!("use dese_protocol::", stringify!($name), ";")]
+        ///
+        #[doc = concat!("assert!(", stringify!($name), "::new(f64::NAN).is_err());")]
+        #[doc = concat!("assert!(", stringify!($name), "::new(f64::INFINITY).is_err());")]
+        #[doc = concat!("println!(\"accepts {}\", ", stringify!($name), "::RANGE);")]
+        /// ```
         #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
         pub struct $name(f64);
 
@@ -129,6 +163,16 @@ macro_rules! float_value {
 macro_rules! int_value {
     ($(#[$doc:meta])* $name:ident, $int:ty, $lo:expr, $hi:expr) => {
         $(#[$doc])*
+        ///
+        /// # Examples
+        ///
+        /// ```
+        #[doc = concat!("use dese_protocol::", stringify!($name), ";")]
+        ///
+        #[doc = concat!("assert_eq!(", stringify!($name), "::new(", stringify!($lo), ")?.get(), ", stringify!($lo), ");")]
+        #[doc = concat!("assert!(", stringify!($name), "::new(", stringify!($hi), " + 1).is_err());")]
+        /// # Ok::<(), dese_protocol::RangeError>(())
+        /// ```
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name($int);
 

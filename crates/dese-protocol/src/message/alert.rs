@@ -16,6 +16,13 @@ pub const ALERT_MESSAGE_MAX: usize = 512;
 
 named_enum!(
     /// How urgent an alert is.
+    ///
+    /// ```
+    /// use dese_protocol::Severity;
+    ///
+    /// assert!(Severity::Critical > Severity::Warning);
+    /// assert_eq!(Severity::Info.to_string(), "info");
+    /// ```
     Severity {
         /// `info`: for the record.
         Info = "info",

@@ -56,6 +56,16 @@ pub struct Command {
 
 /// What a command asks the device to do: the six commands of the protocol with their
 /// parameters, or one this crate does not know.
+///
+/// ```
+/// use dese_protocol::{Action, Ph};
+///
+/// let action = Action::SetPhTarget { target_ph: Ph::new(7.4)? };
+/// assert_eq!(action.name(), "set_ph_target");
+/// let unknown = Action::Unknown { name: "dance".into(), parameters: None };
+/// assert_eq!(unknown.name(), "dance");
+/// # Ok::<(), dese_protocol::RangeError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Action {
@@ -101,6 +111,13 @@ pub enum Action {
 
 named_enum!(
     /// The `state` parameter of `set_pump`.
+    ///
+    /// ```
+    /// use dese_protocol::PumpState;
+    ///
+    /// assert_eq!(PumpState::On.as_str(), "on");
+    /// assert_eq!("off".parse(), Ok(PumpState::Off));
+    /// ```
     PumpState {
         /// `on`.
         On = "on",

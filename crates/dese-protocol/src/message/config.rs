@@ -46,6 +46,17 @@ pub struct Config {
 
 /// The settings a config message carries. Every field is optional: a device changes only what
 /// is given.
+///
+/// ```
+/// use dese_protocol::{DeviceConfig, TelemetryInterval};
+///
+/// let config = DeviceConfig {
+///     telemetry_interval: Some(TelemetryInterval::new(10_000)?),
+///     ..DeviceConfig::default()
+/// };
+/// assert!(config.mqtt_keepalive.is_none());
+/// # Ok::<(), dese_protocol::RangeError>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct DeviceConfig {
     /// Telemetry period, milliseconds (100 ms to 24 h).
@@ -65,6 +76,15 @@ pub struct DeviceConfig {
 /// A linear correction applied to a sensor's raw reading: `raw * scale + offset`.
 ///
 /// On the wire both fields are optional, defaulting to offset 0 and scale 1.
+///
+/// ```
+/// use dese_protocol::{Calibration, Finite, Scale};
+///
+/// let c = Calibration { offset: Finite::new(0.5)?, scale: Scale::new(2.0)? };
+/// assert_eq!(c.apply(3.0), 6.5);
+/// assert_eq!(Calibration::IDENTITY.apply(3.0), 3.0);
+/// # Ok::<(), dese_protocol::RangeError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Calibration {
     /// Added after scaling.
@@ -94,6 +114,14 @@ impl Calibration {
 
 /// The band a sensor's reading should stay in; a reading outside raises an alert. Either
 /// bound may be absent; when both are given, `min` is at most `max`.
+///
+/// ```
+/// use dese_protocol::{Finite, Threshold};
+///
+/// let chlorine = Threshold { min: None, max: Some(Finite::new(3.0)?) };
+/// assert!(chlorine.min.is_none());
+/// # Ok::<(), dese_protocol::RangeError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Threshold {
     /// Alert below this value.

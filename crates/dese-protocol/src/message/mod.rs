@@ -78,6 +78,19 @@ pub(crate) use telemetry::{SHAPE as TELEMETRY_SHAPE, Wire as TelemetryWire};
 pub type JsonObject = serde_json::Map<String, serde_json::Value>;
 
 /// Any of the six messages.
+///
+/// ```
+/// use dese_protocol::{Message, MessageKind, decode};
+///
+/// let payload = br#"{"severity":"info","message":"filter cleaned","timestamp":"2025-01-27T10:00:00Z"}"#;
+/// let message = decode("devices/org/dev/alert", payload)?.message;
+/// assert_eq!(message.kind(), MessageKind::Alert);
+/// match message {
+///     Message::Alert(alert) => assert_eq!(alert.message, "filter cleaned"),
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// # Ok::<(), dese_protocol::DecodeError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     /// Sensor readings.
@@ -120,6 +133,15 @@ macro_rules! from_message {
 from_message!(Telemetry, Command, CommandResponse, Status, Config, Alert);
 
 /// A decoded message with the topic it arrived on.
+///
+/// ```
+/// use dese_protocol::decode;
+///
+/// let payload = br#"{"status":"offline","firmware_version":"1.0.0","timestamp":"2025-01-27T10:00:00Z"}"#;
+/// let envelope = decode("devices/org-123/esp32-001/status", payload)?;
+/// assert_eq!(envelope.topic.device(), "esp32-001");
+/// # Ok::<(), dese_protocol::DecodeError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
     /// The topic: organization, device and kind.

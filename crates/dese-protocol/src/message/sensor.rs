@@ -91,6 +91,15 @@ impl serde::Serialize for Sensor {
 }
 
 /// The name of a sensor the protocol does not list: 1 to 32 ASCII letters, digits, `_` or `-`.
+///
+/// ```
+/// use dese_protocol::{Sensor, SensorName, SensorNameError};
+///
+/// let name = SensorName::parse("turbidity")?;
+/// assert_eq!(Sensor::Other(name.clone()).as_str(), "turbidity");
+/// assert_eq!(SensorName::parse("ph sensor"), Err(SensorNameError));
+/// # Ok::<(), SensorNameError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SensorName(String);
 

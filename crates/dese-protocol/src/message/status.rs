@@ -14,6 +14,13 @@ use crate::value::{Battery, SignalStrength};
 
 named_enum!(
     /// The `status` field.
+    ///
+    /// ```
+    /// use dese_protocol::DeviceState;
+    ///
+    /// assert_eq!("maintenance".parse(), Ok(DeviceState::Maintenance));
+    /// assert!("sleeping".parse::<DeviceState>().is_err());
+    /// ```
     DeviceState {
         /// `online`: running normally.
         Online = "online",

@@ -50,6 +50,21 @@ pub struct Telemetry {
 }
 
 /// The readings of a telemetry message.
+///
+/// ```
+/// use dese_protocol::{Celsius, Ph, Ppm, Sensors};
+///
+/// let sensors = Sensors {
+///     ph: Ph::new(7.2)?,
+///     chlorine: Ppm::new(2.5)?,
+///     temperature: Celsius::new(25.5)?,
+///     orp: Some(650),
+///     tds: None,
+///     flow_rate: None,
+/// };
+/// assert_eq!(sensors.ph.get(), 7.2);
+/// # Ok::<(), dese_protocol::RangeError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Sensors {
     /// pH, 0 to 14.
@@ -70,6 +85,18 @@ pub struct Sensors {
 }
 
 /// Device metadata sent with telemetry.
+///
+/// ```
+/// use dese_protocol::{Battery, Metadata};
+///
+/// let metadata = Metadata {
+///     battery: Some(Battery::new(85)?),
+///     signal_strength: None,
+///     firmware_version: "1.0.0".into(),
+/// };
+/// assert_eq!(metadata.battery.map(Battery::get), Some(85));
+/// # Ok::<(), dese_protocol::RangeError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Metadata {
     /// Battery level, percent.
