@@ -12,6 +12,8 @@
 //!
 //! - `std` (default): everything that needs the standard library.
 //! - `alloc`: heap allocation without std, for firmware.
+//! - `schema`: generation of the JSON Schemas, the AsyncAPI document and the test vectors
+//!   (`protocol::schema`).
 //!
 //! # Examples
 //!

@@ -27,6 +27,8 @@ mod codec;
 mod error;
 #[cfg(feature = "alloc")]
 mod message;
+#[cfg(feature = "schema")]
+pub mod schema;
 #[cfg(feature = "alloc")]
 pub mod topic;
 

@@ -51,11 +51,13 @@ named_enum!(
 /// assert_eq!(alert.severity.as_str(), "warning");
 /// # Ok::<(), dese_protocol::RangeError>(())
 /// ```
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Alert {
     /// Info, warning or critical.
     pub severity: Severity,
     /// What happened: 1 to 512 bytes of text.
+    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::AlertMessage"))]
     pub message: String,
     /// The sensor concerned.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -34,6 +34,7 @@ use crate::value::{Finite, Keepalive, Scale, TelemetryInterval};
 /// assert!((ph.apply(7.0) - 7.2).abs() < 1e-9);
 /// # Ok::<(), dese_protocol::DecodeError>(())
 /// ```
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
     /// The target device; equals the topic's.
@@ -57,6 +58,7 @@ pub struct Config {
 /// assert!(config.mqtt_keepalive.is_none());
 /// # Ok::<(), dese_protocol::RangeError>(())
 /// ```
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct DeviceConfig {
     /// Telemetry period, milliseconds (100 ms to 24 h).
@@ -67,9 +69,17 @@ pub struct DeviceConfig {
     pub mqtt_keepalive: Option<Keepalive>,
     /// Per-sensor calibration.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "Option<crate::schema::SensorMap<Calibration>>")
+    )]
     pub sensor_calibration: Option<BTreeMap<Sensor, Calibration>>,
     /// Per-sensor alert thresholds.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "Option<crate::schema::SensorMap<Threshold>>")
+    )]
     pub alert_thresholds: Option<BTreeMap<Sensor, Threshold>>,
 }
 
@@ -85,11 +95,20 @@ pub struct DeviceConfig {
 /// assert_eq!(Calibration::IDENTITY.apply(3.0), 3.0);
 /// # Ok::<(), dese_protocol::RangeError>(())
 /// ```
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Calibration {
     /// Added after scaling.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "Option<Finite>", default = "crate::schema::zero")
+    )]
     pub offset: Finite,
     /// Multiplies the raw reading; greater than zero.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "Option<Scale>", default = "crate::schema::one")
+    )]
     pub scale: Scale,
 }
 
@@ -122,6 +141,7 @@ impl Calibration {
 /// assert!(chlorine.min.is_none());
 /// # Ok::<(), dese_protocol::RangeError>(())
 /// ```
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Threshold {
     /// Alert below this value.

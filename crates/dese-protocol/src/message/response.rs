@@ -30,6 +30,7 @@ pub const ERROR_MAX: usize = 512;
 /// assert_eq!(failed.error.as_deref(), Some("unknown command \"dance\""));
 /// # Ok::<(), dese_protocol::IdError>(())
 /// ```
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CommandResponse {
     /// The command answered.
@@ -41,6 +42,10 @@ pub struct CommandResponse {
     pub response: Option<JsonObject>,
     /// Why the command failed: 1 to 512 bytes of text.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "Option<crate::schema::ErrorText>")
+    )]
     pub error: Option<String>,
     /// When the device answered.
     pub timestamp: Timestamp,

@@ -47,6 +47,7 @@ named_enum!(
 /// assert_eq!(status.status, DeviceState::Online);
 /// # Ok::<(), dese_protocol::DecodeError>(())
 /// ```
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Status {
     /// Online, offline, error or maintenance.
@@ -58,6 +59,7 @@ pub struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signal_strength: Option<SignalStrength>,
     /// Firmware version: 1 to 64 bytes of text.
+    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::FirmwareVersion"))]
     pub firmware_version: String,
     /// When the state was reported.
     pub timestamp: Timestamp,

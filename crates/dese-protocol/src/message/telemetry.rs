@@ -35,6 +35,7 @@ pub const FIRMWARE_VERSION_MAX: usize = 64;
 /// assert_eq!(t.sensors.orp, None);
 /// # Ok::<(), dese_protocol::DecodeError>(())
 /// ```
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Telemetry {
     /// The sending device; equals the topic's.
@@ -65,6 +66,7 @@ pub struct Telemetry {
 /// assert_eq!(sensors.ph.get(), 7.2);
 /// # Ok::<(), dese_protocol::RangeError>(())
 /// ```
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Sensors {
     /// pH, 0 to 14.
@@ -75,9 +77,11 @@ pub struct Sensors {
     pub temperature: Celsius,
     /// Oxidation-reduction potential, mV (may be negative).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<crate::schema::Orp>"))]
     pub orp: Option<i32>,
     /// Total dissolved solids, ppm.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<crate::schema::Uint32>"))]
     pub tds: Option<u32>,
     /// Flow, litres per minute.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -97,6 +101,7 @@ pub struct Sensors {
 /// assert_eq!(metadata.battery.map(Battery::get), Some(85));
 /// # Ok::<(), dese_protocol::RangeError>(())
 /// ```
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Metadata {
     /// Battery level, percent.
@@ -106,6 +111,7 @@ pub struct Metadata {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signal_strength: Option<SignalStrength>,
     /// Firmware version: 1 to 64 bytes of text.
+    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::FirmwareVersion"))]
     pub firmware_version: String,
 }
 
