@@ -13,50 +13,15 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dese::protocol::{Decoder, Topic, decode, encode};
 use serde::Deserialize;
 
-/// The protocol's own telemetry example.
-const TELEMETRY: &[u8] = br#"{
-  "device_id": "esp32-001",
-  "timestamp": "2025-01-27T10:00:00Z",
-  "organization_id": "org-123",
-  "sensors": {"ph": 7.2, "chlorine": 2.5, "temperature": 25.5, "orp": 650, "tds": 1200, "flow_rate": 45.5},
-  "metadata": {"battery": 85, "signal_strength": -65, "firmware_version": "1.0.0"}
-}"#;
+#[path = "common/plain.rs"]
+mod plain;
+use plain::{PlainTelemetry, TELEMETRY};
 
 const COMMAND: &[u8] = br#"{"command_id":"cmd-1234567890-abc","device_id":"esp32-001","command":"set_pump","parameters":{"pump_id":1,"state":"on","duration":3600},"timestamp":"2025-01-27T10:00:00Z"}"#;
 const RESPONSE: &[u8] = br#"{"command_id":"cmd-1234567890-abc","success":true,"response":{"pump_state":"on","pump_duration":3600},"error":null,"timestamp":"2025-01-27T10:00:05Z"}"#;
 const STATUS: &[u8] = br#"{"status":"online","battery":85,"signal_strength":-65,"firmware_version":"1.0.0","timestamp":"2025-01-27T10:00:00Z"}"#;
 const CONFIG: &[u8] = br#"{"device_id":"esp32-001","config":{"telemetry_interval":30000,"mqtt_keepalive":60,"sensor_calibration":{"ph":{"offset":0.2,"scale":1.0}}},"timestamp":"2025-01-27T10:00:00Z"}"#;
 const ALERT: &[u8] = br#"{"severity":"warning","message":"pH level below threshold","sensor":"ph","value":6.8,"threshold":7.0,"timestamp":"2025-01-27T10:00:00Z"}"#;
-
-/// Telemetry as an application would declare it with bare serde: same shape, no checks.
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct NaiveTelemetry {
-    device_id: String,
-    timestamp: String,
-    organization_id: String,
-    sensors: NaiveSensors,
-    metadata: NaiveMetadata,
-}
-
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct NaiveSensors {
-    ph: f64,
-    chlorine: f64,
-    temperature: f64,
-    orp: Option<i32>,
-    tds: Option<u32>,
-    flow_rate: Option<f64>,
-}
-
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct NaiveMetadata {
-    battery: Option<u8>,
-    signal_strength: Option<i32>,
-    firmware_version: String,
-}
 
 #[derive(Deserialize)]
 #[allow(dead_code)]
@@ -134,7 +99,7 @@ fn group<N: for<'de> Deserialize<'de>>(c: &mut Criterion, kind: &str, payload: &
 }
 
 fn codec(c: &mut Criterion) {
-    group::<NaiveTelemetry>(c, "telemetry", TELEMETRY);
+    group::<PlainTelemetry>(c, "telemetry", TELEMETRY);
     group::<NaiveCommand>(c, "commands", COMMAND);
     group::<NaiveResponse>(c, "command_response", RESPONSE);
     group::<NaiveStatus>(c, "status", STATUS);

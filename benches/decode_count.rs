@@ -12,44 +12,10 @@
 use core::hint::black_box;
 
 use dese::protocol::{Decoder, Topic};
-use serde::Deserialize;
 
-const TELEMETRY: &[u8] = br#"{
-  "device_id": "esp32-001",
-  "timestamp": "2025-01-27T10:00:00Z",
-  "organization_id": "org-123",
-  "sensors": {"ph": 7.2, "chlorine": 2.5, "temperature": 25.5, "orp": 650, "tds": 1200, "flow_rate": 45.5},
-  "metadata": {"battery": 85, "signal_strength": -65, "firmware_version": "1.0.0"}
-}"#;
-
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct Plain {
-    device_id: String,
-    timestamp: String,
-    organization_id: String,
-    sensors: PlainSensors,
-    metadata: PlainMetadata,
-}
-
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct PlainSensors {
-    ph: f64,
-    chlorine: f64,
-    temperature: f64,
-    orp: Option<i32>,
-    tds: Option<u32>,
-    flow_rate: Option<f64>,
-}
-
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct PlainMetadata {
-    battery: Option<u8>,
-    signal_strength: Option<i32>,
-    firmware_version: String,
-}
+#[path = "common/plain.rs"]
+mod plain;
+use plain::{PlainTelemetry, TELEMETRY};
 
 fn main() {
     let mut args = std::env::args().skip(1).filter(|a| !a.starts_with("--"));
@@ -68,7 +34,8 @@ fn main() {
         {
             decoded += 1;
         }
-        if mode != "dese" && serde_json::from_slice::<Plain>(black_box(TELEMETRY)).is_ok() {
+        if mode != "dese" && serde_json::from_slice::<PlainTelemetry>(black_box(TELEMETRY)).is_ok()
+        {
             decoded += 1;
         }
     }

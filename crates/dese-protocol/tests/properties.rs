@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)] // tests run on std
 
+mod common;
+
 use dese_protocol::*;
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -317,31 +319,6 @@ fn spec_examples() -> Vec<(MessageKind, Value)> {
     ]
 }
 
-/// Every path to a value inside `v`, as key lists.
-fn paths(v: &Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
-    if let Value::Object(map) = v {
-        for (key, child) in map {
-            prefix.push(key.clone());
-            out.push(prefix.clone());
-            paths(child, prefix, out);
-            prefix.pop();
-        }
-    }
-}
-
-fn set(v: &mut Value, path: &[String], new: Option<Value>) {
-    let (last, parents) = path.split_last().unwrap();
-    let mut cur = v;
-    for key in parents {
-        cur = cur.get_mut(key.as_str()).unwrap();
-    }
-    let map = cur.as_object_mut().unwrap();
-    match new {
-        Some(new) => map.insert(last.clone(), new),
-        None => map.remove(last),
-    };
-}
-
 proptest! {
     // DESE-T1, DESE-T3: parse(display(topic)) == topic.
     #[test]
@@ -410,10 +387,9 @@ proptest! {
     #[test]
     fn mutated_fields_are_explained(which in 0usize..6, pick in any::<prop::sample::Index>(), new in proptest::option::of(json_value())) {
         let (kind, mut value) = spec_examples()[which].clone();
-        let mut all = Vec::new();
-        paths(&value, &mut Vec::new(), &mut all);
+        let all = common::paths(&value);
         let path = pick.get(&all).clone();
-        set(&mut value, &path, new);
+        common::set(&mut value, &path, new);
         let bytes = serde_json::to_vec(&value).unwrap();
         match decode(&format!("devices/o/d/{kind}"), &bytes) {
             Ok(envelope) => prop_assert!(encode(&envelope.message).is_ok() || kind == MessageKind::Telemetry),

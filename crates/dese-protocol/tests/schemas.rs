@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)] // tests run on std
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -151,17 +153,6 @@ fn valid_payloads() -> Vec<(MessageKind, Value)> {
         .collect()
 }
 
-fn paths(v: &Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
-    if let Value::Object(map) = v {
-        for (key, child) in map {
-            prefix.push(key.clone());
-            out.push(prefix.clone());
-            paths(child, prefix, out);
-            prefix.pop();
-        }
-    }
-}
-
 /// Values near the edges: out of range by a little, wrong types, extremes.
 fn near_value() -> impl Strategy<Value = Value> {
     prop_oneof![
@@ -200,19 +191,9 @@ proptest! {
     fn near_valid_payloads_agree(pick in any::<prop::sample::Index>(), field in any::<prop::sample::Index>(), new in proptest::option::of(near_value())) {
         let payloads = valid_payloads();
         let (kind, mut payload) = pick.get(&payloads).clone();
-        let mut all = Vec::new();
-        paths(&payload, &mut Vec::new(), &mut all);
+        let all = common::paths(&payload);
         let path = field.get(&all).clone();
-        let (last, parents) = path.split_last().unwrap();
-        let mut target = &mut payload;
-        for key in parents {
-            target = &mut target[key.as_str()];
-        }
-        let map = target.as_object_mut().unwrap();
-        match &new {
-            Some(value) => { map.insert(last.clone(), value.clone()); }
-            None => { map.remove(last); }
-        }
+        common::set(&mut payload, &path, new.clone());
         // The topic names whatever ids the payload now carries, so the tenant rule holds.
         let org = payload.get("organization_id").and_then(Value::as_str).unwrap_or("org-123").to_string();
         let device = payload.get("device_id").and_then(Value::as_str).unwrap_or("esp32-001").to_string();

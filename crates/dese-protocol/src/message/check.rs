@@ -19,8 +19,9 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
 use crate::error::{Fault, FieldPath, JsonType, Problem};
-use crate::id::{IdKind, check};
+use crate::id::{DeviceId, IdKind, check};
 use crate::time::Timestamp;
+use crate::topic::Topic;
 use crate::value::{Num, Range, RangeError};
 
 /// A struct that only deserializes from a JSON object.
@@ -82,6 +83,18 @@ pub(crate) fn id<T>(
             },
         )),
     }
+}
+
+/// The payload's `device_id`: a valid id, equal to the topic's (tenant isolation, DESE-T5).
+pub(crate) fn device_of(device_id: String, topic: &Topic) -> Result<DeviceId, Fault> {
+    let device_id = id(
+        device_id,
+        "device_id",
+        IdKind::Device,
+        DeviceId::from_checked,
+    )?;
+    same_as_topic(&device_id, topic.device(), "device_id")?;
+    Ok(device_id)
 }
 
 /// The payload's id must equal the topic's (tenant isolation, DESE-T5).

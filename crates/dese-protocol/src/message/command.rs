@@ -283,13 +283,7 @@ impl Command {
             IdKind::Command,
             CommandId::from_checked,
         )?;
-        let device_id = check::id(
-            w.device_id,
-            "device_id",
-            IdKind::Device,
-            DeviceId::from_checked,
-        )?;
-        check::same_as_topic(&device_id, topic.device(), "device_id")?;
+        let device_id = check::device_of(w.device_id, topic)?;
         let action = Action::read(w.command, w.parameters)?;
         let timestamp = check::timestamp(&w.timestamp, "timestamp")?;
         Ok(Self {

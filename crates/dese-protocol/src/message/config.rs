@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Number;
 
 use crate::error::{Fault, FieldPath, Problem};
-use crate::id::{DeviceId, IdKind};
+use crate::id::DeviceId;
 use crate::message::check::{self, Field, Object, Ty, integer, number};
 use crate::message::sensor::Sensor;
 use crate::time::Timestamp;
@@ -197,13 +197,7 @@ pub(crate) const SHAPE: &[Field] = &[
 
 impl Config {
     pub(crate) fn from_wire(w: Wire<'_>, topic: &Topic) -> Result<Self, Fault> {
-        let device_id = check::id(
-            w.device_id,
-            "device_id",
-            IdKind::Device,
-            DeviceId::from_checked,
-        )?;
-        check::same_as_topic(&device_id, topic.device(), "device_id")?;
+        let device_id = check::device_of(w.device_id, topic)?;
         let c = w.config.0;
         let config = DeviceConfig {
             telemetry_interval: c

@@ -167,13 +167,7 @@ pub(crate) const SHAPE: &[Field] = &[
 
 impl Telemetry {
     pub(crate) fn from_wire(w: Wire<'_>, topic: &Topic) -> Result<Self, Fault> {
-        let device_id = check::id(
-            w.device_id,
-            "device_id",
-            IdKind::Device,
-            DeviceId::from_checked,
-        )?;
-        check::same_as_topic(&device_id, topic.device(), "device_id")?;
+        let device_id = check::device_of(w.device_id, topic)?;
         let timestamp = check::timestamp(&w.timestamp, "timestamp")?;
         let organization_id = check::id(
             w.organization_id,
