@@ -5,6 +5,8 @@
 //!
 //! - [`protocol`] ([`dese-protocol`](dese_protocol)): ids, topics, the six messages,
 //!   validation and codec; `no_std`.
+//! - [`device`] ([`dese-device`](dese_device)): the sans-IO device engine (status, outbox,
+//!   commands, config, alerts, reconnect backoff); `no_std`.
 //!
 //! The engines and transports join as they are built; see the repository's README.
 //!
@@ -31,6 +33,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub use dese_device as device;
 pub use dese_protocol as protocol;
 
 /// The repository README's code, compiled and run as a doctest so that it stays true.

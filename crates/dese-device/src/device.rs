@@ -1,0 +1,891 @@
+//! The device engine.
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use dese_protocol::{
+    Alert, Battery, Calibration, Celsius, Command, CommandId, CommandResponse, Decoder,
+    DeviceConfig, DeviceId, DeviceState, Finite, FlowRate, Keepalive, Message, MessageKind,
+    Metadata, OrgId, Ph, Ppm, QoS, Reason, Sensor, Sensors, Severity, SignalStrength, Status,
+    Telemetry, TelemetryInterval, Threshold, Timestamp, Topic, TopicFilter, encode,
+};
+
+use crate::app::{CommandHandler, Readings, SensorReader};
+use crate::backoff::Backoff;
+use crate::dedup::Answered;
+use crate::outbox::{MessageId, Outbox, Queued};
+use crate::time::Instant;
+
+/// What the engine needs to know about the device, and its tuning.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// The device's organization.
+    pub org: OrgId,
+    /// The device.
+    pub device: DeviceId,
+    /// Reported in telemetry and status: 1 to 64 bytes.
+    pub firmware_version: String,
+    /// How many messages may wait for the broker (queued and in flight) before the oldest
+    /// telemetry is dropped. Default 100.
+    pub outbox_capacity: usize,
+    /// How many messages may be in flight (handed to the transport, not yet acknowledged).
+    /// Default 8.
+    pub in_flight_window: usize,
+    /// How many recent commands are remembered, to answer a duplicate without running it
+    /// again. Default 32.
+    pub answered_capacity: usize,
+    /// Telemetry period until a config message changes it. Default 30 s.
+    pub telemetry_interval: TelemetryInterval,
+    /// Status period while connected. Default 60 s.
+    pub status_interval: Duration,
+    /// MQTT keepalive until a config message changes it. Default 60 s.
+    pub keepalive: Keepalive,
+    /// Reconnection policy.
+    pub backoff: Backoff,
+}
+
+impl Settings {
+    /// The protocol's defaults for one device.
+    pub fn new(org: OrgId, device: DeviceId, firmware_version: impl Into<String>) -> Self {
+        Self {
+            org,
+            device,
+            firmware_version: firmware_version.into(),
+            outbox_capacity: 100,
+            in_flight_window: 8,
+            answered_capacity: 32,
+            telemetry_interval: TelemetryInterval::DEFAULT,
+            status_interval: Duration::from_secs(60),
+            keepalive: Keepalive::DEFAULT,
+            backoff: Backoff::DEFAULT,
+        }
+    }
+}
+
+/// One message for the transport to publish. When the broker acknowledges it, report
+/// [`Transmit::id`] through [`Device::handle_acked`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Report this when the broker acknowledges the message.
+    pub id: MessageId,
+    /// The message kind.
+    pub kind: MessageKind,
+    /// The topic, always one of the device's own.
+    pub topic: String,
+    /// The JSON payload.
+    pub payload: Vec<u8>,
+    /// Always QoS 1.
+    pub qos: QoS,
+    /// True for status only.
+    pub retain: bool,
+}
+
+/// The MQTT last will: a retained `offline` status on the device's status topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Will {
+    /// The device's status topic.
+    pub topic: String,
+    /// An `offline` status.
+    pub payload: Vec<u8>,
+    /// QoS 1.
+    pub qos: QoS,
+    /// Retained, so that the backend sees the device offline even after it restarts.
+    pub retain: bool,
+}
+
+/// How the transport connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectOptions {
+    /// `{organization_id}/{device_id}`: unique per broker, as device ids are unique only within
+    /// an organization.
+    pub client_id: String,
+    /// The keepalive in force (60 s unless a config message changed it).
+    pub keepalive: Keepalive,
+    /// The engine keeps its own outbox, so no broker session is needed.
+    pub clean_session: bool,
+    /// The last will.
+    pub will: Will,
+}
+
+/// What happened, for the application (and its logs).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Time to open the connection: the first one, or the next after the backoff.
+    Connect,
+    /// A config message was applied; the device now runs with these settings.
+    ConfigApplied(DeviceConfig),
+    /// A config message was refused; nothing of it was applied.
+    ConfigRejected {
+        /// Why.
+        error: String,
+    },
+    /// The keepalive changed: reconnect with the new [`Device::connect_options`] when
+    /// convenient.
+    KeepaliveChanged(Keepalive),
+    /// A command ran.
+    CommandRun {
+        /// Its id.
+        command_id: CommandId,
+        /// Its name.
+        command: String,
+        /// Whether the handler reported success.
+        success: bool,
+    },
+    /// A command was delivered again and answered with the first response, without running.
+    CommandDuplicate {
+        /// Its id.
+        command_id: CommandId,
+    },
+    /// A command was refused before reaching the handler.
+    CommandRefused {
+        /// Its id, when it could be read (then an error response was sent).
+        command_id: Option<CommandId>,
+        /// Why.
+        error: String,
+    },
+    /// An incoming message was dropped: not for this device, or not a message at all.
+    Dropped {
+        /// The category.
+        reason: Reason,
+        /// The details.
+        error: String,
+    },
+    /// The sensors gave no reading this period.
+    ReadingMissed,
+    /// The sensors gave a reading outside the protocol's ranges (after calibration): it was
+    /// not sent.
+    ReadingRejected {
+        /// Why.
+        error: String,
+    },
+}
+
+/// Counters since the engine started. Every message the engine accepted is delivered,
+/// dropped (and counted here) or still in the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Telemetry messages built and queued.
+    pub telemetry: u64,
+    /// Messages the broker acknowledged.
+    pub delivered: u64,
+    /// Telemetry dropped because the outbox was full.
+    pub telemetry_dropped: u64,
+    /// Other messages dropped because the outbox was full.
+    pub other_dropped: u64,
+    /// Messages waiting in the outbox, queued or in flight (statuses aside: a fresh one
+    /// replaces them on every connection).
+    pub pending: u64,
+    /// Commands run by the handler.
+    pub commands_run: u64,
+    /// Duplicate deliveries answered from the cache.
+    pub commands_duplicate: u64,
+    /// Commands refused before the handler.
+    pub commands_refused: u64,
+    /// Config messages applied.
+    pub configs_applied: u64,
+    /// Config messages refused.
+    pub configs_rejected: u64,
+    /// Alerts raised (by thresholds and by the application).
+    pub alerts: u64,
+    /// Incoming messages dropped.
+    pub dropped_incoming: u64,
+    /// Periods without a usable reading.
+    pub readings_missed: u64,
+    /// Connections lost.
+    pub disconnects: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// Not connected; `retry_at` is when to ask for a connection (`None`: asked, waiting).
+    Down {
+        retry_at: Option<Instant>,
+        attempt: u32,
+    },
+    Up {
+        since: Instant,
+        attempt: u32,
+    },
+    /// Deliberately disconnected.
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Below,
+    Above,
+}
+
+/// The protocol's behaviour for one device, without IO and without a clock.
+///
+/// Feed it what happens (`handle_*`), then drain what it wants done, in this order after every
+/// input: [`Device::poll_transmit`] until `None` (publish each message), [`Device::poll_event`]
+/// until `None`, and [`Device::poll_timeout`] for when to call [`Device::handle_timeout`] next.
+///
+/// It publishes a retained `online` status as soon as the link is up and before anything
+/// else, queues telemetry while the link is down and replays it in order, keeps every message
+/// until the broker acknowledges it, runs each command id at most once, refuses retained
+/// commands, applies config, raises threshold alerts once per crossing, and paces reconnection
+/// with [`Backoff`].
+#[derive(Debug)]
+pub struct Device {
+    settings: Settings,
+    topics: BTreeMap<MessageKind, String>,
+    own: [Topic; 2],
+    decoder: Decoder,
+    link: Link,
+    outbox: Outbox,
+    answered: Answered,
+    next_id: u64,
+    next_telemetry: Instant,
+    next_status: Instant,
+    telemetry_interval: TelemetryInterval,
+    keepalive: Keepalive,
+    calibration: BTreeMap<Sensor, Calibration>,
+    thresholds: BTreeMap<Sensor, Threshold>,
+    crossed: BTreeMap<Sensor, Side>,
+    last_metadata: (Option<Battery>, Option<SignalStrength>),
+    events: VecDeque<Event>,
+    stats: Stats,
+}
+
+impl Device {
+    /// A device engine that asks to connect at once and reads its sensors one period from now.
+    pub fn new(settings: Settings, now: Instant) -> Self {
+        let topic = |kind| Topic::new(settings.org.clone(), settings.device.clone(), kind);
+        let topics = MessageKind::ALL
+            .into_iter()
+            .map(|kind| (kind, topic(kind).to_string()))
+            .collect();
+        Self {
+            own: [topic(MessageKind::Commands), topic(MessageKind::Config)],
+            topics,
+            decoder: Decoder::new(),
+            link: Link::Down {
+                retry_at: Some(now),
+                attempt: 0,
+            },
+            outbox: Outbox::new(settings.outbox_capacity),
+            answered: Answered::new(settings.answered_capacity),
+            next_id: 0,
+            next_telemetry: now + settings.telemetry_interval.as_duration(),
+            next_status: now + settings.status_interval,
+            telemetry_interval: settings.telemetry_interval,
+            keepalive: settings.keepalive,
+            calibration: BTreeMap::new(),
+            thresholds: BTreeMap::new(),
+            crossed: BTreeMap::new(),
+            last_metadata: (None, None),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            settings,
+        }
+    }
+
+    /// The options for every connection: client id, keepalive, clean session, and the last
+    /// will (a retained `offline` status stamped `utc`).
+    pub fn connect_options(&self, utc: Timestamp) -> ConnectOptions {
+        ConnectOptions {
+            client_id: format!("{}/{}", self.settings.org, self.settings.device),
+            keepalive: self.keepalive,
+            clean_session: true,
+            will: Will {
+                topic: self.topic(MessageKind::Status).to_string(),
+                payload: self.status_payload(DeviceState::Offline, utc),
+                qos: QoS::AtLeastOnce,
+                retain: true,
+            },
+        }
+    }
+
+    /// What to subscribe to after every (re)connection: the device's own `commands` and
+    /// `config` topics, at QoS 1, and nothing else.
+    pub fn subscriptions(&self) -> [TopicFilter; 2] {
+        [
+            TopicFilter::topic(&self.own[0]),
+            TopicFilter::topic(&self.own[1]),
+        ]
+    }
+
+    /// Whether the link is up.
+    pub fn is_connected(&self) -> bool {
+        matches!(self.link, Link::Up { .. })
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            telemetry_dropped: self.outbox.dropped(MessageKind::Telemetry),
+            other_dropped: self.outbox.dropped_total()
+                - self.outbox.dropped(MessageKind::Telemetry),
+            pending: self.outbox.held() as u64,
+            ..self.stats
+        }
+    }
+
+    /// The settings in force, as changed by config messages.
+    pub fn telemetry_interval(&self) -> TelemetryInterval {
+        self.telemetry_interval
+    }
+
+    /// The link came up (the broker accepted the connection): publish the `online` status
+    /// first, then what waited in the outbox, in order.
+    pub fn handle_connected(&mut self, now: Instant, utc: Timestamp) {
+        let attempt = match self.link {
+            Link::Down { attempt, .. } | Link::Up { attempt, .. } => attempt,
+            Link::Closed => 0,
+        };
+        self.link = Link::Up {
+            since: now,
+            attempt,
+        };
+        self.outbox.forget_statuses();
+        let status = self.status_payload(DeviceState::Online, utc);
+        let id = self.id();
+        self.outbox.push_front(Queued {
+            id,
+            kind: MessageKind::Status,
+            payload: status,
+        });
+        self.next_status = now + self.settings.status_interval;
+    }
+
+    /// The link went down, or a connection attempt failed. What was in flight is queued again;
+    /// the next attempt waits for the backoff, jittered by `random` (uniform over `u32`).
+    pub fn handle_disconnected(&mut self, now: Instant, random: u32) {
+        let attempt = match self.link {
+            Link::Up { since, attempt } => {
+                self.stats.disconnects += 1;
+                if now.saturating_since(since) >= self.settings.backoff.stable_after {
+                    0
+                } else {
+                    attempt.saturating_add(1)
+                }
+            }
+            Link::Down { attempt, .. } => attempt.saturating_add(1),
+            Link::Closed => return,
+        };
+        self.outbox.requeue_in_flight();
+        let delay = self.settings.backoff.delay(attempt, random);
+        self.link = Link::Down {
+            retry_at: Some(now + delay),
+            attempt,
+        };
+    }
+
+    /// The broker acknowledged a message.
+    pub fn handle_acked(&mut self, id: MessageId) {
+        if self.outbox.ack(id).is_some() {
+            self.stats.delivered += 1;
+        }
+    }
+
+    /// Closes deliberately: returns the retained `offline` status to publish before the clean
+    /// disconnection (which, unlike a lost link, does not fire the last will). The engine asks
+    /// for no reconnection afterwards.
+    pub fn disconnect(&mut self, utc: Timestamp) -> Transmit {
+        self.link = Link::Closed;
+        let id = self.id();
+        self.transmit(Queued {
+            id,
+            kind: MessageKind::Status,
+            payload: self.status_payload(DeviceState::Offline, utc),
+        })
+    }
+
+    /// Raises an alert of the application's own (a leak detector, a pump fault).
+    pub fn raise_alert(&mut self, alert: &Alert) {
+        self.queue_alert(alert);
+    }
+
+    /// Time passed: ask for a connection when the backoff is over, read the sensors and queue
+    /// telemetry when its period is due (connected or not), and publish the periodic status
+    /// while connected.
+    pub fn handle_timeout(
+        &mut self,
+        now: Instant,
+        utc: Timestamp,
+        sensors: &mut impl SensorReader,
+    ) {
+        if let Link::Down {
+            retry_at: Some(at),
+            attempt,
+        } = self.link
+        {
+            if now >= at {
+                self.link = Link::Down {
+                    retry_at: None,
+                    attempt,
+                };
+                self.events.push_back(Event::Connect);
+            }
+        }
+        if now >= self.next_telemetry {
+            self.next_telemetry = next_after(
+                self.next_telemetry,
+                self.telemetry_interval.as_duration(),
+                now,
+            );
+            match sensors.read(now) {
+                Some(readings) => self.telemetry(readings, utc),
+                None => {
+                    self.stats.readings_missed += 1;
+                    self.events.push_back(Event::ReadingMissed);
+                }
+            }
+        }
+        if self.is_connected() && now >= self.next_status {
+            self.next_status = next_after(self.next_status, self.settings.status_interval, now);
+            let payload = self.status_payload(DeviceState::Online, utc);
+            let id = self.id();
+            self.outbox.push_back(Queued {
+                id,
+                kind: MessageKind::Status,
+                payload,
+            });
+        }
+    }
+
+    /// A message arrived on one of the subscriptions.
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        utc: Timestamp,
+        topic: &str,
+        payload: &[u8],
+        retained: bool,
+        handler: &mut impl CommandHandler,
+    ) {
+        let Some(own) = self.own.iter().find(|t| t.to_string() == topic).cloned() else {
+            self.drop_incoming(
+                Reason::Topic,
+                format!("not one of this device's topics: {topic:?}"),
+            );
+            return;
+        };
+        let decoded = self.decoder.decode_message(&own, payload);
+        match (own.kind(), decoded) {
+            (MessageKind::Commands, Ok(Message::Command(command))) => {
+                self.command(now, utc, command, retained, handler);
+            }
+            (MessageKind::Commands, Err(error)) => match error.command_id().cloned() {
+                Some(command_id) => self.refuse(command_id, &error.to_string(), utc),
+                None => self.drop_incoming(error.reason(), error.to_string()),
+            },
+            (MessageKind::Config, Ok(Message::Config(config))) => self.config(now, config.config),
+            (MessageKind::Config, Err(error)) => {
+                self.stats.configs_rejected += 1;
+                let error = error.to_string();
+                self.queue_alert(&Alert {
+                    severity: Severity::Warning,
+                    message: truncate(
+                        format!("config refused: {error}"),
+                        dese_protocol::ALERT_MESSAGE_MAX,
+                    ),
+                    sensor: None,
+                    value: None,
+                    threshold: None,
+                    timestamp: utc,
+                });
+                self.events.push_back(Event::ConfigRejected { error });
+            }
+            (kind, _) => self.drop_incoming(Reason::Topic, format!("unexpected {kind} message")),
+        }
+    }
+
+    /// The next message to publish, if the link is up and the in-flight window has room.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if !self.is_connected() {
+            return None;
+        }
+        let message = self.outbox.next(self.settings.in_flight_window)?;
+        Some(self.transmit(message))
+    }
+
+    /// The next event for the application.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`Device::handle_timeout`] next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next = self.next_telemetry;
+        match self.link {
+            Link::Up { .. } => next = next.min(self.next_status),
+            Link::Down {
+                retry_at: Some(at), ..
+            } => next = next.min(at),
+            Link::Down { retry_at: None, .. } | Link::Closed => {}
+        }
+        Some(next)
+    }
+
+    fn command(
+        &mut self,
+        now: Instant,
+        utc: Timestamp,
+        command: Command,
+        retained: bool,
+        handler: &mut impl CommandHandler,
+    ) {
+        if retained {
+            // DESE-C6: a retained command would run again on every reconnection.
+            self.refuse_uncached(
+                command.command_id,
+                "refused: the command was delivered as a retained message",
+                utc,
+            );
+            return;
+        }
+        if let Some(first) = self.answered.get(&command.command_id) {
+            let payload = first.to_vec();
+            self.stats.commands_duplicate += 1;
+            self.events.push_back(Event::CommandDuplicate {
+                command_id: command.command_id,
+            });
+            let id = self.id();
+            self.outbox.push_back(Queued {
+                id,
+                kind: MessageKind::CommandResponse,
+                payload,
+            });
+            return;
+        }
+        let outcome = handler.run(&command.action, now);
+        let success = outcome.is_ok();
+        let response = match outcome {
+            Ok(data) => CommandResponse::ok(command.command_id.clone(), data, utc),
+            Err(error) => CommandResponse::failed(command.command_id.clone(), error, utc),
+        };
+        self.stats.commands_run += 1;
+        self.events.push_back(Event::CommandRun {
+            command_id: command.command_id.clone(),
+            command: command.action.name().to_string(),
+            success,
+        });
+        self.respond(command.command_id, response);
+    }
+
+    /// Answers a command refused before the handler, and remembers the answer.
+    fn refuse(&mut self, command_id: CommandId, error: &str, utc: Timestamp) {
+        if let Some(first) = self.answered.get(&command_id) {
+            let payload = first.to_vec();
+            self.stats.commands_duplicate += 1;
+            let id = self.id();
+            self.outbox.push_back(Queued {
+                id,
+                kind: MessageKind::CommandResponse,
+                payload,
+            });
+            return;
+        }
+        self.stats.commands_refused += 1;
+        self.events.push_back(Event::CommandRefused {
+            command_id: Some(command_id.clone()),
+            error: error.to_string(),
+        });
+        let response = CommandResponse::failed(command_id.clone(), error, utc);
+        self.respond(command_id, response);
+    }
+
+    /// Answers a refused command without remembering it, so that a proper delivery of the same
+    /// id can still run.
+    fn refuse_uncached(&mut self, command_id: CommandId, error: &str, utc: Timestamp) {
+        self.stats.commands_refused += 1;
+        self.events.push_back(Event::CommandRefused {
+            command_id: Some(command_id.clone()),
+            error: error.to_string(),
+        });
+        let response = CommandResponse::failed(command_id, error, utc);
+        if let Ok(payload) = encode(&Message::CommandResponse(response)) {
+            let id = self.id();
+            self.outbox.push_back(Queued {
+                id,
+                kind: MessageKind::CommandResponse,
+                payload,
+            });
+        }
+    }
+
+    fn respond(&mut self, command_id: CommandId, response: CommandResponse) {
+        let payload = match encode(&Message::CommandResponse(response)) {
+            Ok(payload) => payload,
+            // The handler's data is too large or too deep for a peer: say so instead.
+            Err(error) => {
+                let failed = CommandResponse::failed(
+                    command_id.clone(),
+                    format!("the response could not be sent: {error}"),
+                    Timestamp::UNIX_EPOCH,
+                );
+                encode(&Message::CommandResponse(failed)).unwrap_or_default()
+            }
+        };
+        self.answered.insert(command_id, payload.clone());
+        let id = self.id();
+        self.outbox.push_back(Queued {
+            id,
+            kind: MessageKind::CommandResponse,
+            payload,
+        });
+    }
+
+    fn config(&mut self, now: Instant, config: DeviceConfig) {
+        if let Some(interval) = config.telemetry_interval {
+            self.telemetry_interval = interval;
+            self.next_telemetry = now + interval.as_duration();
+        }
+        if let Some(keepalive) = config.mqtt_keepalive {
+            if keepalive != self.keepalive {
+                self.keepalive = keepalive;
+                self.events.push_back(Event::KeepaliveChanged(keepalive));
+            }
+        }
+        if let Some(calibration) = &config.sensor_calibration {
+            self.calibration
+                .extend(calibration.iter().map(|(s, c)| (s.clone(), *c)));
+        }
+        if let Some(thresholds) = &config.alert_thresholds {
+            for sensor in thresholds.keys() {
+                self.crossed.remove(sensor);
+            }
+            self.thresholds
+                .extend(thresholds.iter().map(|(s, t)| (s.clone(), *t)));
+        }
+        self.stats.configs_applied += 1;
+        self.events.push_back(Event::ConfigApplied(config));
+    }
+
+    fn telemetry(&mut self, raw: Readings, utc: Timestamp) {
+        let cal = |sensor: Sensor, value: f64| match self.calibration.get(&sensor) {
+            Some(c) => c.apply(value),
+            None => value,
+        };
+        let built = (|| -> Result<Telemetry, String> {
+            let range = |name: &str, e: dese_protocol::RangeError| format!("{name}: {e}");
+            let int = |name: &str, v: f64, lo: f64, hi: f64| {
+                if !v.is_finite() {
+                    return Err(format!("{name}: {v} is not a number"));
+                }
+                let rounded = libm_round(v);
+                if (lo..=hi).contains(&rounded) {
+                    Ok(rounded)
+                } else {
+                    Err(format!(
+                        "{name}: {v} is out of range, expected {lo} to {hi}"
+                    ))
+                }
+            };
+            Ok(Telemetry {
+                device_id: self.settings.device.clone(),
+                timestamp: utc,
+                organization_id: self.settings.org.clone(),
+                sensors: Sensors {
+                    ph: Ph::new(cal(Sensor::Ph, raw.ph)).map_err(|e| range("ph", e))?,
+                    chlorine: Ppm::new(cal(Sensor::Chlorine, raw.chlorine))
+                        .map_err(|e| range("chlorine", e))?,
+                    temperature: Celsius::new(cal(Sensor::Temperature, raw.temperature))
+                        .map_err(|e| range("temperature", e))?,
+                    orp: match raw.orp {
+                        Some(v) => {
+                            Some(
+                                int("orp", cal(Sensor::Orp, v), i32::MIN.into(), i32::MAX.into())?
+                                    as i32,
+                            )
+                        }
+                        None => None,
+                    },
+                    tds: match raw.tds {
+                        Some(v) => {
+                            Some(int("tds", cal(Sensor::Tds, v), 0.0, u32::MAX.into())? as u32)
+                        }
+                        None => None,
+                    },
+                    flow_rate: match raw.flow_rate {
+                        Some(v) => Some(
+                            FlowRate::new(cal(Sensor::FlowRate, v))
+                                .map_err(|e| range("flow_rate", e))?,
+                        ),
+                        None => None,
+                    },
+                },
+                metadata: Metadata {
+                    battery: raw.battery,
+                    signal_strength: raw.signal_strength,
+                    firmware_version: self.settings.firmware_version.clone(),
+                },
+            })
+        })();
+        let telemetry = match built {
+            Ok(telemetry) => telemetry,
+            Err(error) => {
+                self.stats.readings_missed += 1;
+                self.events.push_back(Event::ReadingRejected { error });
+                return;
+            }
+        };
+        self.last_metadata = (raw.battery, raw.signal_strength);
+        self.check_thresholds(&telemetry, utc);
+        match encode(&Message::Telemetry(telemetry)) {
+            Ok(payload) => {
+                self.stats.telemetry += 1;
+                let id = self.id();
+                self.outbox.push_back(Queued {
+                    id,
+                    kind: MessageKind::Telemetry,
+                    payload,
+                });
+            }
+            Err(error) => self.events.push_back(Event::ReadingRejected {
+                error: error.to_string(),
+            }),
+        }
+    }
+
+    /// Raises an alert when a reading crosses out of its band (warning) and when it comes back
+    /// (info): once per crossing, not on every reading.
+    fn check_thresholds(&mut self, t: &Telemetry, utc: Timestamp) {
+        let s = &t.sensors;
+        let values = [
+            (Sensor::Ph, Some(s.ph.get())),
+            (Sensor::Chlorine, Some(s.chlorine.get())),
+            (Sensor::Temperature, Some(s.temperature.get())),
+            (Sensor::Orp, s.orp.map(f64::from)),
+            (Sensor::Tds, s.tds.map(f64::from)),
+            (Sensor::FlowRate, s.flow_rate.map(FlowRate::get)),
+        ];
+        for (sensor, value) in values {
+            let (Some(value), Some(threshold)) = (value, self.thresholds.get(&sensor).copied())
+            else {
+                continue;
+            };
+            let side = match (threshold.min, threshold.max) {
+                (Some(min), _) if value < min.get() => Some((Side::Below, min)),
+                (_, Some(max)) if value > max.get() => Some((Side::Above, max)),
+                _ => None,
+            };
+            let before = self.crossed.get(&sensor).copied();
+            let alert = match (before, side) {
+                (None, Some((side, bound)))
+                | (Some(Side::Below), Some((side @ Side::Above, bound)))
+                | (Some(Side::Above), Some((side @ Side::Below, bound))) => {
+                    self.crossed.insert(sensor.clone(), side);
+                    let word = if side == Side::Below {
+                        "below its minimum"
+                    } else {
+                        "above its maximum"
+                    };
+                    Some((
+                        Severity::Warning,
+                        format!("{sensor} {value} is {word} {bound}"),
+                        Some(bound),
+                    ))
+                }
+                (Some(_), None) => {
+                    self.crossed.remove(&sensor);
+                    Some((
+                        Severity::Info,
+                        format!("{sensor} {value} is back within its thresholds"),
+                        None,
+                    ))
+                }
+                _ => None,
+            };
+            if let Some((severity, message, bound)) = alert {
+                self.queue_alert(&Alert {
+                    severity,
+                    message,
+                    sensor: Some(sensor),
+                    value: Finite::new(value).ok(),
+                    threshold: bound,
+                    timestamp: utc,
+                });
+            }
+        }
+    }
+
+    fn queue_alert(&mut self, alert: &Alert) {
+        if let Ok(payload) = encode(&Message::Alert(alert.clone())) {
+            self.stats.alerts += 1;
+            let id = self.id();
+            self.outbox.push_back(Queued {
+                id,
+                kind: MessageKind::Alert,
+                payload,
+            });
+        }
+    }
+
+    fn drop_incoming(&mut self, reason: Reason, error: String) {
+        self.stats.dropped_incoming += 1;
+        self.events.push_back(Event::Dropped { reason, error });
+    }
+
+    fn status_payload(&self, state: DeviceState, utc: Timestamp) -> Vec<u8> {
+        let (battery, signal_strength) = self.last_metadata;
+        let status = Status {
+            status: state,
+            battery,
+            signal_strength,
+            firmware_version: self.settings.firmware_version.clone(),
+            timestamp: utc,
+        };
+        encode(&Message::Status(status)).unwrap_or_default()
+    }
+
+    fn transmit(&self, message: Queued) -> Transmit {
+        Transmit {
+            id: message.id,
+            kind: message.kind,
+            topic: self.topic(message.kind).to_string(),
+            payload: message.payload,
+            qos: QoS::AtLeastOnce,
+            retain: message.kind.retained(),
+        }
+    }
+
+    fn topic(&self, kind: MessageKind) -> &str {
+        self.topics.get(&kind).map_or("", String::as_str)
+    }
+
+    fn id(&mut self) -> MessageId {
+        self.next_id += 1;
+        MessageId(self.next_id)
+    }
+}
+
+/// The next deadline after `now` on a period that was due at `due`, skipping missed periods.
+fn next_after(due: Instant, period: Duration, now: Instant) -> Instant {
+    let next = due + period;
+    if next > now { next } else { now + period }
+}
+
+/// Rounds half away from zero, without `std`.
+fn libm_round(v: f64) -> f64 {
+    let t = v as i64 as f64;
+    let frac = v - t;
+    if frac >= 0.5 {
+        t + 1.0
+    } else if frac <= -0.5 {
+        t - 1.0
+    } else {
+        t
+    }
+}
+
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}

@@ -1,0 +1,18 @@
+#![doc = include_str!("../README.md")]
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+mod app;
+mod backoff;
+mod dedup;
+mod device;
+mod outbox;
+mod time;
+
+pub use app::{CommandHandler, Readings, SensorReader};
+pub use backoff::Backoff;
+pub use device::{ConnectOptions, Device, Event, Settings, Stats, Transmit, Will};
+pub use outbox::MessageId;
+pub use time::Instant;

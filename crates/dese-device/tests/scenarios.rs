@@ -1,0 +1,524 @@
+//! The device engine's behaviour, scenario by scenario, on virtual time.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is a test failure
+#![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)] // tests run on std
+
+use core::time::Duration;
+
+use dese_device::{
+    CommandHandler, Device, Event, Instant, Readings, SensorReader, Settings, Transmit,
+};
+use dese_protocol::{
+    Action, DeviceState, JsonObject, Message, MessageKind, Reason, Severity, Timestamp, decode,
+};
+
+const START: i64 = 1_737_972_000_000; // 2025-01-27T10:00:00Z
+
+struct Probe {
+    ph: f64,
+    reads: u32,
+}
+
+impl SensorReader for Probe {
+    fn read(&mut self, _now: Instant) -> Option<Readings> {
+        self.reads += 1;
+        Some(Readings {
+            ph: self.ph,
+            chlorine: 2.5,
+            temperature: 25.5,
+            ..Readings::default()
+        })
+    }
+}
+
+#[derive(Default)]
+struct Recorder {
+    ran: Vec<String>,
+}
+
+impl CommandHandler for Recorder {
+    fn run(&mut self, action: &Action, _now: Instant) -> Result<Option<JsonObject>, String> {
+        self.ran.push(action.name().to_string());
+        match action {
+            Action::Unknown { name, .. } => Err(format!("unknown command {name:?}")),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// A device with its sensors and handler, on a virtual clock, recording what it publishes.
+struct Rig {
+    device: Device,
+    probe: Probe,
+    handler: Recorder,
+    now: Instant,
+    sent: Vec<Transmit>,
+    events: Vec<Event>,
+}
+
+impl Rig {
+    fn new(tune: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = Settings::new(
+            "org-123".parse().unwrap(),
+            "esp32-001".parse().unwrap(),
+            "1.0.0",
+        );
+        tune(&mut settings);
+        Self {
+            device: Device::new(settings, Instant::ZERO),
+            probe: Probe { ph: 7.2, reads: 0 },
+            handler: Recorder::default(),
+            now: Instant::ZERO,
+            sent: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn utc(&self) -> Timestamp {
+        Timestamp::from_unix_millis(START + self.now.as_millis() as i64).unwrap()
+    }
+
+    /// Runs every timeout up to `to`, publishing and acknowledging what the device sends when
+    /// `ack` is set.
+    fn run_until(&mut self, to: Instant, ack: bool) {
+        loop {
+            self.drain(ack);
+            match self.device.poll_timeout() {
+                Some(at) if at <= to => {
+                    self.now = self.now.max(at);
+                    let utc = self.utc();
+                    self.device.handle_timeout(self.now, utc, &mut self.probe);
+                }
+                _ => break,
+            }
+        }
+        self.now = to;
+        self.drain(ack);
+    }
+
+    fn drain(&mut self, ack: bool) {
+        while let Some(t) = self.device.poll_transmit() {
+            if ack {
+                self.device.handle_acked(t.id);
+            }
+            self.sent.push(t);
+        }
+        self.events
+            .extend(core::iter::from_fn(|| self.device.poll_event()));
+    }
+
+    fn connect(&mut self) {
+        let utc = self.utc();
+        self.device.handle_connected(self.now, utc);
+    }
+
+    fn deliver(&mut self, kind: &str, payload: &str, retained: bool) {
+        let utc = self.utc();
+        let topic = format!("devices/org-123/esp32-001/{kind}");
+        self.device.handle_message(
+            self.now,
+            utc,
+            &topic,
+            payload.as_bytes(),
+            retained,
+            &mut self.handler,
+        );
+    }
+
+    fn sent_messages(&self) -> Vec<Message> {
+        self.sent
+            .iter()
+            .map(|t| decode(&t.topic, &t.payload).unwrap().message)
+            .collect()
+    }
+
+    fn take_sent(&mut self) -> Vec<Transmit> {
+        core::mem::take(&mut self.sent)
+    }
+}
+
+fn secs(s: u64) -> Instant {
+    Instant::from_millis(s * 1000)
+}
+
+// DESE-D4: the status goes out as soon as the link is up, before anything queued.
+#[test]
+fn dese_d4_status_first_on_every_connection() {
+    let mut rig = Rig::new(|_| {});
+    rig.run_until(secs(95), true); // three readings while never connected
+    assert!(rig.sent.is_empty());
+    assert!(rig.events.contains(&Event::Connect));
+    rig.connect();
+    rig.drain(true);
+    let kinds: Vec<_> = rig.sent.iter().map(|t| (t.kind, t.retain)).collect();
+    assert_eq!(kinds[0], (MessageKind::Status, true));
+    assert!(
+        kinds[1..]
+            .iter()
+            .all(|k| *k == (MessageKind::Telemetry, false))
+    );
+    assert_eq!(kinds.len(), 4);
+    let Message::Status(status) = &rig.sent_messages()[0] else {
+        panic!()
+    };
+    assert_eq!(status.status, DeviceState::Online);
+}
+
+// DESE-D5: the last will is a retained offline status; so is a deliberate goodbye.
+#[test]
+fn dese_d5_last_will_and_goodbye() {
+    let mut rig = Rig::new(|_| {});
+    let options = rig.device.connect_options(rig.utc());
+    assert_eq!(options.will.topic, "devices/org-123/esp32-001/status");
+    assert!(options.will.retain);
+    let will = decode(&options.will.topic, &options.will.payload)
+        .unwrap()
+        .message;
+    assert!(matches!(will, Message::Status(s) if s.status == DeviceState::Offline));
+    assert_eq!(options.keepalive.get(), 60); // DESE-D3
+    rig.connect();
+    let goodbye = rig.device.disconnect(rig.utc());
+    assert!(goodbye.retain && goodbye.kind == MessageKind::Status);
+    rig.run_until(secs(600), true);
+    assert!(
+        !rig.events.contains(&Event::Connect),
+        "no reconnection after a deliberate goodbye"
+    );
+}
+
+// DESE-T4: subscriptions are the device's own commands and config, nothing else.
+#[test]
+fn dese_t4_subscribes_to_its_own_topics_only() {
+    let rig = Rig::new(|_| {});
+    let subs: Vec<String> = rig
+        .device
+        .subscriptions()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        subs,
+        [
+            "devices/org-123/esp32-001/commands",
+            "devices/org-123/esp32-001/config"
+        ]
+    );
+}
+
+// DESE-D8: telemetry every 30 s, status every 60 s while connected.
+#[test]
+fn dese_d8_periods() {
+    let mut rig = Rig::new(|_| {});
+    rig.connect();
+    rig.run_until(secs(300), true);
+    let count = |kind| rig.sent.iter().filter(|t| t.kind == kind).count();
+    assert_eq!(count(MessageKind::Telemetry), 10);
+    assert_eq!(count(MessageKind::Status), 1 + 5);
+}
+
+// DESE-D7: an outbox of 100 with 250 readings offline replays the newest 100 in order and
+// reports 150 dropped.
+#[test]
+fn dese_d7_outbox_of_100_with_250_readings_offline() {
+    let mut rig = Rig::new(|s| s.outbox_capacity = 100);
+    rig.run_until(secs(250 * 30), true);
+    assert_eq!(rig.probe.reads, 250);
+    assert_eq!(rig.device.stats().telemetry_dropped, 150);
+    rig.connect();
+    rig.run_until(rig.now, true);
+    let telemetry: Vec<i64> = rig
+        .sent_messages()
+        .iter()
+        .filter_map(|m| match m {
+            Message::Telemetry(t) => Some(t.timestamp.unix_seconds()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(telemetry.len(), 100);
+    let first = START / 1000 + 151 * 30;
+    let expected: Vec<i64> = (0..100).map(|i| first + i * 30).collect();
+    assert_eq!(telemetry, expected, "the newest 100, oldest first");
+    let stats = rig.device.stats();
+    assert_eq!((stats.telemetry, stats.pending), (250, 0));
+}
+
+// DESE-D9: what the broker did not acknowledge is sent again after a reconnection, in order,
+// and only acknowledged messages count as delivered.
+#[test]
+fn dese_d9_unacknowledged_messages_are_replayed() {
+    let mut rig = Rig::new(|_| {});
+    rig.connect();
+    rig.run_until(secs(95), false); // two statuses and three readings handed out, none acknowledged
+    let first = rig.take_sent();
+    let readings: Vec<&Transmit> = first
+        .iter()
+        .filter(|t| t.kind == MessageKind::Telemetry)
+        .collect();
+    assert_eq!((first.len(), readings.len()), (5, 3));
+    rig.device.handle_acked(readings[0].id); // only the first reading arrived
+    assert_eq!(rig.device.stats().delivered, 1);
+    rig.device.handle_disconnected(rig.now, 0);
+    rig.run_until(secs(96), true);
+    rig.connect();
+    rig.drain(true);
+    let again: Vec<_> = rig
+        .sent
+        .iter()
+        .map(|t| (t.kind, t.payload.clone()))
+        .collect();
+    assert_eq!(
+        again[0].0,
+        MessageKind::Status,
+        "a fresh status first; the old ones are not replayed"
+    );
+    let replayed = [
+        (MessageKind::Telemetry, readings[1].payload.clone()),
+        (MessageKind::Telemetry, readings[2].payload.clone()),
+    ];
+    assert_eq!(
+        again[1..],
+        replayed,
+        "the unacknowledged readings, in order"
+    );
+    assert_eq!(rig.device.stats().delivered, 1 + 3);
+}
+
+const SET_PUMP: &str = r#"{"command_id":"cmd-1","device_id":"esp32-001","command":"set_pump","parameters":{"pump_id":1,"state":"on","duration":60},"timestamp":"2025-01-27T10:00:00Z"}"#;
+
+fn responses(rig: &Rig) -> Vec<dese_protocol::CommandResponse> {
+    rig.sent_messages()
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::CommandResponse(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+// DESE-C5: a command delivered five times runs once, and every delivery gets the same answer.
+#[test]
+fn dese_c5_command_delivered_five_times_runs_once() {
+    let mut rig = Rig::new(|_| {});
+    rig.connect();
+    for _ in 0..5 {
+        rig.now = rig.now + Duration::from_secs(1);
+        rig.deliver("commands", SET_PUMP, false);
+    }
+    rig.drain(true);
+    assert_eq!(rig.handler.ran, ["set_pump"]);
+    let answers: Vec<_> = rig
+        .sent
+        .iter()
+        .filter(|t| t.kind == MessageKind::CommandResponse)
+        .map(|t| &t.payload)
+        .collect();
+    assert_eq!(answers.len(), 5);
+    assert!(
+        answers.iter().all(|a| *a == answers[0]),
+        "the same response each time"
+    );
+    assert!(responses(&rig)[0].success);
+    assert_eq!(rig.device.stats().commands_duplicate, 4);
+}
+
+// DESE-C6: a retained command is refused, and the same id delivered properly still runs.
+#[test]
+fn dese_c6_retained_command_refused() {
+    let mut rig = Rig::new(|_| {});
+    rig.connect();
+    rig.deliver("commands", SET_PUMP, true);
+    rig.drain(true);
+    assert!(rig.handler.ran.is_empty());
+    let r = responses(&rig);
+    assert!(!r[0].success && r[0].error.as_deref().unwrap().contains("retained"));
+    rig.deliver("commands", SET_PUMP, false);
+    rig.drain(true);
+    assert_eq!(rig.handler.ran, ["set_pump"]);
+}
+
+// DESE-C4: an unknown command, bad parameters, or another device's command get an error
+// response naming the problem; the handler never sees the invalid ones.
+#[test]
+fn dese_c4_invalid_and_unknown_commands_get_error_responses() {
+    let mut rig = Rig::new(|_| {});
+    rig.connect();
+    let ts = "\"timestamp\":\"2025-01-27T10:00:00Z\"";
+    rig.deliver(
+        "commands",
+        &format!(r#"{{"command_id":"a","device_id":"esp32-001","command":"dance",{ts}}}"#),
+        false,
+    );
+    rig.deliver("commands", &format!(r#"{{"command_id":"b","device_id":"esp32-001","command":"set_pump","parameters":{{"pump_id":1,"state":"maybe"}},{ts}}}"#), false);
+    rig.deliver(
+        "commands",
+        &format!(r#"{{"command_id":"c","device_id":"esp32-999","command":"reboot",{ts}}}"#),
+        false,
+    );
+    rig.drain(true);
+    assert_eq!(
+        rig.handler.ran,
+        ["dance"],
+        "only the well-formed unknown command reaches the handler"
+    );
+    let r = responses(&rig);
+    let answers: Vec<_> = r
+        .iter()
+        .map(|r| (r.command_id.as_str(), r.success, r.error.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        answers[0],
+        ("a", false, "unknown command \"dance\"".to_string())
+    );
+    assert_eq!((answers[1].0, answers[1].1), ("b", false));
+    assert!(
+        answers[1].2.starts_with("parameters.state"),
+        "{}",
+        answers[1].2
+    );
+    assert_eq!((answers[2].0, answers[2].1), ("c", false));
+    assert!(answers[2].2.contains("does not match"), "{}", answers[2].2);
+}
+
+// DESE-V2: messages that are not commands at all are dropped, counted by reason, never run.
+#[test]
+fn dese_v2_garbage_is_counted_and_dropped() {
+    let mut rig = Rig::new(|_| {});
+    rig.connect();
+    rig.deliver("commands", "not json", false);
+    rig.device.handle_message(
+        rig.now,
+        rig.utc(),
+        "devices/org-123/esp32-002/commands",
+        SET_PUMP.as_bytes(),
+        false,
+        &mut rig.handler,
+    );
+    rig.drain(true);
+    assert!(rig.handler.ran.is_empty());
+    assert_eq!(rig.device.stats().dropped_incoming, 2);
+    let reasons: Vec<Reason> = rig
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Dropped { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons, [Reason::Syntax, Reason::Topic]);
+}
+
+// DESE-P8: config changes the telemetry period and calibrates readings.
+#[test]
+fn dese_p8_config_interval_and_calibration() {
+    let mut rig = Rig::new(|_| {});
+    rig.probe.ph = 7.0;
+    rig.connect();
+    rig.deliver("config", r#"{"device_id":"esp32-001","config":{"telemetry_interval":10000,"sensor_calibration":{"ph":{"offset":0.2}}},"timestamp":"2025-01-27T10:00:00Z"}"#, false);
+    rig.run_until(secs(60), true);
+    let readings: Vec<f64> = rig
+        .sent_messages()
+        .iter()
+        .filter_map(|m| match m {
+            Message::Telemetry(t) => Some(t.sensors.ph.get()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(readings.len(), 6, "every 10 s");
+    assert!(
+        readings.iter().all(|ph| (ph - 7.2).abs() < 1e-9),
+        "{readings:?}"
+    );
+    assert!(
+        rig.events
+            .iter()
+            .any(|e| matches!(e, Event::ConfigApplied(_)))
+    );
+}
+
+// DESE-P8, DESE-V2: an invalid config changes nothing and is reported.
+#[test]
+fn dese_p8_invalid_config_refused_and_reported() {
+    let mut rig = Rig::new(|_| {});
+    rig.connect();
+    rig.deliver("config", r#"{"device_id":"esp32-001","config":{"telemetry_interval":0},"timestamp":"2025-01-27T10:00:00Z"}"#, false);
+    rig.run_until(secs(60), true);
+    assert_eq!(rig.device.telemetry_interval().get(), 30_000);
+    assert_eq!(rig.device.stats().configs_rejected, 1);
+    let alert = rig.sent_messages().into_iter().find_map(|m| match m {
+        Message::Alert(a) => Some(a),
+        _ => None,
+    });
+    let alert = alert.unwrap();
+    assert_eq!(alert.severity, Severity::Warning);
+    assert!(
+        alert.message.contains("config.telemetry_interval"),
+        "{}",
+        alert.message
+    );
+}
+
+// DESE-P9: a threshold alert is raised once per crossing, and once on return.
+#[test]
+fn dese_p9_threshold_alert_once_per_crossing() {
+    let mut rig = Rig::new(|_| {});
+    rig.connect();
+    rig.deliver("config", r#"{"device_id":"esp32-001","config":{"alert_thresholds":{"ph":{"min":6.8,"max":7.8}}},"timestamp":"2025-01-27T10:00:00Z"}"#, false);
+    rig.probe.ph = 6.5;
+    rig.run_until(secs(150), true); // five low readings
+    rig.probe.ph = 7.2;
+    rig.run_until(secs(210), true); // two normal readings
+    let alerts: Vec<(Severity, String)> = rig
+        .sent_messages()
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Alert(a) => Some((a.severity, a.message)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    assert_eq!(alerts[0].0, Severity::Warning);
+    assert_eq!(alerts[0].1, "ph 6.5 is below its minimum 6.8");
+    assert_eq!(alerts[1].0, Severity::Info);
+}
+
+// DESE-D6: reconnection waits grow exponentially, and reset only after a stable connection.
+#[test]
+fn dese_d6_backoff_grows_and_resets_after_stable_link() {
+    let mut rig = Rig::new(|s| {
+        s.telemetry_interval = dese_protocol::TelemetryInterval::new(86_400_000).unwrap()
+    });
+    let mut waits = Vec::new();
+    rig.run_until(secs(0), true);
+    for _ in 0..5 {
+        rig.device.handle_disconnected(rig.now, u32::MAX); // the attempt failed
+        let at = rig.device.poll_timeout().unwrap();
+        waits.push((at - rig.now).as_secs());
+        rig.run_until(at, true);
+    }
+    assert_eq!(waits, [2, 4, 8, 16, 32]);
+    rig.connect();
+    rig.run_until(rig.now + Duration::from_secs(5), true);
+    rig.device.handle_disconnected(rig.now, u32::MAX); // dropped after 5 s: not stable
+    assert_eq!((rig.device.poll_timeout().unwrap() - rig.now).as_secs(), 60);
+    rig.run_until(rig.device.poll_timeout().unwrap(), true);
+    rig.connect();
+    rig.run_until(rig.now + Duration::from_secs(31), true);
+    rig.device.handle_disconnected(rig.now, u32::MAX); // dropped after 31 s: stable
+    assert_eq!((rig.device.poll_timeout().unwrap() - rig.now).as_secs(), 1);
+}
+
+// A reading outside the protocol's ranges after calibration is not sent, and is counted.
+#[test]
+fn out_of_range_reading_is_rejected() {
+    let mut rig = Rig::new(|_| {});
+    rig.probe.ph = 15.0;
+    rig.connect();
+    rig.run_until(secs(30), true);
+    assert_eq!(rig.device.stats().telemetry, 0);
+    assert_eq!(rig.device.stats().readings_missed, 1);
+    assert!(
+        rig.events
+            .iter()
+            .any(|e| matches!(e, Event::ReadingRejected { error } if error.starts_with("ph: 15")))
+    );
+}
