@@ -7,12 +7,15 @@
 //!   validation and codec; `no_std`.
 //! - [`device`] ([`dese-device`](dese_device)): the sans-IO device engine (status, outbox,
 //!   commands, config, alerts, reconnect backoff); `no_std`.
+//! - [`backend`] ([`dese-backend`](dese_backend), with `std`): the sans-IO backend engine
+//!   (ingest with tenant checks, dedup, presence, command tracking, rate limiting).
 //!
 //! The engines and transports join as they are built; see the repository's README.
 //!
 //! # Crate features
 //!
-//! - `std` (default): everything that needs the standard library.
+//! - `std` (default): everything that needs the standard library, the backend engine
+//!   included.
 //! - `alloc`: heap allocation without std, for firmware.
 //! - `schema`: generation of the JSON Schemas, the AsyncAPI document and the test vectors
 //!   (`protocol::schema`).
@@ -33,6 +36,8 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "std")]
+pub use dese_backend as backend;
 pub use dese_device as device;
 pub use dese_protocol as protocol;
 

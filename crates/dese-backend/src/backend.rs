@@ -1,0 +1,732 @@
+//! The backend engine.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use dese_protocol::{
+    Action, Alert, Command, CommandId, CommandResponse, Config, DecodeError, Decoder, DeviceConfig,
+    DeviceId, DeviceState, Direction, Message, MessageKind, OrgId, QoS, Reason, ShareGroup, Status,
+    Telemetry, Timestamp, Topic, TopicFilter, encode,
+};
+
+use crate::limit::{Bucket, RateLimit};
+
+/// The backend's tuning.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// When set, only these organizations are served; messages of others are dropped.
+    pub allowed_orgs: Option<BTreeSet<OrgId>>,
+    /// The decoder: size and depth limits, and whether organization ids must be UUIDs.
+    pub decoder: Decoder,
+    /// How long a command waits for its response. The protocol's default: 30 s.
+    pub command_timeout: Duration,
+    /// How many times a timed-out command is sent again, with the same `command_id`.
+    /// Default 0.
+    pub retries: u32,
+    /// The wait before the first retry; it doubles for each further one. Default 1 s.
+    pub retry_backoff: Duration,
+    /// How many recent telemetry timestamps are remembered per device, to spot duplicates.
+    /// Default 64.
+    pub telemetry_window: usize,
+    /// How many finished commands are remembered, to report duplicate and late responses.
+    /// Default 4096.
+    pub finished_window: usize,
+    /// Per-device rate limit; `None` turns it off. Default [`RateLimit::DEFAULT`].
+    pub rate_limit: Option<RateLimit>,
+    /// Names this backend instance in the command ids it generates, so that several instances
+    /// never reuse each other's ids. Default `b`.
+    pub instance: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            allowed_orgs: None,
+            decoder: Decoder::new(),
+            command_timeout: Duration::from_secs(30),
+            retries: 0,
+            retry_backoff: Duration::from_secs(1),
+            telemetry_window: 64,
+            finished_window: 4096,
+            rate_limit: Some(RateLimit::DEFAULT),
+            instance: String::from("b"),
+        }
+    }
+}
+
+/// A device: its organization and id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DeviceKey {
+    /// The organization.
+    pub org: OrgId,
+    /// The device.
+    pub device: DeviceId,
+}
+
+impl DeviceKey {
+    fn of(topic: &Topic) -> Self {
+        Self {
+            org: topic.org().clone(),
+            device: topic.device().clone(),
+        }
+    }
+}
+
+/// What the backend knows of a device's presence, from its retained status and last will.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Presence {
+    /// The last reported state.
+    pub state: DeviceState,
+    /// When the device reported it.
+    pub since: Timestamp,
+    /// The firmware version it reported.
+    pub firmware_version: String,
+    /// When the backend last heard from the device, any message.
+    pub last_seen: Instant,
+}
+
+/// A message for the transport to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The device's `commands` or `config` topic.
+    pub topic: String,
+    /// The JSON payload.
+    pub payload: Vec<u8>,
+    /// Always QoS 1.
+    pub qos: QoS,
+    /// Never retained.
+    pub retain: bool,
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The device answered `success: true`.
+    Completed(CommandResponse),
+    /// The device answered `success: false`.
+    Failed(CommandResponse),
+    /// No answer within the timeout, after every retry.
+    TimedOut {
+        /// How many times the command was sent.
+        attempts: u32,
+    },
+}
+
+/// What happened, in the order it happened.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// New readings.
+    Telemetry {
+        /// The device.
+        device: DeviceKey,
+        /// The readings.
+        telemetry: Telemetry,
+    },
+    /// A status (including a last will).
+    Status {
+        /// The device.
+        device: DeviceKey,
+        /// The status.
+        status: Status,
+    },
+    /// A device's state changed.
+    PresenceChanged {
+        /// The device.
+        device: DeviceKey,
+        /// The state before, if known.
+        from: Option<DeviceState>,
+        /// The state now.
+        to: DeviceState,
+    },
+    /// A device's retained status was cleared (an empty retained message): it was removed.
+    PresenceCleared {
+        /// The device.
+        device: DeviceKey,
+    },
+    /// An alert.
+    Alert {
+        /// The device.
+        device: DeviceKey,
+        /// The alert.
+        alert: Alert,
+    },
+    /// A command finished.
+    Command {
+        /// The device.
+        device: DeviceKey,
+        /// Its id.
+        command_id: CommandId,
+        /// How it ended.
+        outcome: Outcome,
+    },
+    /// A timed-out command was sent again, with the same id.
+    CommandRetried {
+        /// The device.
+        device: DeviceKey,
+        /// Its id.
+        command_id: CommandId,
+        /// This sending's number, from 2.
+        attempt: u32,
+    },
+    /// A response arrived after its command had timed out (the device processed it anyway).
+    LateResponse {
+        /// The device.
+        device: DeviceKey,
+        /// The response.
+        response: CommandResponse,
+    },
+    /// A response to a command this backend does not know (another instance's, or forgotten).
+    UnknownResponse {
+        /// The device.
+        device: DeviceKey,
+        /// The response.
+        response: CommandResponse,
+    },
+    /// A message delivered again (QoS 1 is at least once): reported, not processed as new.
+    Duplicate {
+        /// The device.
+        device: DeviceKey,
+        /// The message kind.
+        kind: MessageKind,
+    },
+    /// A message refused: invalid, another tenant's, not for the backend, or over the rate.
+    Dropped {
+        /// The topic, shortened if long.
+        topic: String,
+        /// Why, as a category.
+        reason: DropReason,
+        /// The details.
+        error: String,
+    },
+}
+
+/// Why the backend dropped a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// The decoder refused it.
+    Invalid(Reason),
+    /// Its organization is not in the allow-list.
+    OrgNotAllowed,
+    /// A message the backend itself sends (commands, config).
+    WrongDirection,
+    /// The device exceeded its rate limit.
+    RateLimited,
+}
+
+impl DropReason {
+    /// A label for counters: the decoder's reason, or `org_not_allowed`, `wrong_direction`,
+    /// `rate_limited`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Invalid(reason) => reason.as_str(),
+            Self::OrgNotAllowed => "org_not_allowed",
+            Self::WrongDirection => "wrong_direction",
+            Self::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// Counters since the engine started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Messages accepted, by kind.
+    pub accepted: BTreeMap<MessageKind, u64>,
+    /// Messages dropped, by reason.
+    pub dropped: BTreeMap<DropReason, u64>,
+    /// Duplicates recognised, by kind.
+    pub duplicates: BTreeMap<MessageKind, u64>,
+    /// Commands sent (first sendings).
+    pub commands_sent: u64,
+    /// Commands that completed, failed, timed out.
+    pub commands_completed: u64,
+    /// Commands the device answered with `success: false`.
+    pub commands_failed: u64,
+    /// Commands that timed out after every retry.
+    pub commands_timed_out: u64,
+    /// Retries sent.
+    pub retries: u64,
+    /// Responses after the timeout.
+    pub late_responses: u64,
+    /// Responses to unknown commands.
+    pub unknown_responses: u64,
+}
+
+#[derive(Debug, Clone)]
+enum Wait {
+    /// Sent; waiting for the answer until the deadline.
+    Answer { deadline: Instant },
+    /// Timed out; sending again at `at`.
+    Retry { at: Instant },
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    device: DeviceKey,
+    topic: String,
+    payload: Vec<u8>,
+    attempts: u32,
+    wait: Wait,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finished {
+    Answered,
+    TimedOut,
+}
+
+/// The protocol's behaviour for a backend serving many devices of many organizations, without
+/// IO and without a clock.
+///
+/// Feed it every message from the subscriptions ([`Backend::handle_message`]) and the time
+/// ([`Backend::handle_timeout`]); send commands with [`Backend::send_command`]. After every
+/// input drain [`Backend::poll_transmit`] (publish), then [`Backend::poll_event`], then ask
+/// [`Backend::poll_timeout`] when to call `handle_timeout`.
+#[derive(Debug)]
+pub struct Backend {
+    settings: Settings,
+    presence: HashMap<DeviceKey, Presence>,
+    recent_telemetry: HashMap<DeviceKey, VecDeque<Timestamp>>,
+    buckets: HashMap<DeviceKey, Bucket>,
+    pending: HashMap<CommandId, Pending>,
+    finished: HashMap<CommandId, Finished>,
+    finished_order: VecDeque<CommandId>,
+    next_command: u64,
+    transmits: VecDeque<Outgoing>,
+    events: VecDeque<Event>,
+    counters: Counters,
+}
+
+impl Backend {
+    /// A backend with these settings.
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            settings,
+            presence: HashMap::new(),
+            recent_telemetry: HashMap::new(),
+            buckets: HashMap::new(),
+            pending: HashMap::new(),
+            finished: HashMap::new(),
+            finished_order: VecDeque::new(),
+            next_command: 0,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// What to subscribe to: the four kinds devices send, for every organization (or each
+    /// allowed one), optionally as a shared subscription so that several instances split them.
+    pub fn subscriptions(&self, group: Option<&ShareGroup>) -> Vec<TopicFilter> {
+        let scopes: Vec<TopicFilter> = match &self.settings.allowed_orgs {
+            Some(orgs) => orgs.iter().cloned().map(TopicFilter::org).collect(),
+            None => vec![TopicFilter::all()],
+        };
+        let mut out = Vec::new();
+        for scope in scopes {
+            for kind in MessageKind::ALL
+                .into_iter()
+                .filter(|k| k.direction() == Direction::DeviceToBackend)
+            {
+                let filter = scope.clone().kind(kind);
+                out.push(match group {
+                    Some(group) => filter.shared(group.clone()),
+                    None => filter,
+                });
+            }
+        }
+        out
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// What the backend knows of a device's presence.
+    pub fn presence(&self, org: &OrgId, device: &DeviceId) -> Option<&Presence> {
+        self.presence.get(&DeviceKey {
+            org: org.clone(),
+            device: device.clone(),
+        })
+    }
+
+    /// Every device whose presence is known.
+    pub fn devices(&self) -> impl Iterator<Item = (&DeviceKey, &Presence)> {
+        self.presence.iter()
+    }
+
+    /// How many commands wait for their answer (or their retry).
+    pub fn commands_pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Sends `action` to a device: returns its `command_id` and the message to publish. The
+    /// command then ends in an [`Event::Command`] (completed, failed or timed out).
+    pub fn send_command(
+        &mut self,
+        now: Instant,
+        utc: Timestamp,
+        org: OrgId,
+        device: DeviceId,
+        action: Action,
+    ) -> Result<(CommandId, Outgoing), dese_protocol::EncodeError> {
+        self.next_command += 1;
+        let id = format!(
+            "cmd-{}-{}-{}",
+            self.settings.instance,
+            utc.unix_millis(),
+            self.next_command
+        );
+        let command_id = CommandId::from_string(id)
+            .unwrap_or_else(|_| CommandId::from_static("cmd-invalid-instance"));
+        let key = DeviceKey { org, device };
+        let command = Command {
+            command_id: command_id.clone(),
+            device_id: key.device.clone(),
+            action,
+            timestamp: utc,
+        };
+        let payload = encode(&Message::Command(command))?;
+        let topic =
+            Topic::new(key.org.clone(), key.device.clone(), MessageKind::Commands).to_string();
+        let outgoing = Outgoing {
+            topic: topic.clone(),
+            payload: payload.clone(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+        };
+        self.pending.insert(
+            command_id.clone(),
+            Pending {
+                device: key,
+                topic,
+                payload,
+                attempts: 1,
+                wait: Wait::Answer {
+                    deadline: now + self.settings.command_timeout,
+                },
+            },
+        );
+        self.counters.commands_sent += 1;
+        Ok((command_id, outgoing))
+    }
+
+    /// The message that sends a config to a device (config is not tracked: the protocol has
+    /// no acknowledgement for it).
+    pub fn config_message(
+        &self,
+        utc: Timestamp,
+        org: OrgId,
+        device: DeviceId,
+        config: DeviceConfig,
+    ) -> Result<Outgoing, dese_protocol::EncodeError> {
+        let topic = Topic::new(org, device.clone(), MessageKind::Config).to_string();
+        let payload = encode(&Message::Config(Config {
+            device_id: device,
+            config,
+            timestamp: utc,
+        }))?;
+        Ok(Outgoing {
+            topic,
+            payload,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+        })
+    }
+
+    /// A message arrived on one of the subscriptions.
+    pub fn handle_message(&mut self, now: Instant, topic: &str, payload: &[u8], retained: bool) {
+        let _ = retained;
+        let parsed = match Topic::parse_with(topic, false) {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                return self.drop(topic, DropReason::Invalid(Reason::Topic), error.to_string());
+            }
+        };
+        if let Some(allowed) = &self.settings.allowed_orgs {
+            if !allowed.contains(parsed.org()) {
+                return self.drop(
+                    topic,
+                    DropReason::OrgNotAllowed,
+                    format!("organization {} is not served here", parsed.org()),
+                );
+            }
+        }
+        if parsed.kind().direction() != Direction::DeviceToBackend {
+            return self.drop(
+                topic,
+                DropReason::WrongDirection,
+                format!("{} messages go to devices", parsed.kind()),
+            );
+        }
+        let key = DeviceKey::of(&parsed);
+        // The rate limit comes before any parsing of the payload: a flood costs little.
+        if let Some(limit) = self.settings.rate_limit {
+            let bucket = self
+                .buckets
+                .entry(key.clone())
+                .or_insert_with(|| Bucket::new(limit, now));
+            if !bucket.take(limit, now) {
+                return self.drop(
+                    topic,
+                    DropReason::RateLimited,
+                    format!("device {}/{} is over its rate", key.org, key.device),
+                );
+            }
+        }
+        let message = match self.settings.decoder.decode_message(&parsed, payload) {
+            Ok(message) => message,
+            Err(DecodeError::Empty) if parsed.kind() == MessageKind::Status => {
+                if self.presence.remove(&key).is_some() {
+                    self.events
+                        .push_back(Event::PresenceCleared { device: key });
+                }
+                return;
+            }
+            Err(error) => {
+                return self.drop(
+                    topic,
+                    DropReason::Invalid(error.reason()),
+                    error.to_string(),
+                );
+            }
+        };
+        if let Some(presence) = self.presence.get_mut(&key) {
+            presence.last_seen = now;
+        }
+        *self.counters.accepted.entry(parsed.kind()).or_default() += 1;
+        match message {
+            Message::Telemetry(telemetry) => self.telemetry(key, telemetry),
+            Message::Status(status) => self.status(now, key, status),
+            Message::CommandResponse(response) => self.response(key, response),
+            Message::Alert(alert) => self.events.push_back(Event::Alert { device: key, alert }),
+            Message::Command(_) | Message::Config(_) => {}
+        }
+    }
+
+    /// Time passed: commands whose answer is overdue are retried or time out.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<CommandId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| match p.wait {
+                Wait::Answer { deadline } => now >= deadline,
+                Wait::Retry { at } => now >= at,
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            let Some(mut pending) = self.pending.remove(&id) else {
+                continue;
+            };
+            match pending.wait {
+                Wait::Retry { .. } => {
+                    pending.attempts += 1;
+                    pending.wait = Wait::Answer {
+                        deadline: now + self.settings.command_timeout,
+                    };
+                    self.counters.retries += 1;
+                    self.transmits.push_back(Outgoing {
+                        topic: pending.topic.clone(),
+                        payload: pending.payload.clone(),
+                        qos: QoS::AtLeastOnce,
+                        retain: false,
+                    });
+                    self.events.push_back(Event::CommandRetried {
+                        device: pending.device.clone(),
+                        command_id: id.clone(),
+                        attempt: pending.attempts,
+                    });
+                    self.pending.insert(id, pending);
+                }
+                Wait::Answer { .. } if pending.attempts <= self.settings.retries => {
+                    let factor = 1u32.checked_shl(pending.attempts - 1).unwrap_or(u32::MAX);
+                    pending.wait = Wait::Retry {
+                        at: now + self.settings.retry_backoff.saturating_mul(factor),
+                    };
+                    self.pending.insert(id, pending);
+                }
+                Wait::Answer { .. } => {
+                    self.counters.commands_timed_out += 1;
+                    self.finish(id.clone(), Finished::TimedOut);
+                    self.events.push_back(Event::Command {
+                        device: pending.device,
+                        command_id: id,
+                        outcome: Outcome::TimedOut {
+                            attempts: pending.attempts,
+                        },
+                    });
+                }
+            }
+        }
+        // Forget full buckets, so that devices that went quiet cost nothing.
+        if let Some(limit) = self.settings.rate_limit {
+            self.buckets.retain(|_, bucket| !bucket.full_at(limit, now));
+        }
+    }
+
+    /// Retries to publish.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Outgoing> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`Backend::handle_timeout`] next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.pending
+            .values()
+            .map(|p| match p.wait {
+                Wait::Answer { deadline } => deadline,
+                Wait::Retry { at } => at,
+            })
+            .min()
+    }
+
+    fn telemetry(&mut self, key: DeviceKey, telemetry: Telemetry) {
+        let window = self.settings.telemetry_window.max(1);
+        let recent = self.recent_telemetry.entry(key.clone()).or_default();
+        if recent.contains(&telemetry.timestamp) {
+            return self.duplicate(key, MessageKind::Telemetry);
+        }
+        if recent.len() == window {
+            recent.pop_front();
+        }
+        recent.push_back(telemetry.timestamp);
+        self.events.push_back(Event::Telemetry {
+            device: key,
+            telemetry,
+        });
+    }
+
+    fn status(&mut self, now: Instant, key: DeviceKey, status: Status) {
+        let from = self.presence.get(&key).map(|p| p.state);
+        let stale = self
+            .presence
+            .get(&key)
+            .is_some_and(|p| p.since > status.timestamp);
+        if !stale {
+            self.presence.insert(
+                key.clone(),
+                Presence {
+                    state: status.status,
+                    since: status.timestamp,
+                    firmware_version: status.firmware_version.clone(),
+                    last_seen: now,
+                },
+            );
+            if from != Some(status.status) {
+                self.events.push_back(Event::PresenceChanged {
+                    device: key.clone(),
+                    from,
+                    to: status.status,
+                });
+            }
+        }
+        self.events.push_back(Event::Status {
+            device: key,
+            status,
+        });
+    }
+
+    fn response(&mut self, key: DeviceKey, response: CommandResponse) {
+        let id = response.command_id.clone();
+        if let Some(pending) = self.pending.get(&id) {
+            if pending.device != key {
+                // Another device answering this command's id: not its command to answer.
+                return self.drop(
+                    &Topic::new(
+                        key.org.clone(),
+                        key.device.clone(),
+                        MessageKind::CommandResponse,
+                    )
+                    .to_string(),
+                    DropReason::Invalid(Reason::TenantMismatch),
+                    format!(
+                        "command_id {id} was sent to {}/{}",
+                        pending.device.org, pending.device.device
+                    ),
+                );
+            }
+            self.pending.remove(&id);
+            self.finish(id.clone(), Finished::Answered);
+            let outcome = if response.success {
+                self.counters.commands_completed += 1;
+                Outcome::Completed(response)
+            } else {
+                self.counters.commands_failed += 1;
+                Outcome::Failed(response)
+            };
+            return self.events.push_back(Event::Command {
+                device: key,
+                command_id: id,
+                outcome,
+            });
+        }
+        match self.finished.get(&id) {
+            Some(Finished::Answered) => self.duplicate(key, MessageKind::CommandResponse),
+            Some(Finished::TimedOut) => {
+                self.counters.late_responses += 1;
+                // Reported once; a further copy is a duplicate.
+                self.finished.insert(id, Finished::Answered);
+                self.events.push_back(Event::LateResponse {
+                    device: key,
+                    response,
+                });
+            }
+            None => {
+                self.counters.unknown_responses += 1;
+                self.events.push_back(Event::UnknownResponse {
+                    device: key,
+                    response,
+                });
+            }
+        }
+    }
+
+    fn finish(&mut self, id: CommandId, how: Finished) {
+        if self.finished.insert(id.clone(), how).is_none() {
+            self.finished_order.push_back(id);
+        }
+        while self.finished_order.len() > self.settings.finished_window.max(1) {
+            if let Some(old) = self.finished_order.pop_front() {
+                self.finished.remove(&old);
+            }
+        }
+    }
+
+    fn duplicate(&mut self, key: DeviceKey, kind: MessageKind) {
+        *self.counters.duplicates.entry(kind).or_default() += 1;
+        self.events
+            .push_back(Event::Duplicate { device: key, kind });
+    }
+
+    fn drop(&mut self, topic: &str, reason: DropReason, error: String) {
+        *self.counters.dropped.entry(reason).or_default() += 1;
+        let mut shown = String::from(&topic[..floor_boundary(topic, 160)]);
+        if shown.len() < topic.len() {
+            shown.push('…');
+        }
+        self.events.push_back(Event::Dropped {
+            topic: shown,
+            reason,
+            error,
+        });
+    }
+}
+
+fn floor_boundary(s: &str, max: usize) -> usize {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
+}

@@ -1,0 +1,88 @@
+//! Per-device rate limiting.
+
+use std::time::{Duration, Instant};
+
+/// A token bucket per device: `burst` messages at once, refilled at `per_second`. A message
+/// that finds the bucket empty is dropped and counted (the protocol asks for rate limiting to
+/// prevent abuse; this is the backend's side of it).
+///
+/// ```
+/// use dese_backend::RateLimit;
+///
+/// let limit = RateLimit { burst: 20, per_second: 2.0 };
+/// assert!(limit.per_second > 0.0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// How many messages may arrive at once.
+    pub burst: u32,
+    /// How many messages per second, sustained.
+    pub per_second: f64,
+}
+
+impl RateLimit {
+    /// 30 at once, 5 per second: far above a device's protocol traffic (telemetry every 30 s,
+    /// status every 60 s), far below a runaway loop.
+    pub const DEFAULT: Self = Self {
+        burst: 30,
+        per_second: 5.0,
+    };
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    pub(crate) fn new(limit: RateLimit, now: Instant) -> Self {
+        Self {
+            tokens: f64::from(limit.burst),
+            at: now,
+        }
+    }
+
+    /// Takes a token if there is one.
+    pub(crate) fn take(&mut self, limit: RateLimit, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at);
+        self.at = now;
+        self.tokens =
+            (self.tokens + elapsed.as_secs_f64() * limit.per_second).min(f64::from(limit.burst));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether the bucket is full again by `now` (and can be forgotten).
+    pub(crate) fn full_at(&self, limit: RateLimit, now: Instant) -> bool {
+        let missing = f64::from(limit.burst) - self.tokens;
+        missing <= 0.0
+            || now.saturating_duration_since(self.at)
+                >= Duration::from_secs_f64(missing / limit.per_second.max(f64::MIN_POSITIVE))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // DESE-S4: a burst passes, the excess is refused, and tokens come back with time.
+    #[test]
+    fn dese_s4_token_bucket() {
+        let limit = RateLimit {
+            burst: 3,
+            per_second: 1.0,
+        };
+        let t0 = Instant::now();
+        let mut b = Bucket::new(limit, t0);
+        assert!((0..3).all(|_| b.take(limit, t0)));
+        assert!(!b.take(limit, t0));
+        assert!(!b.take(limit, t0 + Duration::from_millis(500)));
+        assert!(b.take(limit, t0 + Duration::from_millis(1600)));
+        assert!(b.full_at(limit, t0 + Duration::from_secs(10)));
+    }
+}

@@ -1,0 +1,474 @@
+//! The backend engine's behaviour, scenario by scenario, on virtual time.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is a test failure
+#![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)] // tests run on std
+
+use std::time::{Duration, Instant};
+
+use dese_backend::{Backend, DropReason, Event, Outcome, RateLimit, Settings};
+use dese_protocol::{Action, DeviceState, MessageKind, OrgId, Reason, ShareGroup, Timestamp};
+
+const TELEMETRY: &str = r#"{"device_id":"esp32-001","timestamp":"2025-01-27T10:00:00Z","organization_id":"org-123","sensors":{"ph":7.2,"chlorine":2.5,"temperature":25.5},"metadata":{"firmware_version":"1.0.0"}}"#;
+
+fn topic(kind: &str) -> String {
+    format!("devices/org-123/esp32-001/{kind}")
+}
+
+fn events(backend: &mut Backend) -> Vec<Event> {
+    std::iter::from_fn(|| backend.poll_event()).collect()
+}
+
+fn utc() -> Timestamp {
+    "2025-01-27T10:00:00Z".parse().unwrap()
+}
+
+fn status(state: &str, at: &str) -> String {
+    format!(r#"{{"status":"{state}","firmware_version":"1.0.0","timestamp":"{at}"}}"#)
+}
+
+fn answer(id: &str, success: bool) -> String {
+    let error = if success {
+        String::new()
+    } else {
+        r#","error":"pump jammed""#.to_string()
+    };
+    format!(
+        r#"{{"command_id":"{id}","success":{success}{error},"timestamp":"2025-01-27T10:00:01Z"}}"#
+    )
+}
+
+// DESE-T5: the payload must name the topic's organization and device.
+#[test]
+fn dese_t5_tenant_mismatch_is_dropped() {
+    let mut b = Backend::new(Settings::default());
+    let t0 = Instant::now();
+    b.handle_message(
+        t0,
+        "devices/org-999/esp32-001/telemetry",
+        TELEMETRY.as_bytes(),
+        false,
+    );
+    b.handle_message(
+        t0,
+        "devices/org-123/esp32-002/telemetry",
+        TELEMETRY.as_bytes(),
+        false,
+    );
+    let drops: Vec<_> = events(&mut b)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Dropped { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(drops, [DropReason::Invalid(Reason::TenantMismatch); 2]);
+    assert_eq!(
+        b.counters().dropped[&DropReason::Invalid(Reason::TenantMismatch)],
+        2
+    );
+}
+
+// An allow-list keeps other organizations out, before their payload is parsed.
+#[test]
+fn organizations_outside_the_allow_list_are_dropped() {
+    let mut b = Backend::new(Settings {
+        allowed_orgs: Some(["org-123".parse::<OrgId>().unwrap()].into()),
+        ..Settings::default()
+    });
+    b.handle_message(
+        Instant::now(),
+        "devices/org-456/esp32-001/telemetry",
+        b"not even json",
+        false,
+    );
+    assert_eq!(b.counters().dropped[&DropReason::OrgNotAllowed], 1);
+    let subs: Vec<String> = b
+        .subscriptions(None)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        subs,
+        [
+            "devices/org-123/+/telemetry",
+            "devices/org-123/+/command_response",
+            "devices/org-123/+/status",
+            "devices/org-123/+/alert"
+        ]
+    );
+}
+
+#[test]
+fn shared_subscriptions_split_the_load() {
+    let b = Backend::new(Settings::default());
+    let group = ShareGroup::parse("backend").unwrap();
+    let subs: Vec<String> = b
+        .subscriptions(Some(&group))
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(subs.len(), 4);
+    assert!(
+        subs.iter()
+            .all(|s| s.starts_with("$share/backend/devices/+/+/")),
+        "{subs:?}"
+    );
+}
+
+// DESE-V2: invalid messages are dropped and counted by reason; nothing else happens.
+#[test]
+fn dese_v2_invalid_messages_counted_by_reason() {
+    let mut b = Backend::new(Settings::default());
+    let t0 = Instant::now();
+    b.handle_message(t0, &topic("telemetry"), b"{", false);
+    b.handle_message(
+        t0,
+        &topic("telemetry"),
+        br#"{"device_id":"esp32-001"}"#,
+        false,
+    );
+    b.handle_message(
+        t0,
+        &topic("alert"),
+        br#"{"severity":"fatal","message":"x","timestamp":"2025-01-27T10:00:00Z"}"#,
+        false,
+    );
+    b.handle_message(t0, "devices/org-123/esp32-001/commands", b"{}", false);
+    b.handle_message(t0, "devices/#/x/status", b"{}", false);
+    let c = b.counters();
+    assert_eq!(c.dropped[&DropReason::Invalid(Reason::Syntax)], 1);
+    assert_eq!(c.dropped[&DropReason::Invalid(Reason::MissingField)], 1);
+    assert_eq!(c.dropped[&DropReason::Invalid(Reason::NotOneOf)], 1);
+    assert_eq!(c.dropped[&DropReason::WrongDirection], 1);
+    assert_eq!(c.dropped[&DropReason::Invalid(Reason::Topic)], 1);
+    assert!(c.accepted.is_empty());
+}
+
+// Telemetry delivered twice (QoS 1) is reported as a duplicate, not as new data.
+#[test]
+fn duplicate_telemetry_is_reported_not_stored() {
+    let mut b = Backend::new(Settings::default());
+    let t0 = Instant::now();
+    for _ in 0..3 {
+        b.handle_message(t0, &topic("telemetry"), TELEMETRY.as_bytes(), false);
+    }
+    let e = events(&mut b);
+    assert_eq!(
+        e.iter()
+            .filter(|e| matches!(e, Event::Telemetry { .. }))
+            .count(),
+        1
+    );
+    assert_eq!(
+        e.iter()
+            .filter(|e| matches!(
+                e,
+                Event::Duplicate {
+                    kind: MessageKind::Telemetry,
+                    ..
+                }
+            ))
+            .count(),
+        2
+    );
+    assert_eq!(b.counters().duplicates[&MessageKind::Telemetry], 2);
+}
+
+// DESE-D2, DESE-D5: presence follows the retained status and the last will; an older status
+// does not override a newer one; an empty retained status clears the device.
+#[test]
+fn presence_from_status_and_last_will() {
+    let mut b = Backend::new(Settings::default());
+    let t0 = Instant::now();
+    b.handle_message(
+        t0,
+        &topic("status"),
+        status("online", "2025-01-27T10:00:00Z").as_bytes(),
+        true,
+    );
+    b.handle_message(
+        t0,
+        &topic("status"),
+        status("offline", "2025-01-27T11:00:00Z").as_bytes(),
+        false,
+    );
+    b.handle_message(
+        t0,
+        &topic("status"),
+        status("online", "2025-01-27T10:30:00Z").as_bytes(),
+        false,
+    );
+    let org: OrgId = "org-123".parse().unwrap();
+    let device = "esp32-001".parse().unwrap();
+    assert_eq!(
+        b.presence(&org, &device).unwrap().state,
+        DeviceState::Offline
+    );
+    let changes: Vec<_> = events(&mut b)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::PresenceChanged { from, to, .. } => Some((from, to)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            (None, DeviceState::Online),
+            (Some(DeviceState::Online), DeviceState::Offline)
+        ]
+    );
+    b.handle_message(t0, &topic("status"), b"", true);
+    assert!(b.presence(&org, &device).is_none());
+    assert!(matches!(
+        events(&mut b)[..],
+        [Event::PresenceCleared { .. }]
+    ));
+}
+
+fn send(b: &mut Backend, now: Instant) -> String {
+    let (id, out) = b
+        .send_command(
+            now,
+            utc(),
+            "org-123".parse().unwrap(),
+            "esp32-001".parse().unwrap(),
+            Action::Reboot,
+        )
+        .unwrap();
+    assert_eq!(out.topic, topic("commands"));
+    id.to_string()
+}
+
+fn outcomes(b: &mut Backend) -> Vec<Outcome> {
+    events(b)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Command { outcome, .. } => Some(outcome),
+            _ => None,
+        })
+        .collect()
+}
+
+// A command resolves to completed or failed with the device's response.
+#[test]
+fn commands_complete_or_fail() {
+    let mut b = Backend::new(Settings::default());
+    let t0 = Instant::now();
+    let ok = send(&mut b, t0);
+    let bad = send(&mut b, t0);
+    assert_ne!(ok, bad, "fresh ids");
+    b.handle_message(
+        t0,
+        &topic("command_response"),
+        answer(&ok, true).as_bytes(),
+        false,
+    );
+    b.handle_message(
+        t0,
+        &topic("command_response"),
+        answer(&bad, false).as_bytes(),
+        false,
+    );
+    let o = outcomes(&mut b);
+    assert!(matches!(&o[0], Outcome::Completed(r) if r.command_id.as_str() == ok));
+    assert!(matches!(&o[1], Outcome::Failed(r) if r.error.as_deref() == Some("pump jammed")));
+    assert_eq!(b.commands_pending(), 0);
+    // The same response again is a duplicate.
+    b.handle_message(
+        t0,
+        &topic("command_response"),
+        answer(&ok, true).as_bytes(),
+        false,
+    );
+    assert!(matches!(
+        events(&mut b)[..],
+        [Event::Duplicate {
+            kind: MessageKind::CommandResponse,
+            ..
+        }]
+    ));
+}
+
+// DESE-C1, DESE-C2: no response within 30 s is a timeout; a response 31 s late is reported
+// late, not lost.
+#[test]
+fn dese_c1_c2_response_31_s_late_is_reported_late() {
+    let mut b = Backend::new(Settings::default());
+    let t0 = Instant::now();
+    let id = send(&mut b, t0);
+    assert_eq!(b.poll_timeout(), Some(t0 + Duration::from_secs(30)));
+    b.handle_timeout(t0 + Duration::from_secs(29));
+    assert!(outcomes(&mut b).is_empty());
+    b.handle_timeout(t0 + Duration::from_secs(30));
+    assert_eq!(outcomes(&mut b), [Outcome::TimedOut { attempts: 1 }]);
+    b.handle_message(
+        t0 + Duration::from_secs(31),
+        &topic("command_response"),
+        answer(&id, true).as_bytes(),
+        false,
+    );
+    let late = events(&mut b);
+    assert!(
+        matches!(&late[..], [Event::LateResponse { response, .. }] if response.command_id.as_str() == id),
+        "{late:?}"
+    );
+    assert_eq!(b.counters().late_responses, 1);
+}
+
+// DESE-C3: retries keep the command_id, wait longer each time, and a response during the
+// wait completes the command.
+#[test]
+fn dese_c3_retries_keep_the_command_id() {
+    let mut b = Backend::new(Settings {
+        retries: 2,
+        ..Settings::default()
+    });
+    let t0 = Instant::now();
+    let (id, first) = b
+        .send_command(
+            t0,
+            utc(),
+            "org-123".parse().unwrap(),
+            "esp32-001".parse().unwrap(),
+            Action::Reboot,
+        )
+        .unwrap();
+    let mut now = t0;
+    let mut resent = Vec::new();
+    while let Some(at) = b.poll_timeout() {
+        now = at;
+        b.handle_timeout(now);
+        resent.extend(std::iter::from_fn(|| b.poll_transmit()));
+        if b.commands_pending() == 0 {
+            break;
+        }
+    }
+    assert_eq!(resent.len(), 2);
+    assert!(
+        resent.iter().all(|r| r.payload == first.payload),
+        "the same command, the same id"
+    );
+    // 30 s, +1 s, 30 s, +2 s, 30 s.
+    assert_eq!(now - t0, Duration::from_secs(93));
+    let e = events(&mut b);
+    let retried: Vec<u32> = e
+        .iter()
+        .filter_map(|e| match e {
+            Event::CommandRetried { attempt, .. } => Some(*attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retried, [2, 3]);
+    assert!(e.iter().any(|e| matches!(
+        e,
+        Event::Command {
+            outcome: Outcome::TimedOut { attempts: 3 },
+            ..
+        }
+    )));
+
+    // A second command answered while waiting for its retry completes.
+    let id2 = send(&mut b, now);
+    b.handle_timeout(now + Duration::from_secs(30)); // times out, retry scheduled at +1 s
+    b.handle_message(
+        now + Duration::from_millis(30_500),
+        &topic("command_response"),
+        answer(&id2, true).as_bytes(),
+        false,
+    );
+    assert!(matches!(outcomes(&mut b)[..], [Outcome::Completed(_)]));
+    b.handle_timeout(now + Duration::from_secs(60));
+    assert!(b.poll_transmit().is_none(), "no retry after the answer");
+    let _ = id;
+}
+
+// A response to an id this backend never sent is reported, and a response from the wrong
+// device is refused.
+#[test]
+fn unknown_and_misaddressed_responses() {
+    let mut b = Backend::new(Settings::default());
+    let t0 = Instant::now();
+    b.handle_message(
+        t0,
+        &topic("command_response"),
+        answer("cmd-elsewhere", true).as_bytes(),
+        false,
+    );
+    assert!(matches!(
+        events(&mut b)[..],
+        [Event::UnknownResponse { .. }]
+    ));
+    let id = send(&mut b, t0);
+    b.handle_message(
+        t0,
+        "devices/org-123/esp32-002/command_response",
+        answer(&id, true).as_bytes(),
+        false,
+    );
+    assert!(matches!(
+        events(&mut b)[..],
+        [Event::Dropped {
+            reason: DropReason::Invalid(Reason::TenantMismatch),
+            ..
+        }]
+    ));
+    assert_eq!(
+        b.commands_pending(),
+        1,
+        "still waiting for the right device"
+    );
+}
+
+// DESE-S4: a flooding device is cut off at its rate, named in the event, and recovers.
+#[test]
+fn dese_s4_rate_limit_per_device() {
+    let mut b = Backend::new(Settings {
+        rate_limit: Some(RateLimit {
+            burst: 5,
+            per_second: 1.0,
+        }),
+        ..Settings::default()
+    });
+    let t0 = Instant::now();
+    for i in 0..8 {
+        let payload = TELEMETRY.replace("10:00:00Z", &format!("10:00:0{i}Z"));
+        b.handle_message(t0, &topic("telemetry"), payload.as_bytes(), false);
+    }
+    // Another device is not affected.
+    b.handle_message(
+        t0,
+        "devices/org-123/esp32-002/status",
+        status("online", "2025-01-27T10:00:00Z").as_bytes(),
+        true,
+    );
+    let e = events(&mut b);
+    assert_eq!(
+        e.iter()
+            .filter(|e| matches!(e, Event::Telemetry { .. }))
+            .count(),
+        5
+    );
+    let limited: Vec<&String> = e
+        .iter()
+        .filter_map(|e| match e {
+            Event::Dropped {
+                reason: DropReason::RateLimited,
+                error,
+                ..
+            } => Some(error),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(limited.len(), 3);
+    assert!(limited[0].contains("org-123/esp32-001"));
+    assert!(e.iter().any(|e| matches!(e, Event::Status { .. })));
+    let later = TELEMETRY.replace("10:00:00Z", "10:00:09Z");
+    b.handle_message(
+        t0 + Duration::from_secs(2),
+        &topic("telemetry"),
+        later.as_bytes(),
+        false,
+    );
+    assert!(matches!(events(&mut b)[..], [Event::Telemetry { .. }]));
+}
