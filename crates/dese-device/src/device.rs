@@ -409,7 +409,7 @@ impl Device {
         &mut self,
         now: Instant,
         utc: Timestamp,
-        sensors: &mut impl SensorReader,
+        sensors: &mut (impl SensorReader + ?Sized),
     ) {
         if let Link::Down {
             retry_at: Some(at),
@@ -458,7 +458,7 @@ impl Device {
         topic: &str,
         payload: &[u8],
         retained: bool,
-        handler: &mut impl CommandHandler,
+        handler: &mut (impl CommandHandler + ?Sized),
     ) {
         let Some(own) = self.own.iter().find(|t| t.to_string() == topic).cloned() else {
             self.drop_incoming(
@@ -533,7 +533,7 @@ impl Device {
         utc: Timestamp,
         command: Command,
         retained: bool,
-        handler: &mut impl CommandHandler,
+        handler: &mut (impl CommandHandler + ?Sized),
     ) {
         if retained {
             // DESE-C6: a retained command would run again on every reconnection.
