@@ -472,3 +472,24 @@ fn dese_s4_rate_limit_per_device() {
     );
     assert!(matches!(events(&mut b)[..], [Event::Telemetry { .. }]));
 }
+
+// Presence records when the backend last heard from a device, whatever the message.
+#[test]
+fn presence_tracks_the_last_message() {
+    let mut b = Backend::new(Settings::default());
+    let t0 = Instant::now();
+    b.handle_message(
+        t0,
+        &topic("status"),
+        status("online", "2025-01-27T10:00:00Z").as_bytes(),
+        true,
+    );
+    let later = t0 + Duration::from_secs(45);
+    b.handle_message(later, &topic("telemetry"), TELEMETRY.as_bytes(), false);
+    let p = b
+        .presence(&"org-123".parse().unwrap(), &"esp32-001".parse().unwrap())
+        .unwrap();
+    assert_eq!(p.last_seen, later);
+    assert_eq!(p.since, utc());
+    assert_eq!(p.firmware_version, "1.0.0");
+}

@@ -522,3 +522,28 @@ fn out_of_range_reading_is_rejected() {
             .any(|e| matches!(e, Event::ReadingRejected { error } if error.starts_with("ph: 15")))
     );
 }
+
+// DESE-D3: a config message changes the keepalive; the application hears of it, and the next
+// connection uses it.
+#[test]
+fn dese_d3_keepalive_changed_by_config() {
+    let mut rig = Rig::new(|_| {});
+    rig.connect();
+    rig.deliver("config", r#"{"device_id":"esp32-001","config":{"mqtt_keepalive":120},"timestamp":"2025-01-27T10:00:00Z"}"#, false);
+    rig.drain(true);
+    assert!(
+        rig.events
+            .iter()
+            .any(|e| matches!(e, Event::KeepaliveChanged(k) if k.get() == 120))
+    );
+    assert_eq!(rig.device.connect_options(rig.utc()).keepalive.get(), 120);
+    // The same value again is no change.
+    rig.events.clear();
+    rig.deliver("config", r#"{"device_id":"esp32-001","config":{"mqtt_keepalive":120},"timestamp":"2025-01-27T10:00:01Z"}"#, false);
+    rig.drain(true);
+    assert!(
+        !rig.events
+            .iter()
+            .any(|e| matches!(e, Event::KeepaliveChanged(_)))
+    );
+}
