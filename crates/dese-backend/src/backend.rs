@@ -34,7 +34,8 @@ pub struct Settings {
     /// Per-device rate limit; `None` turns it off. Default [`RateLimit::DEFAULT`].
     pub rate_limit: Option<RateLimit>,
     /// Names this backend instance in the command ids it generates, so that several instances
-    /// never reuse each other's ids. Default `b`.
+    /// never reuse each other's ids: a few id characters (no `/`, `+`, `#`, controls). Default
+    /// `b`.
     pub instance: String,
 }
 
@@ -50,6 +51,36 @@ impl Default for Settings {
             finished_window: 4096,
             rate_limit: Some(RateLimit::DEFAULT),
             instance: String::from("b"),
+        }
+    }
+}
+
+/// Why [`Backend::send_command`] could not build a command.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The generated command id is not a valid id: [`Settings::instance`] holds a character
+    /// ids cannot, or is too long.
+    Id(dese_protocol::IdError),
+    /// The command is not one a device would accept (an unknown action with an empty name, or
+    /// parameters too large).
+    Encode(dese_protocol::EncodeError),
+}
+
+impl core::fmt::Display for SendError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Id(e) => write!(f, "cannot make a command id from the instance name: {e}"),
+            Self::Encode(e) => write!(f, "cannot encode the command: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Id(e) => Some(e),
+            Self::Encode(e) => Some(e),
         }
     }
 }
@@ -371,7 +402,7 @@ impl Backend {
         org: OrgId,
         device: DeviceId,
         action: Action,
-    ) -> Result<(CommandId, Outgoing), dese_protocol::EncodeError> {
+    ) -> Result<(CommandId, Outgoing), SendError> {
         self.next_command += 1;
         let id = format!(
             "cmd-{}-{}-{}",
@@ -379,8 +410,7 @@ impl Backend {
             utc.unix_millis(),
             self.next_command
         );
-        let command_id = CommandId::from_string(id)
-            .unwrap_or_else(|_| CommandId::from_static("cmd-invalid-instance"));
+        let command_id = CommandId::from_string(id).map_err(SendError::Id)?;
         let key = DeviceKey { org, device };
         let command = Command {
             command_id: command_id.clone(),
@@ -388,7 +418,7 @@ impl Backend {
             action,
             timestamp: utc,
         };
-        let payload = encode(&Message::Command(command))?;
+        let payload = encode(&Message::Command(command)).map_err(SendError::Encode)?;
         let topic =
             Topic::new(key.org.clone(), key.device.clone(), MessageKind::Commands).to_string();
         let outgoing = Outgoing {

@@ -7,6 +7,7 @@ mod backend;
 mod limit;
 
 pub use backend::{
-    Backend, Counters, DeviceKey, DropReason, Event, Outcome, Outgoing, Presence, Settings,
+    Backend, Counters, DeviceKey, DropReason, Event, Outcome, Outgoing, Presence, SendError,
+    Settings,
 };
 pub use limit::RateLimit;

@@ -473,6 +473,24 @@ fn dese_s4_rate_limit_per_device() {
     assert!(matches!(events(&mut b)[..], [Event::Telemetry { .. }]));
 }
 
+// A bad instance name is an error, never a shared fallback id.
+#[test]
+fn invalid_instance_name_is_an_error() {
+    let mut b = Backend::new(Settings {
+        instance: "a/b".into(),
+        ..Settings::default()
+    });
+    let sent = b.send_command(
+        Instant::now(),
+        utc(),
+        "org-123".parse().unwrap(),
+        "esp32-001".parse().unwrap(),
+        Action::Reboot,
+    );
+    assert!(matches!(sent, Err(dese_backend::SendError::Id(_))));
+    assert_eq!(b.commands_pending(), 0);
+}
+
 // Presence records when the backend last heard from a device, whatever the message.
 #[test]
 fn presence_tracks_the_last_message() {

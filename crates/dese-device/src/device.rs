@@ -460,7 +460,11 @@ impl Device {
         retained: bool,
         handler: &mut (impl CommandHandler + ?Sized),
     ) {
-        let Some(own) = self.own.iter().find(|t| t.to_string() == topic).cloned() else {
+        let own = [MessageKind::Commands, MessageKind::Config]
+            .into_iter()
+            .position(|kind| self.topic(kind) == topic)
+            .map(|at| self.own[at].clone());
+        let Some(own) = own else {
             self.drop_incoming(
                 Reason::Topic,
                 format!("not one of this device's topics: {topic:?}"),
@@ -615,6 +619,7 @@ impl Device {
     }
 
     fn respond(&mut self, command_id: CommandId, response: CommandResponse) {
+        let utc = response.timestamp;
         let payload = match encode(&Message::CommandResponse(response)) {
             Ok(payload) => payload,
             // The handler's data is too large or too deep for a peer: say so instead.
@@ -622,7 +627,7 @@ impl Device {
                 let failed = CommandResponse::failed(
                     command_id.clone(),
                     format!("the response could not be sent: {error}"),
-                    Timestamp::UNIX_EPOCH,
+                    utc,
                 );
                 encode(&Message::CommandResponse(failed)).unwrap_or_default()
             }
@@ -663,66 +668,7 @@ impl Device {
     }
 
     fn telemetry(&mut self, raw: Readings, utc: Timestamp) {
-        let cal = |sensor: Sensor, value: f64| match self.calibration.get(&sensor) {
-            Some(c) => c.apply(value),
-            None => value,
-        };
-        let built = (|| -> Result<Telemetry, String> {
-            let range = |name: &str, e: dese_protocol::RangeError| format!("{name}: {e}");
-            let int = |name: &str, v: f64, lo: f64, hi: f64| {
-                if !v.is_finite() {
-                    return Err(format!("{name}: {v} is not a number"));
-                }
-                let rounded = libm_round(v);
-                if (lo..=hi).contains(&rounded) {
-                    Ok(rounded)
-                } else {
-                    Err(format!(
-                        "{name}: {v} is out of range, expected {lo} to {hi}"
-                    ))
-                }
-            };
-            Ok(Telemetry {
-                device_id: self.settings.device.clone(),
-                timestamp: utc,
-                organization_id: self.settings.org.clone(),
-                sensors: Sensors {
-                    ph: Ph::new(cal(Sensor::Ph, raw.ph)).map_err(|e| range("ph", e))?,
-                    chlorine: Ppm::new(cal(Sensor::Chlorine, raw.chlorine))
-                        .map_err(|e| range("chlorine", e))?,
-                    temperature: Celsius::new(cal(Sensor::Temperature, raw.temperature))
-                        .map_err(|e| range("temperature", e))?,
-                    orp: match raw.orp {
-                        Some(v) => {
-                            Some(
-                                int("orp", cal(Sensor::Orp, v), i32::MIN.into(), i32::MAX.into())?
-                                    as i32,
-                            )
-                        }
-                        None => None,
-                    },
-                    tds: match raw.tds {
-                        Some(v) => {
-                            Some(int("tds", cal(Sensor::Tds, v), 0.0, u32::MAX.into())? as u32)
-                        }
-                        None => None,
-                    },
-                    flow_rate: match raw.flow_rate {
-                        Some(v) => Some(
-                            FlowRate::new(cal(Sensor::FlowRate, v))
-                                .map_err(|e| range("flow_rate", e))?,
-                        ),
-                        None => None,
-                    },
-                },
-                metadata: Metadata {
-                    battery: raw.battery,
-                    signal_strength: raw.signal_strength,
-                    firmware_version: self.settings.firmware_version.clone(),
-                },
-            })
-        })();
-        let telemetry = match built {
+        let telemetry = match self.build_telemetry(&raw, utc) {
             Ok(telemetry) => telemetry,
             Err(error) => {
                 self.stats.readings_missed += 1;
@@ -746,6 +692,65 @@ impl Device {
                 error: error.to_string(),
             }),
         }
+    }
+
+    /// Applies the calibration to the raw readings and checks the protocol's ranges.
+    fn build_telemetry(&self, raw: &Readings, utc: Timestamp) -> Result<Telemetry, String> {
+        let cal = |sensor: Sensor, value: f64| match self.calibration.get(&sensor) {
+            Some(c) => c.apply(value),
+            None => value,
+        };
+        let range = |name: &str, e: dese_protocol::RangeError| format!("{name}: {e}");
+        let int = |name: &str, v: f64, lo: f64, hi: f64| {
+            if !v.is_finite() {
+                return Err(format!("{name}: {v} is not a number"));
+            }
+            let rounded = libm_round(v);
+            if (lo..=hi).contains(&rounded) {
+                Ok(rounded)
+            } else {
+                Err(format!(
+                    "{name}: {v} is out of range, expected {lo} to {hi}"
+                ))
+            }
+        };
+        Ok(Telemetry {
+            device_id: self.settings.device.clone(),
+            timestamp: utc,
+            organization_id: self.settings.org.clone(),
+            sensors: Sensors {
+                ph: Ph::new(cal(Sensor::Ph, raw.ph)).map_err(|e| range("ph", e))?,
+                chlorine: Ppm::new(cal(Sensor::Chlorine, raw.chlorine))
+                    .map_err(|e| range("chlorine", e))?,
+                temperature: Celsius::new(cal(Sensor::Temperature, raw.temperature))
+                    .map_err(|e| range("temperature", e))?,
+                orp: match raw.orp {
+                    Some(v) => {
+                        Some(
+                            int("orp", cal(Sensor::Orp, v), i32::MIN.into(), i32::MAX.into())?
+                                as i32,
+                        )
+                    }
+                    None => None,
+                },
+                tds: match raw.tds {
+                    Some(v) => Some(int("tds", cal(Sensor::Tds, v), 0.0, u32::MAX.into())? as u32),
+                    None => None,
+                },
+                flow_rate: match raw.flow_rate {
+                    Some(v) => Some(
+                        FlowRate::new(cal(Sensor::FlowRate, v))
+                            .map_err(|e| range("flow_rate", e))?,
+                    ),
+                    None => None,
+                },
+            },
+            metadata: Metadata {
+                battery: raw.battery,
+                signal_strength: raw.signal_strength,
+                firmware_version: self.settings.firmware_version.clone(),
+            },
+        })
     }
 
     /// Raises an alert when a reading crosses out of its band (warning) and when it comes back

@@ -3,9 +3,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant as StdInstant};
 
-use dese_backend::{Backend, Event as BackendEvent, Settings as BackendSettings};
+use dese_backend::{Backend, Event as BackendEvent, SendError, Settings as BackendSettings};
 use dese_device::{CommandHandler, Device, Event as DeviceEvent, Instant, SensorReader, Settings};
-use dese_protocol::{Action, CommandId, Timestamp, Topic, TopicFilter};
+use dese_protocol::{Action, CommandId, DeviceId, OrgId, Timestamp, Topic, TopicFilter};
 
 /// How hostile the network and broker are. Probabilities are per message.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,6 +44,7 @@ pub struct DeviceStats {
 }
 
 struct SimDevice {
+    key: (OrgId, DeviceId),
     engine: Device,
     sensors: Box<dyn SensorReader>,
     handler: CountingHandler,
@@ -130,6 +131,7 @@ impl Sim {
         handler: Box<dyn CommandHandler>,
     ) -> usize {
         self.devices.push(SimDevice {
+            key: (settings.org.clone(), settings.device.clone()),
             engine: Device::new(settings, self.now),
             sensors,
             handler: CountingHandler {
@@ -197,32 +199,12 @@ impl Sim {
     }
 
     /// The backend sends `action` to a device; returns the command id.
-    pub fn send_command(&mut self, index: usize, action: Action) -> CommandId {
-        let (org, device) = {
-            let topic = self.devices[index].engine.subscriptions()[0].to_string();
-            let mut levels = topic.split('/').skip(1);
-            (
-                levels
-                    .next()
-                    .unwrap_or_default()
-                    .parse()
-                    .unwrap_or_else(|_| dese_protocol::OrgId::from_static("x")),
-                levels
-                    .next()
-                    .unwrap_or_default()
-                    .parse()
-                    .unwrap_or_else(|_| dese_protocol::DeviceId::from_static("x")),
-            )
-        };
-        let utc = self.utc();
-        let now = self.backend_now();
-        match self.backend.send_command(now, utc, org, device, action) {
-            Ok((id, out)) => {
-                self.publish_to_devices(&out.topic, &out.payload);
-                id
-            }
-            Err(_) => CommandId::from_static("not-sent"),
-        }
+    pub fn send_command(&mut self, index: usize, action: Action) -> Result<CommandId, SendError> {
+        let (org, device) = self.devices[index].key.clone();
+        let (now, utc) = (self.backend_now(), self.utc());
+        let (id, out) = self.backend.send_command(now, utc, org, device, action)?;
+        self.publish_to_devices(&out.topic, &out.payload);
+        Ok(id)
     }
 
     /// Replaces the backend by a new one, which subscribes and receives the retained statuses:

@@ -150,14 +150,16 @@ fn dese_c5_duplicated_command_runs_once_end_to_end() {
     };
     let mut sim = sim(7, network, 1, BackendSettings::default());
     sim.run_for(Duration::from_secs(2));
-    let id = sim.send_command(
-        0,
-        Action::SetPump {
-            pump_id: 1,
-            state: PumpState::On,
-            duration: Some(60),
-        },
-    );
+    let id = sim
+        .send_command(
+            0,
+            Action::SetPump {
+                pump_id: 1,
+                state: PumpState::On,
+                duration: Some(60),
+            },
+        )
+        .unwrap();
     sim.run_for(Duration::from_secs(2));
     assert_eq!(sim.device_stats(0).commands_run, 1);
     let outcomes: Vec<&Outcome> = sim
@@ -197,7 +199,7 @@ fn killed_device_goes_offline_and_commands_time_out() {
         .unwrap();
     assert_eq!(presence.state, DeviceState::Offline);
     assert!(sim.retained("devices/org-1/dev-1/status").is_some());
-    let id = sim.send_command(1, Action::Reboot);
+    let id = sim.send_command(1, Action::Reboot).unwrap();
     sim.run_for(Duration::from_secs(120));
     let outcome = sim.backend_events().iter().find_map(|e| match e {
         Event::Command {
