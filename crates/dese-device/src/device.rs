@@ -441,12 +441,7 @@ impl Device {
         if self.is_connected() && now >= self.next_status {
             self.next_status = next_after(self.next_status, self.settings.status_interval, now);
             let payload = self.status_payload(DeviceState::Online, utc);
-            let id = self.id();
-            self.outbox.push_back(Queued {
-                id,
-                kind: MessageKind::Status,
-                payload,
-            });
+            self.queue(MessageKind::Status, payload);
         }
     }
 
@@ -554,12 +549,7 @@ impl Device {
             self.events.push_back(Event::CommandDuplicate {
                 command_id: command.command_id,
             });
-            let id = self.id();
-            self.outbox.push_back(Queued {
-                id,
-                kind: MessageKind::CommandResponse,
-                payload,
-            });
+            self.queue(MessageKind::CommandResponse, payload);
             return;
         }
         let outcome = handler.run(&command.action, now);
@@ -574,51 +564,39 @@ impl Device {
             command: command.action.name().to_string(),
             success,
         });
-        self.respond(command.command_id, response);
+        self.respond(command.command_id, response, true);
     }
 
-    /// Answers a command refused before the handler, and remembers the answer.
+    /// Answers a command refused before the handler, and remembers the answer (a duplicate
+    /// gets the same one).
     fn refuse(&mut self, command_id: CommandId, error: &str, utc: Timestamp) {
         if let Some(first) = self.answered.get(&command_id) {
             let payload = first.to_vec();
             self.stats.commands_duplicate += 1;
-            let id = self.id();
-            self.outbox.push_back(Queued {
-                id,
-                kind: MessageKind::CommandResponse,
-                payload,
-            });
+            self.queue(MessageKind::CommandResponse, payload);
             return;
         }
+        self.refused(command_id, error, utc, true);
+    }
+
+    /// Answers a refused command without remembering it, so that a proper delivery of the same
+    /// id can still run.
+    fn refuse_uncached(&mut self, command_id: CommandId, error: &str, utc: Timestamp) {
+        self.refused(command_id, error, utc, false);
+    }
+
+    fn refused(&mut self, command_id: CommandId, error: &str, utc: Timestamp, remember: bool) {
         self.stats.commands_refused += 1;
         self.events.push_back(Event::CommandRefused {
             command_id: Some(command_id.clone()),
             error: error.to_string(),
         });
         let response = CommandResponse::failed(command_id.clone(), error, utc);
-        self.respond(command_id, response);
+        self.respond(command_id, response, remember);
     }
 
-    /// Answers a refused command without remembering it, so that a proper delivery of the same
-    /// id can still run.
-    fn refuse_uncached(&mut self, command_id: CommandId, error: &str, utc: Timestamp) {
-        self.stats.commands_refused += 1;
-        self.events.push_back(Event::CommandRefused {
-            command_id: Some(command_id.clone()),
-            error: error.to_string(),
-        });
-        let response = CommandResponse::failed(command_id, error, utc);
-        if let Ok(payload) = encode(&Message::CommandResponse(response)) {
-            let id = self.id();
-            self.outbox.push_back(Queued {
-                id,
-                kind: MessageKind::CommandResponse,
-                payload,
-            });
-        }
-    }
-
-    fn respond(&mut self, command_id: CommandId, response: CommandResponse) {
+    /// Queues a response; when `remember`, a duplicate of the command gets the same bytes.
+    fn respond(&mut self, command_id: CommandId, response: CommandResponse, remember: bool) {
         let utc = response.timestamp;
         let payload = match encode(&Message::CommandResponse(response)) {
             Ok(payload) => payload,
@@ -632,13 +610,16 @@ impl Device {
                 encode(&Message::CommandResponse(failed)).unwrap_or_default()
             }
         };
-        self.answered.insert(command_id, payload.clone());
+        if remember {
+            self.answered.insert(command_id, payload.clone());
+        }
+        self.queue(MessageKind::CommandResponse, payload);
+    }
+
+    /// Puts a message behind the others in the outbox.
+    fn queue(&mut self, kind: MessageKind, payload: Vec<u8>) {
         let id = self.id();
-        self.outbox.push_back(Queued {
-            id,
-            kind: MessageKind::CommandResponse,
-            payload,
-        });
+        self.outbox.push_back(Queued { id, kind, payload });
     }
 
     fn config(&mut self, now: Instant, config: DeviceConfig) {
@@ -681,12 +662,7 @@ impl Device {
         match encode(&Message::Telemetry(telemetry)) {
             Ok(payload) => {
                 self.stats.telemetry += 1;
-                let id = self.id();
-                self.outbox.push_back(Queued {
-                    id,
-                    kind: MessageKind::Telemetry,
-                    payload,
-                });
+                self.queue(MessageKind::Telemetry, payload);
             }
             Err(error) => self.events.push_back(Event::ReadingRejected {
                 error: error.to_string(),
@@ -818,12 +794,7 @@ impl Device {
     fn queue_alert(&mut self, alert: &Alert) {
         if let Ok(payload) = encode(&Message::Alert(alert.clone())) {
             self.stats.alerts += 1;
-            let id = self.id();
-            self.outbox.push_back(Queued {
-                id,
-                kind: MessageKind::Alert,
-                payload,
-            });
+            self.queue(MessageKind::Alert, payload);
         }
     }
 
