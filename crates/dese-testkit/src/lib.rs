@@ -1,0 +1,13 @@
+//! Test support for the crates that talk to a real broker.
+//!
+//! [`Mosquitto`] runs the system's `mosquitto` (the test command installs the package) on a
+//! free loopback port with a generated configuration, makes sure the port is its own (the
+//! broker's log names it and the process is alive), and stops it by PID when dropped. Only
+//! loopback addresses are ever used.
+#![forbid(unsafe_code)]
+// A std crate: portability to no_std is not a goal here.
+#![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
+
+mod mosquitto;
+
+pub use mosquitto::{Mosquitto, MosquittoConfig, StartError};
