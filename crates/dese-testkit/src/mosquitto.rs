@@ -187,7 +187,7 @@ impl Mosquitto {
         let log = self.dir.join("mosquitto.log");
         let _ = std::fs::remove_file(&log);
         std::fs::write(&conf, self.config_text(&log))?;
-        let child = Command::new("mosquitto")
+        let child = Command::new(binary())
             .arg("-c")
             .arg(&conf)
             .stdin(Stdio::null())
@@ -286,6 +286,20 @@ impl Drop for Mosquitto {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `mosquitto` from the PATH, or from /usr/sbin where Debian installs it (not on a regular
+/// user's PATH).
+fn binary() -> PathBuf {
+    let sbin = Path::new("/usr/sbin/mosquitto");
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| dir.join("mosquitto").is_file())
+    });
+    if !on_path && sbin.is_file() {
+        sbin.to_path_buf()
+    } else {
+        PathBuf::from("mosquitto")
     }
 }
 
