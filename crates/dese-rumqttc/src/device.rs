@@ -1,0 +1,391 @@
+//! The device side: the device engine driven over rumqttc.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dese_device::{
+    CommandHandler, Device, Event, Instant, MessageId, SensorReader, Settings, Stats,
+};
+use dese_protocol::{Alert, Timestamp};
+use rumqttc::{
+    AsyncClient, ConnectionError, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::error::Error;
+use crate::options::BrokerOptions;
+
+/// How many events wait for [`DeviceClient::next_event`] before new ones are dropped (and
+/// counted in [`DeviceClient::events_lost`]).
+const EVENT_BUFFER: usize = 1024;
+
+enum Control {
+    Alert(Alert),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A device on a real broker: the [`Device`] engine driven over rumqttc, in two tasks.
+///
+/// One task polls rumqttc's event loop and nothing else, so that a full request channel can
+/// never block it; it reconnects only when the engine's backoff says so. The other owns the
+/// engine, the sensors and the command handler: it publishes what the engine hands out (with
+/// `try_publish` into a channel larger than the engine's in-flight window, so it never waits),
+/// maps rumqttc's packet ids to the engine's message ids, and reports each PUBACK, so that a
+/// message leaves the engine's outbox only when the broker acknowledged it. rumqttc clears its
+/// own queue when it reconnects with a clean session; the engine replays what was in flight.
+///
+/// Spawn it inside a tokio runtime.
+pub struct DeviceClient {
+    control: mpsc::UnboundedSender<Control>,
+    events: mpsc::Receiver<Event>,
+    stats: watch::Receiver<(Stats, u64)>,
+    task: JoinHandle<Result<(), Error>>,
+}
+
+impl DeviceClient {
+    /// Connects the device described by `settings` to the broker and runs it: status, last
+    /// will, subscriptions, telemetry from `sensors`, commands through `handler`.
+    pub fn spawn(
+        broker: &BrokerOptions,
+        settings: Settings,
+        sensors: impl SensorReader + Send + 'static,
+        handler: impl CommandHandler + Send + 'static,
+    ) -> Self {
+        let clock = Clock::new();
+        let window = settings.in_flight_window;
+        let engine = Device::new(settings, clock.now());
+        let connect = engine.connect_options(clock.utc());
+
+        let mut options = MqttOptions::new(connect.client_id, broker.host.clone(), broker.port);
+        options
+            .set_keep_alive(Duration::from_secs(u64::from(connect.keepalive.get())))
+            .set_clean_session(connect.clean_session)
+            .set_max_packet_size(broker.max_packet_size, broker.max_packet_size)
+            .set_last_will(LastWill::new(
+                connect.will.topic,
+                connect.will.payload,
+                QoS::AtLeastOnce,
+                true,
+            ));
+        if let Some((user, password)) = &broker.credentials {
+            options.set_credentials(user.clone(), password.clone());
+        }
+        let (client, mut eventloop) = AsyncClient::new(options, window + 16);
+        let mut network = eventloop.network_options();
+        // Without it a command round trip on loopback waits for Nagle's algorithm: 40 ms+.
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
+
+        let (incoming_tx, incoming) = mpsc::channel(window + 64);
+        let (go, go_rx) = mpsc::channel(1);
+        tokio::spawn(poll(eventloop, incoming_tx, go_rx));
+
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::channel(EVENT_BUFFER);
+        let (stats_tx, stats) = watch::channel((engine.stats(), 0));
+        let driver = Driver {
+            engine,
+            client,
+            incoming,
+            go,
+            control: control_rx,
+            events: events_tx,
+            stats: stats_tx,
+            clock,
+            sent: VecDeque::new(),
+            pkids: HashMap::new(),
+            random: seed(),
+            events_lost: 0,
+        };
+        let task = tokio::spawn(driver.run(sensors, handler));
+        Self {
+            control,
+            events,
+            stats,
+            task,
+        }
+    }
+
+    /// The next event of the engine (connections, commands run, config applied, drops).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an event not returned stays for the next call.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// The engine's counters, as of its last step.
+    pub fn stats(&self) -> Stats {
+        self.stats.borrow().0
+    }
+
+    /// Events dropped because nobody read them ([`DeviceClient::next_event`]).
+    pub fn events_lost(&self) -> u64 {
+        self.stats.borrow().1
+    }
+
+    /// Queues an alert of the application's own.
+    pub fn raise_alert(&self, alert: Alert) -> Result<(), Error> {
+        self.control
+            .send(Control::Alert(alert))
+            .map_err(|_| Error::Closed)
+    }
+
+    /// Says goodbye (a retained `offline` status, then a clean disconnection, which does not
+    /// fire the last will) and waits for the client to end, at most 5 s.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: if cancelled after the goodbye was queued, the client still ends but
+    /// the result is lost.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        let (done, finished) = oneshot::channel();
+        if self.control.send(Control::Shutdown(done)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), finished).await;
+        }
+        self.task.abort();
+        match self.task.await {
+            Ok(result) => result,
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Waits until the client ends by itself: only when the broker refuses it for good (bad
+    /// credentials), as every other failure is retried with backoff.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: the client's result is consumed.
+    pub async fn closed(self) -> Result<(), Error> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Closed),
+        }
+    }
+}
+
+/// Polls the event loop, and after a failure waits for the engine's go before polling again
+/// (which reconnects).
+async fn poll(
+    mut eventloop: EventLoop,
+    events: mpsc::Sender<Result<rumqttc::Event, ConnectionError>>,
+    mut go: mpsc::Receiver<()>,
+) {
+    if go.recv().await.is_none() {
+        return;
+    }
+    loop {
+        let result = eventloop.poll().await;
+        let failed = result.is_err();
+        if events.send(result).await.is_err() {
+            return;
+        }
+        if failed && go.recv().await.is_none() {
+            return;
+        }
+    }
+}
+
+struct Driver {
+    engine: Device,
+    client: AsyncClient,
+    incoming: mpsc::Receiver<Result<rumqttc::Event, ConnectionError>>,
+    go: mpsc::Sender<()>,
+    control: mpsc::UnboundedReceiver<Control>,
+    events: mpsc::Sender<Event>,
+    stats: watch::Sender<(Stats, u64)>,
+    clock: Clock,
+    /// Messages given to rumqttc, in order, not yet written (no packet id yet).
+    sent: VecDeque<MessageId>,
+    /// Messages written, by packet id, waiting for their PUBACK.
+    pkids: HashMap<u16, MessageId>,
+    random: u64,
+    events_lost: u64,
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut sensors: impl SensorReader,
+        mut handler: impl CommandHandler,
+    ) -> Result<(), Error> {
+        loop {
+            self.flush();
+            let wake = self.engine.poll_timeout().map(|at| self.clock.deadline(at));
+            tokio::select! {
+                message = self.incoming.recv() => match message {
+                    None => return Err(Error::Closed),
+                    Some(Ok(event)) => self.on_event(event, &mut handler),
+                    Some(Err(error)) => self.on_error(error)?,
+                },
+                () = sleep_until(wake) => {
+                    self.engine.handle_timeout(self.clock.now(), self.clock.utc(), &mut sensors);
+                }
+                control = self.control.recv() => match control {
+                    Some(Control::Alert(alert)) => self.engine.raise_alert(&alert),
+                    Some(Control::Shutdown(done)) => {
+                        self.goodbye().await;
+                        let _ = done.send(());
+                        return Ok(());
+                    }
+                    None => {
+                        self.goodbye().await;
+                        return Ok(());
+                    }
+                },
+            }
+        }
+    }
+
+    /// Hands out what the engine wants published, and its events.
+    fn flush(&mut self) {
+        while let Some(t) = self.engine.poll_transmit() {
+            // The channel holds more than the engine's in-flight window, so this fails only
+            // when the event loop is gone; the message then stays in flight in the engine and
+            // is replayed after the next connection.
+            if self
+                .client
+                .try_publish(t.topic, QoS::AtLeastOnce, t.retain, t.payload)
+                .is_ok()
+            {
+                self.sent.push_back(t.id);
+            }
+        }
+        while let Some(event) = self.engine.poll_event() {
+            if event == Event::Connect {
+                let _ = self.go.try_send(());
+            }
+            if self.events.try_send(event).is_err() {
+                self.events_lost += 1;
+            }
+        }
+        self.stats
+            .send_replace((self.engine.stats(), self.events_lost));
+    }
+
+    fn on_event(&mut self, event: rumqttc::Event, handler: &mut impl CommandHandler) {
+        match event {
+            rumqttc::Event::Incoming(Packet::ConnAck(_)) => {
+                self.engine
+                    .handle_connected(self.clock.now(), self.clock.utc());
+                for filter in self.engine.subscriptions() {
+                    let _ = self
+                        .client
+                        .try_subscribe(filter.to_string(), QoS::AtLeastOnce);
+                }
+            }
+            rumqttc::Event::Incoming(Packet::Publish(p)) => {
+                let (now, utc) = (self.clock.now(), self.clock.utc());
+                self.engine
+                    .handle_message(now, utc, &p.topic, &p.payload, p.retain, handler);
+            }
+            rumqttc::Event::Outgoing(Outgoing::Publish(pkid)) => {
+                if let Some(id) = self.sent.pop_front() {
+                    self.pkids.insert(pkid, id);
+                }
+            }
+            rumqttc::Event::Incoming(Packet::PubAck(ack)) => {
+                if let Some(id) = self.pkids.remove(&ack.pkid) {
+                    self.engine.handle_acked(id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_error(&mut self, error: ConnectionError) -> Result<(), Error> {
+        use rumqttc::ConnectReturnCode as Code;
+        self.sent.clear();
+        self.pkids.clear();
+        self.random ^= self.random << 13;
+        self.random ^= self.random >> 7;
+        self.random ^= self.random << 17;
+        self.engine
+            .handle_disconnected(self.clock.now(), self.random as u32);
+        match error {
+            // Credentials will not get better by retrying: stop instead of a reconnect storm.
+            ConnectionError::ConnectionRefused(
+                code @ (Code::BadUserNamePassword | Code::NotAuthorized | Code::BadClientId),
+            ) => Err(Error::Refused(code)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The retained `offline` status, then a clean disconnection; waits (at most 2 s) for the
+    /// status to be acknowledged.
+    async fn goodbye(&mut self) {
+        let t = self.engine.disconnect(self.clock.utc());
+        if self
+            .client
+            .try_publish(t.topic, QoS::AtLeastOnce, true, t.payload)
+            .is_err()
+        {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let mut written = None;
+        while let Ok(Some(Ok(event))) =
+            tokio::time::timeout_at(deadline, self.incoming.recv()).await
+        {
+            match event {
+                rumqttc::Event::Outgoing(Outgoing::Publish(pkid))
+                    if written.is_none() && self.sent.is_empty() =>
+                {
+                    written = Some(pkid);
+                }
+                rumqttc::Event::Outgoing(Outgoing::Publish(_)) => {
+                    self.sent.pop_front();
+                }
+                rumqttc::Event::Incoming(Packet::PubAck(ack)) if Some(ack.pkid) == written => break,
+                _ => {}
+            }
+        }
+        let _ = self.client.try_disconnect();
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The engine's monotonic clock (milliseconds since the client started) and UTC.
+struct Clock {
+    origin: tokio::time::Instant,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Self {
+            origin: tokio::time::Instant::now(),
+        }
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_millis(u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn deadline(&self, at: Instant) -> tokio::time::Instant {
+        self.origin + Duration::from_millis(at.as_millis())
+    }
+
+    fn utc(&self) -> Timestamp {
+        let millis = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        Timestamp::from_unix_millis(i64::try_from(millis).unwrap_or(i64::MAX))
+            .unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+}
+
+/// A seed for the backoff jitter, from the clock (the engine needs uniform bits, not secrets).
+fn seed() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    u64::from(nanos) | 1
+}

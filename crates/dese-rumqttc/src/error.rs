@@ -1,0 +1,63 @@
+//! Errors, each with a [`ErrorKind`] that every DESE transport shares.
+
+use std::fmt;
+
+/// The category of a transport error, the same for every DESE transport, so that code above
+/// reacts alike to rumqttc and paho failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The options cannot work (a malformed broker URL, an unsupported scheme).
+    Config,
+    /// The broker refused the credentials or the client: retrying will not help.
+    Auth,
+    /// The network or the broker failed. The clients retry these with backoff themselves;
+    /// this kind reaches the caller only for a refusal that may pass (server unavailable).
+    Io,
+    /// The client was shut down.
+    Closed,
+}
+
+/// An error of the rumqttc transport.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The broker URL could not be used.
+    BrokerUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The broker refused the connection with this MQTT return code.
+    Refused(rumqttc::ConnectReturnCode),
+    /// The client task has ended.
+    Closed,
+}
+
+impl Error {
+    /// The shared category.
+    pub fn kind(&self) -> ErrorKind {
+        use rumqttc::ConnectReturnCode as Code;
+        match self {
+            Self::BrokerUrl { .. } => ErrorKind::Config,
+            Self::Refused(Code::BadUserNamePassword | Code::NotAuthorized | Code::BadClientId) => {
+                ErrorKind::Auth
+            }
+            Self::Refused(_) => ErrorKind::Io,
+            Self::Closed => ErrorKind::Closed,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BrokerUrl { url, reason } => write!(f, "cannot use broker URL {url:?}: {reason}"),
+            Self::Refused(code) => write!(f, "the broker refused the connection: {code:?}"),
+            Self::Closed => f.write_str("the client has shut down"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,21 @@
+//! The DESE IoT transport over [rumqttc](https://docs.rs/rumqttc): runs the sans-IO engines
+//! against a real MQTT 3.1.1 broker, on tokio.
+//!
+//! This first part of the transport carries the device side ([`DeviceClient`]); the backend
+//! side, TLS and the conformance suite shared with the paho transport are still to come.
+//!
+//! ```text
+//!  broker <-> rumqttc event loop (its own task) <-> DeviceClient task: dese_device::Device
+//!                                                      <-> your SensorReader, CommandHandler
+//! ```
+#![forbid(unsafe_code)]
+// A std crate: portability to no_std is not a goal here.
+#![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
+
+mod device;
+mod error;
+mod options;
+
+pub use device::DeviceClient;
+pub use error::{Error, ErrorKind};
+pub use options::BrokerOptions;
