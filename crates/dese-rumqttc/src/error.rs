@@ -33,6 +33,8 @@ pub enum Error {
     Refused(rumqttc::ConnectReturnCode),
     /// The client task has ended.
     Closed,
+    /// A command or config could not be built.
+    Send(dese_backend::SendError),
 }
 
 impl Error {
@@ -46,6 +48,7 @@ impl Error {
             }
             Self::Refused(_) => ErrorKind::Io,
             Self::Closed => ErrorKind::Closed,
+            Self::Send(_) => ErrorKind::Config,
         }
     }
 }
@@ -56,8 +59,16 @@ impl fmt::Display for Error {
             Self::BrokerUrl { url, reason } => write!(f, "cannot use broker URL {url:?}: {reason}"),
             Self::Refused(code) => write!(f, "the broker refused the connection: {code:?}"),
             Self::Closed => f.write_str("the client has shut down"),
+            Self::Send(_) => f.write_str("the message could not be built"),
         }
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Send(e) => Some(e),
+            _ => None,
+        }
+    }
+}

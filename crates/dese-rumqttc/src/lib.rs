@@ -1,8 +1,8 @@
 //! The DESE IoT transport over [rumqttc](https://docs.rs/rumqttc): runs the sans-IO engines
 //! against a real MQTT 3.1.1 broker, on tokio.
 //!
-//! This first part of the transport carries the device side ([`DeviceClient`]); the backend
-//! side, TLS and the conformance suite shared with the paho transport are still to come.
+//! [`DeviceClient`] runs a device, [`BackendClient`] a backend. TLS and the conformance suite
+//! shared with the paho transport are still to come.
 //!
 //! ```text
 //!  broker <-> rumqttc event loop (its own task) <-> DeviceClient task: dese_device::Device
@@ -12,10 +12,12 @@
 // A std crate: portability to no_std is not a goal here.
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
 
+mod backend;
 mod device;
 mod error;
 mod options;
 
+pub use backend::BackendClient;
 pub use device::DeviceClient;
 pub use error::{Error, ErrorKind};
 pub use options::BrokerOptions;
