@@ -397,6 +397,13 @@ impl Device {
         })
     }
 
+    /// Queues telemetry from readings the application took itself, now, outside the periodic
+    /// schedule (which goes on unchanged). The calibration, the ranges and the thresholds apply
+    /// as to periodic readings.
+    pub fn handle_readings(&mut self, readings: Readings, utc: Timestamp) {
+        self.telemetry(readings, utc);
+    }
+
     /// Raises an alert of the application's own (a leak detector, a pump fault).
     pub fn raise_alert(&mut self, alert: &Alert) {
         self.queue_alert(alert);

@@ -547,3 +547,32 @@ fn dese_d3_keepalive_changed_by_config() {
             .any(|e| matches!(e, Event::KeepaliveChanged(_)))
     );
 }
+
+// Readings the application takes itself go out at once, and the schedule goes on.
+#[test]
+fn readings_on_demand() {
+    let mut rig = Rig::new(|_| {});
+    rig.connect();
+    let utc = rig.utc();
+    let extra = Readings {
+        ph: 6.9,
+        chlorine: 1.0,
+        temperature: 20.0,
+        ..Readings::default()
+    };
+    rig.device.handle_readings(extra, utc);
+    rig.run_until(secs(30), true);
+    let ph: Vec<f64> = rig
+        .sent_messages()
+        .iter()
+        .filter_map(|m| match m {
+            Message::Telemetry(t) => Some(t.sensors.ph.get()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ph,
+        [6.9, 7.2],
+        "the reading on demand, then the periodic one at 30 s"
+    );
+}

@@ -50,6 +50,10 @@ pub struct BackendClient {
 impl BackendClient {
     /// Connects as `client_id` and runs the engine; `group` makes the subscriptions shared, so
     /// that several instances split the messages.
+    ///
+    /// The session is persistent (MQTT clean session off): while the backend reconnects, the
+    /// broker keeps the QoS 1 messages of its subscriptions for it, and a broker with
+    /// persistence keeps them across its own restarts. Reuse the same `client_id` for that.
     pub fn spawn(
         broker: &BrokerOptions,
         client_id: &str,
@@ -59,7 +63,7 @@ impl BackendClient {
         let mut options = MqttOptions::new(client_id, broker.host.clone(), broker.port);
         options
             .set_keep_alive(Duration::from_secs(60))
-            .set_clean_session(true)
+            .set_clean_session(false)
             .set_max_packet_size(broker.max_packet_size, broker.max_packet_size);
         if let Some((user, password)) = &broker.credentials {
             options.set_credentials(user.clone(), password.clone());
@@ -219,8 +223,21 @@ async fn poll(
         if events.send(result).await.is_err() {
             return;
         }
-        if failed && go.recv().await.is_none() {
-            return;
+        if failed {
+            if go.recv().await.is_none() {
+                return;
+            }
+            // Requests made while the link was down (still in rumqttc's channel or pending)
+            // would be written after the reconnection, ahead of the engine's replay, and shift
+            // the order in which packet ids are matched to messages: a PUBACK would then be
+            // credited to the wrong message. Drop rumqttc's copies; the engine replays what was
+            // not acknowledged, in order.
+            eventloop.clean();
+            eventloop.pending.clear();
+            // clean() keeps the events the failed connection had queued (an Outgoing::Publish,
+            // a PubAck of an old packet id); delivered after the reconnection, a stale PubAck
+            // would acknowledge whichever new message reuses that id (ids cycle 1..=inflight).
+            eventloop.state.events.clear();
         }
     }
 }
@@ -415,11 +432,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 fn utc() -> Timestamp {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    Timestamp::from_unix_millis(i64::try_from(millis).unwrap_or(i64::MAX))
-        .unwrap_or(Timestamp::UNIX_EPOCH)
+    crate::device::utc_now()
 }
 
 fn jitter() -> u32 {

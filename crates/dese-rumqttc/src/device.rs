@@ -4,7 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dese_device::{
-    CommandHandler, Device, Event, Instant, MessageId, SensorReader, Settings, Stats,
+    CommandHandler, Device, Event, Instant, MessageId, Readings, SensorReader, Settings, Stats,
 };
 use dese_protocol::{Alert, Timestamp};
 use rumqttc::{
@@ -22,6 +22,7 @@ const EVENT_BUFFER: usize = 1024;
 
 enum Control {
     Alert(Alert),
+    Readings(Readings),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -39,7 +40,7 @@ enum Control {
 pub struct DeviceClient {
     control: mpsc::UnboundedSender<Control>,
     events: mpsc::Receiver<Event>,
-    stats: watch::Receiver<(Stats, u64)>,
+    stats: watch::Receiver<(Stats, u64, bool)>,
     task: JoinHandle<Result<(), Error>>,
 }
 
@@ -83,7 +84,7 @@ impl DeviceClient {
 
         let (control, control_rx) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::channel(EVENT_BUFFER);
-        let (stats_tx, stats) = watch::channel((engine.stats(), 0));
+        let (stats_tx, stats) = watch::channel((engine.stats(), 0, false));
         let driver = Driver {
             engine,
             client,
@@ -124,6 +125,18 @@ impl DeviceClient {
     /// Events dropped because nobody read them ([`DeviceClient::next_event`]).
     pub fn events_lost(&self) -> u64 {
         self.stats.borrow().1
+    }
+
+    /// Whether the device is connected to the broker, as of the engine's last step.
+    pub fn is_connected(&self) -> bool {
+        self.stats.borrow().2
+    }
+
+    /// Publishes telemetry from readings taken now, outside the periodic schedule.
+    pub fn publish_readings(&self, readings: Readings) -> Result<(), Error> {
+        self.control
+            .send(Control::Readings(readings))
+            .map_err(|_| Error::Closed)
     }
 
     /// Queues an alert of the application's own.
@@ -182,8 +195,21 @@ async fn poll(
         if events.send(result).await.is_err() {
             return;
         }
-        if failed && go.recv().await.is_none() {
-            return;
+        if failed {
+            if go.recv().await.is_none() {
+                return;
+            }
+            // Requests made while the link was down (still in rumqttc's channel or pending)
+            // would be written after the reconnection, ahead of the engine's replay, and shift
+            // the order in which packet ids are matched to messages: a PUBACK would then be
+            // credited to the wrong message. Drop rumqttc's copies; the engine replays what was
+            // not acknowledged, in order.
+            eventloop.clean();
+            eventloop.pending.clear();
+            // clean() keeps the events the failed connection had queued (an Outgoing::Publish,
+            // a PubAck of an old packet id); delivered after the reconnection, a stale PubAck
+            // would acknowledge whichever new message reuses that id (ids cycle 1..=inflight).
+            eventloop.state.events.clear();
         }
     }
 }
@@ -195,7 +221,7 @@ struct Driver {
     go: mpsc::Sender<()>,
     control: mpsc::UnboundedReceiver<Control>,
     events: mpsc::Sender<Event>,
-    stats: watch::Sender<(Stats, u64)>,
+    stats: watch::Sender<(Stats, u64, bool)>,
     clock: Clock,
     /// Messages given to rumqttc, in order, not yet written (no packet id yet).
     sent: VecDeque<MessageId>,
@@ -225,6 +251,7 @@ impl Driver {
                 }
                 control = self.control.recv() => match control {
                     Some(Control::Alert(alert)) => self.engine.raise_alert(&alert),
+                    Some(Control::Readings(readings)) => self.engine.handle_readings(readings, self.clock.utc()),
                     Some(Control::Shutdown(done)) => {
                         self.goodbye().await;
                         let _ = done.send(());
@@ -261,8 +288,11 @@ impl Driver {
                 self.events_lost += 1;
             }
         }
-        self.stats
-            .send_replace((self.engine.stats(), self.events_lost));
+        self.stats.send_replace((
+            self.engine.stats(),
+            self.events_lost,
+            self.engine.is_connected(),
+        ));
     }
 
     fn on_event(&mut self, event: rumqttc::Event, handler: &mut impl CommandHandler) {
@@ -373,13 +403,20 @@ impl Clock {
         self.origin + Duration::from_millis(at.as_millis())
     }
 
+    /// UTC with the clock's full precision, so that readings taken in the same millisecond
+    /// keep distinct timestamps (the backend deduplicates by device and timestamp).
     fn utc(&self) -> Timestamp {
-        let millis = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
-        Timestamp::from_unix_millis(i64::try_from(millis).unwrap_or(i64::MAX))
-            .unwrap_or(Timestamp::UNIX_EPOCH)
+        utc_now()
     }
+}
+
+/// The system clock as a [`Timestamp`], to the nanosecond.
+pub(crate) fn utc_now() -> Timestamp {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
+    Timestamp::from_unix(secs, since.subsec_nanos()).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
 /// A seed for the backoff jitter, from the clock (the engine needs uniform bits, not secrets).

@@ -21,6 +21,9 @@ pub struct MosquittoConfig {
     pub max_queued_messages: u32,
     /// `max_inflight_messages` per client; 0 is unlimited.
     pub max_inflight_messages: u32,
+    /// Whether the broker saves its state (persistent sessions and their queued messages) in
+    /// the test's folder when it stops, and loads it when it starts again.
+    pub persistence: bool,
     /// Extra lines appended to the configuration as they are.
     pub extra: Vec<String>,
 }
@@ -33,6 +36,7 @@ impl Default for MosquittoConfig {
             acl_file: None,
             max_queued_messages: 100_000,
             max_inflight_messages: 0,
+            persistence: false,
             extra: Vec::new(),
         }
     }
@@ -237,7 +241,8 @@ impl Mosquitto {
         lines.extend([
             format!("listener {} 127.0.0.1", self.port),
             format!("allow_anonymous {}", c.allow_anonymous),
-            "persistence false".to_string(),
+            format!("persistence {}", c.persistence),
+            format!("persistence_location {}/", self.dir.display()),
             format!("log_dest file {}", log.display()),
             "log_type error".to_string(),
             "log_type warning".to_string(),
