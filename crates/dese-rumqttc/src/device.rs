@@ -13,7 +13,7 @@ use rumqttc::{
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::error::Error;
+use crate::error::{ConnectionFailure, Error};
 use crate::options::BrokerOptions;
 
 /// How many events wait for [`DeviceClient::next_event`] before new ones are dropped (and
@@ -41,6 +41,7 @@ pub struct DeviceClient {
     control: mpsc::UnboundedSender<Control>,
     events: mpsc::Receiver<Event>,
     stats: watch::Receiver<(Stats, u64, bool)>,
+    failure: watch::Receiver<Option<ConnectionFailure>>,
     task: JoinHandle<Result<(), Error>>,
 }
 
@@ -85,6 +86,7 @@ impl DeviceClient {
         let (control, control_rx) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::channel(EVENT_BUFFER);
         let (stats_tx, stats) = watch::channel((engine.stats(), 0, false));
+        let (failure_tx, failure) = watch::channel(None);
         let driver = Driver {
             engine,
             client,
@@ -93,6 +95,7 @@ impl DeviceClient {
             control: control_rx,
             events: events_tx,
             stats: stats_tx,
+            failure: failure_tx,
             clock,
             sent: VecDeque::new(),
             pkids: HashMap::new(),
@@ -104,6 +107,7 @@ impl DeviceClient {
             control,
             events,
             stats,
+            failure,
             task,
         }
     }
@@ -125,6 +129,13 @@ impl DeviceClient {
     /// Events dropped because nobody read them ([`DeviceClient::next_event`]).
     pub fn events_lost(&self) -> u64 {
         self.stats.borrow().1
+    }
+
+    /// Why the last connection attempt failed, while the client retries (with the engine's
+    /// backoff): an unreachable broker is [`ErrorKind::Io`](crate::ErrorKind::Io). Cleared
+    /// when a connection succeeds.
+    pub fn last_failure(&self) -> Option<ConnectionFailure> {
+        self.failure.borrow().clone()
     }
 
     /// Whether the device is connected to the broker, as of the engine's last step.
@@ -222,6 +233,7 @@ struct Driver {
     control: mpsc::UnboundedReceiver<Control>,
     events: mpsc::Sender<Event>,
     stats: watch::Sender<(Stats, u64, bool)>,
+    failure: watch::Sender<Option<ConnectionFailure>>,
     clock: Clock,
     /// Messages given to rumqttc, in order, not yet written (no packet id yet).
     sent: VecDeque<MessageId>,
@@ -329,6 +341,8 @@ impl Driver {
         use rumqttc::ConnectReturnCode as Code;
         self.sent.clear();
         self.pkids.clear();
+        self.failure
+            .send_replace(Some(ConnectionFailure::of(&error)));
         self.random ^= self.random << 13;
         self.random ^= self.random >> 7;
         self.random ^= self.random << 17;

@@ -18,6 +18,37 @@ pub enum ErrorKind {
     Closed,
 }
 
+/// Why the last connection attempt failed, kept by the clients while they retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionFailure {
+    /// The shared category.
+    pub kind: ErrorKind,
+    /// rumqttc's description.
+    pub message: String,
+}
+
+impl ConnectionFailure {
+    pub(crate) fn of(error: &rumqttc::ConnectionError) -> Self {
+        use rumqttc::ConnectReturnCode as Code;
+        let kind = match error {
+            rumqttc::ConnectionError::ConnectionRefused(
+                Code::BadUserNamePassword | Code::NotAuthorized | Code::BadClientId,
+            ) => ErrorKind::Auth,
+            _ => ErrorKind::Io,
+        };
+        Self {
+            kind,
+            message: error.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for ConnectionFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.message)
+    }
+}
+
 /// An error of the rumqttc transport.
 #[derive(Debug)]
 #[non_exhaustive]

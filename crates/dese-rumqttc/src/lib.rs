@@ -19,5 +19,5 @@ mod options;
 
 pub use backend::BackendClient;
 pub use device::DeviceClient;
-pub use error::{Error, ErrorKind};
+pub use error::{ConnectionFailure, Error, ErrorKind};
 pub use options::BrokerOptions;

@@ -215,3 +215,36 @@ async fn dese_s1_wrong_password_is_an_auth_error() {
     device.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+// DESE-D6: a broker that accepts and drops every connection gets a paced retry, not a storm,
+// and the client says why (an I/O failure) while it keeps trying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dese_d6_failing_broker_is_retried_with_backoff_not_a_storm() {
+    use std::sync::atomic::AtomicUsize;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(stream); // close at once, before any CONNACK
+        }
+    });
+    let options = BrokerOptions::parse(&format!("mqtt://127.0.0.1:{port}")).unwrap();
+    let device = DeviceClient::spawn(&options, settings(), Probe, Pumps::default());
+    eventually(
+        || device.last_failure().is_some(),
+        || "no failure reported".into(),
+    )
+    .await;
+    assert_eq!(device.last_failure().unwrap().kind, ErrorKind::Io);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // Full jitter under ceilings of 1, 2, 4, 8, 16 s... allows a few attempts in 3.5 s; eight
+    // would need seven short draws in a row (odds about one in a million). A storm would be
+    // hundreds.
+    let attempts = accepted.load(Ordering::SeqCst);
+    assert!((2..=8).contains(&attempts), "{attempts} attempts in 3.5 s");
+    assert!(!device.is_connected());
+    device.shutdown().await.unwrap();
+}
