@@ -180,6 +180,15 @@ impl Mosquitto {
         let _ = child.wait();
     }
 
+    /// Starts a stopped broker again, on the same port and with the same configuration (with
+    /// persistence, its saved sessions too).
+    pub fn start_again(&mut self) -> Result<(), StartError> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        self.spawn()
+    }
+
     /// Stops the broker and starts it again on the same port, as a graceful restart.
     pub fn restart(&mut self) -> Result<(), StartError> {
         self.stop();
