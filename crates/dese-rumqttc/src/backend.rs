@@ -4,10 +4,8 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dese_backend::{Backend, Counters, Event, Outcome, Outgoing, Presence, SendError, Settings};
-use dese_protocol::{Action, CommandId, DeviceConfig, DeviceId, OrgId, ShareGroup, Timestamp};
-use rumqttc::{
-    AsyncClient, ConnectionError, EventLoop, MqttOptions, Outgoing as MqttOutgoing, Packet, QoS,
-};
+use dese_protocol::{Action, CommandId, DeviceConfig, DeviceId, OrgId, ShareGroup};
+use rumqttc::{AsyncClient, ConnectionError, MqttOptions, Outgoing as MqttOutgoing, Packet, QoS};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -74,7 +72,7 @@ impl BackendClient {
         eventloop.set_network_options(network);
         let (incoming_tx, incoming) = mpsc::channel(1024);
         let (go, go_rx) = mpsc::channel(1);
-        tokio::spawn(poll(eventloop, incoming_tx, go_rx));
+        tokio::spawn(crate::link::poll(eventloop, incoming_tx, go_rx));
         let _ = go.try_send(());
 
         let engine = Backend::new(settings);
@@ -209,39 +207,6 @@ impl BackendClient {
     }
 }
 
-async fn poll(
-    mut eventloop: EventLoop,
-    events: mpsc::Sender<Result<rumqttc::Event, ConnectionError>>,
-    mut go: mpsc::Receiver<()>,
-) {
-    if go.recv().await.is_none() {
-        return;
-    }
-    loop {
-        let result = eventloop.poll().await;
-        let failed = result.is_err();
-        if events.send(result).await.is_err() {
-            return;
-        }
-        if failed {
-            if go.recv().await.is_none() {
-                return;
-            }
-            // Requests made while the link was down (still in rumqttc's channel or pending)
-            // would be written after the reconnection, ahead of the engine's replay, and shift
-            // the order in which packet ids are matched to messages: a PUBACK would then be
-            // credited to the wrong message. Drop rumqttc's copies; the engine replays what was
-            // not acknowledged, in order.
-            eventloop.clean();
-            eventloop.pending.clear();
-            // clean() keeps the events the failed connection had queued (an Outgoing::Publish,
-            // a PubAck of an old packet id); delivered after the reconnection, a stale PubAck
-            // would acknowledge whichever new message reuses that id (ids cycle 1..=inflight).
-            eventloop.state.events.clear();
-        }
-    }
-}
-
 struct Driver {
     engine: Backend,
     client: AsyncClient,
@@ -294,16 +259,16 @@ impl Driver {
                         reconnect_at = Some(tokio::time::Instant::now() + delay);
                     }
                 },
-                () = sleep_until(reconnect_at) => {
+                () = crate::link::sleep_until(reconnect_at) => {
                     reconnect_at = None;
                     let _ = self.go.try_send(());
                 }
-                () = sleep_until(wake) => {
+                () = crate::link::sleep_until(wake) => {
                     self.engine.handle_timeout(std::time::Instant::now());
                 }
                 control = self.control.recv() => match control {
                     Some(Control::Command { org, device, action, reply }) => {
-                        match self.engine.send_command(std::time::Instant::now(), utc(), org, device, action) {
+                        match self.engine.send_command(std::time::Instant::now(), crate::link::utc_now(), org, device, action) {
                             Ok((id, out)) => {
                                 let (tx, rx) = oneshot::channel();
                                 self.waiting.insert(id.clone(), tx);
@@ -317,7 +282,7 @@ impl Driver {
                         }
                     }
                     Some(Control::Config { org, device, config, reply }) => {
-                        match self.engine.config_message(utc(), org, device, config) {
+                        match self.engine.config_message(crate::link::utc_now(), org, device, config) {
                             Ok(out) => {
                                 next_id += 1;
                                 self.publish(next_id, out);
@@ -422,17 +387,6 @@ impl Driver {
         self.counters
             .send_replace((self.engine.counters().clone(), self.events_lost));
     }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn utc() -> Timestamp {
-    crate::device::utc_now()
 }
 
 fn jitter() -> u32 {

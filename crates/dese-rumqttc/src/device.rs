@@ -7,9 +7,7 @@ use dese_device::{
     CommandHandler, Device, Event, Instant, MessageId, Readings, SensorReader, Settings, Stats,
 };
 use dese_protocol::{Alert, Timestamp};
-use rumqttc::{
-    AsyncClient, ConnectionError, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
-};
+use rumqttc::{AsyncClient, ConnectionError, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -81,7 +79,7 @@ impl DeviceClient {
 
         let (incoming_tx, incoming) = mpsc::channel(window + 64);
         let (go, go_rx) = mpsc::channel(1);
-        tokio::spawn(poll(eventloop, incoming_tx, go_rx));
+        tokio::spawn(crate::link::poll(eventloop, incoming_tx, go_rx));
 
         let (control, control_rx) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::channel(EVENT_BUFFER);
@@ -190,41 +188,6 @@ impl DeviceClient {
     }
 }
 
-/// Polls the event loop, and after a failure waits for the engine's go before polling again
-/// (which reconnects).
-async fn poll(
-    mut eventloop: EventLoop,
-    events: mpsc::Sender<Result<rumqttc::Event, ConnectionError>>,
-    mut go: mpsc::Receiver<()>,
-) {
-    if go.recv().await.is_none() {
-        return;
-    }
-    loop {
-        let result = eventloop.poll().await;
-        let failed = result.is_err();
-        if events.send(result).await.is_err() {
-            return;
-        }
-        if failed {
-            if go.recv().await.is_none() {
-                return;
-            }
-            // Requests made while the link was down (still in rumqttc's channel or pending)
-            // would be written after the reconnection, ahead of the engine's replay, and shift
-            // the order in which packet ids are matched to messages: a PUBACK would then be
-            // credited to the wrong message. Drop rumqttc's copies; the engine replays what was
-            // not acknowledged, in order.
-            eventloop.clean();
-            eventloop.pending.clear();
-            // clean() keeps the events the failed connection had queued (an Outgoing::Publish,
-            // a PubAck of an old packet id); delivered after the reconnection, a stale PubAck
-            // would acknowledge whichever new message reuses that id (ids cycle 1..=inflight).
-            eventloop.state.events.clear();
-        }
-    }
-}
-
 struct Driver {
     engine: Device,
     client: AsyncClient,
@@ -258,7 +221,7 @@ impl Driver {
                     Some(Ok(event)) => self.on_event(event, &mut handler),
                     Some(Err(error)) => self.on_error(error)?,
                 },
-                () = sleep_until(wake) => {
+                () = crate::link::sleep_until(wake) => {
                     self.engine.handle_timeout(self.clock.now(), self.clock.utc(), &mut sensors);
                 }
                 control = self.control.recv() => match control {
@@ -390,13 +353,6 @@ impl Driver {
     }
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// The engine's monotonic clock (milliseconds since the client started) and UTC.
 struct Clock {
     origin: tokio::time::Instant,
@@ -420,17 +376,8 @@ impl Clock {
     /// UTC with the clock's full precision, so that readings taken in the same millisecond
     /// keep distinct timestamps (the backend deduplicates by device and timestamp).
     fn utc(&self) -> Timestamp {
-        utc_now()
+        crate::link::utc_now()
     }
-}
-
-/// The system clock as a [`Timestamp`], to the nanosecond.
-pub(crate) fn utc_now() -> Timestamp {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
-    Timestamp::from_unix(secs, since.subsec_nanos()).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
 /// A seed for the backoff jitter, from the clock (the engine needs uniform bits, not secrets).

@@ -15,6 +15,7 @@
 mod backend;
 mod device;
 mod error;
+mod link;
 mod options;
 
 pub use backend::BackendClient;

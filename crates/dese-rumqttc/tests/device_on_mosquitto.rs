@@ -3,28 +3,19 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)] // tests run on std
 
+mod common;
+
+use common::Probe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use dese_device::{CommandHandler, Instant, Readings, SensorReader, Settings};
+use dese_device::{CommandHandler, Instant, Settings};
 use dese_protocol::{Action, DeviceState, JsonObject, Message, TelemetryInterval, decode};
 use dese_rumqttc::{BrokerOptions, DeviceClient, ErrorKind};
 use dese_testkit::{Mosquitto, MosquittoConfig};
 use rumqttc::{AsyncClient, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
-
-struct Probe;
-impl SensorReader for Probe {
-    fn read(&mut self, _now: Instant) -> Option<Readings> {
-        Some(Readings {
-            ph: 7.2,
-            chlorine: 2.5,
-            temperature: 25.5,
-            ..Readings::default()
-        })
-    }
-}
 
 #[derive(Clone, Default)]
 struct Pumps(Arc<AtomicU32>);

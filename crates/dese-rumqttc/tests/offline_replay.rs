@@ -4,27 +4,16 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)] // tests run on std
 
+mod common;
+
 use std::time::Duration;
 
+use common::{NoCommands, NoSensors};
 use dese_backend::{Event, Settings as BackendSettings};
-use dese_device::{Backoff, CommandHandler, Instant, Readings, SensorReader, Settings};
-use dese_protocol::{Action, DeviceState, JsonObject, TelemetryInterval, Timestamp};
+use dese_device::{Backoff, Readings, Settings};
+use dese_protocol::{DeviceState, TelemetryInterval, Timestamp};
 use dese_rumqttc::{BackendClient, BrokerOptions, DeviceClient};
 use dese_testkit::{Mosquitto, MosquittoConfig};
-
-struct NoSensors;
-impl SensorReader for NoSensors {
-    fn read(&mut self, _now: Instant) -> Option<Readings> {
-        None
-    }
-}
-
-struct NoCommands;
-impl CommandHandler for NoCommands {
-    fn run(&mut self, _action: &Action, _now: Instant) -> Result<Option<JsonObject>, String> {
-        Err("no commands here".into())
-    }
-}
 
 // DESE-D7: readings taken while the broker is down are queued in the bounded outbox (the
 // oldest dropped and counted when it is full) and replayed in order once it is back.

@@ -3,25 +3,16 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)] // tests run on std
 
+mod common;
+
+use common::Probe;
 use std::time::Duration;
 
 use dese_backend::{Event, Outcome, Settings as BackendSettings};
-use dese_device::{CommandHandler, Instant, Readings, SensorReader, Settings};
+use dese_device::{CommandHandler, Instant, Settings};
 use dese_protocol::{Action, DeviceState, JsonObject, PumpState, TelemetryInterval};
 use dese_rumqttc::{BackendClient, BrokerOptions, DeviceClient};
 use dese_testkit::Mosquitto;
-
-struct Probe;
-impl SensorReader for Probe {
-    fn read(&mut self, _now: Instant) -> Option<Readings> {
-        Some(Readings {
-            ph: 7.2,
-            chlorine: 2.5,
-            temperature: 25.5,
-            ..Readings::default()
-        })
-    }
-}
 
 struct Pumps;
 impl CommandHandler for Pumps {

@@ -5,30 +5,19 @@
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)] // tests run on std
 
 use std::collections::BTreeSet;
+mod common;
+
 use std::time::Duration;
 
+use common::{NoCommands, NoSensors};
 use dese_backend::{Event, Settings as BackendSettings};
-use dese_device::{Backoff, CommandHandler, Instant, Readings, SensorReader, Settings};
-use dese_protocol::{Action, DeviceState, JsonObject, MessageKind, TelemetryInterval};
+use dese_device::{Backoff, Readings, Settings};
+use dese_protocol::{DeviceState, MessageKind, TelemetryInterval};
 use dese_rumqttc::{BackendClient, BrokerOptions, DeviceClient};
 use dese_testkit::{Mosquitto, MosquittoConfig};
 
 const READINGS: usize = 5_000;
 const RESTARTS: usize = 10;
-
-struct NoSensors;
-impl SensorReader for NoSensors {
-    fn read(&mut self, _now: Instant) -> Option<Readings> {
-        None
-    }
-}
-
-struct NoCommands;
-impl CommandHandler for NoCommands {
-    fn run(&mut self, _action: &Action, _now: Instant) -> Result<Option<JsonObject>, String> {
-        Err("no commands here".into())
-    }
-}
 
 // DESE-D1, DESE-D6, DESE-D9 on a real broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
