@@ -57,7 +57,8 @@ impl BackendClient {
         client_id: &str,
         settings: Settings,
         group: Option<ShareGroup>,
-    ) -> Self {
+    ) -> Result<Self, Error> {
+        let tls = broker.tls_config()?;
         let mut options = MqttOptions::new(client_id, broker.host.clone(), broker.port);
         options
             .set_keep_alive(Duration::from_secs(60))
@@ -65,6 +66,11 @@ impl BackendClient {
             .set_max_packet_size(broker.max_packet_size, broker.max_packet_size);
         if let Some((user, password)) = &broker.credentials {
             options.set_credentials(user.clone(), password.clone());
+        }
+        if let Some(config) = tls {
+            options.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(config),
+            ));
         }
         let (client, mut eventloop) = AsyncClient::new(options, 1024);
         let mut network = eventloop.network_options();
@@ -97,12 +103,12 @@ impl BackendClient {
             events_lost: 0,
         };
         let task = tokio::spawn(driver.run());
-        Self {
+        Ok(Self {
             control,
             events,
             counters,
             task,
-        }
+        })
     }
 
     /// Sends `action` to a device and waits for the outcome: completed, failed, or timed out
@@ -249,6 +255,9 @@ impl Driver {
                         use rumqttc::ConnectReturnCode as Code;
                         if let ConnectionError::ConnectionRefused(code @ (Code::BadUserNamePassword | Code::NotAuthorized | Code::BadClientId)) = error {
                             return Err(Error::Refused(code));
+                        }
+                        if let ConnectionError::Tls(e) = error {
+                            return Err(Error::tls(e.to_string()));
                         }
                         self.connected = false;
                         self.sent.clear();

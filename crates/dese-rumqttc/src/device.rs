@@ -51,7 +51,8 @@ impl DeviceClient {
         settings: Settings,
         sensors: impl SensorReader + Send + 'static,
         handler: impl CommandHandler + Send + 'static,
-    ) -> Self {
+    ) -> Result<Self, Error> {
+        let tls = broker.tls_config()?;
         let clock = Clock::new();
         let window = settings.in_flight_window;
         let engine = Device::new(settings, clock.now());
@@ -70,6 +71,11 @@ impl DeviceClient {
             ));
         if let Some((user, password)) = &broker.credentials {
             options.set_credentials(user.clone(), password.clone());
+        }
+        if let Some(config) = tls {
+            options.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(config),
+            ));
         }
         let (client, mut eventloop) = AsyncClient::new(options, window + 16);
         let mut network = eventloop.network_options();
@@ -101,13 +107,13 @@ impl DeviceClient {
             events_lost: 0,
         };
         let task = tokio::spawn(driver.run(sensors, handler));
-        Self {
+        Ok(Self {
             control,
             events,
             stats,
             failure,
             task,
-        }
+        })
     }
 
     /// The next event of the engine (connections, commands run, config applied, drops).
@@ -316,6 +322,8 @@ impl Driver {
             ConnectionError::ConnectionRefused(
                 code @ (Code::BadUserNamePassword | Code::NotAuthorized | Code::BadClientId),
             ) => Err(Error::Refused(code)),
+            // A refused handshake (unknown CA, bad certificate) will not get better either.
+            ConnectionError::Tls(e) => Err(Error::tls(e.to_string())),
             _ => Ok(()),
         }
     }

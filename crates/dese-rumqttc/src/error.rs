@@ -11,6 +11,9 @@ pub enum ErrorKind {
     Config,
     /// The broker refused the credentials or the client: retrying will not help.
     Auth,
+    /// The TLS setup is wrong or the handshake was refused (an unknown CA, a bad certificate):
+    /// retrying will not help.
+    Tls,
     /// The network or the broker failed. The clients retry these with backoff themselves;
     /// this kind reaches the caller only for a refusal that may pass (server unavailable).
     Io,
@@ -34,6 +37,7 @@ impl ConnectionFailure {
             rumqttc::ConnectionError::ConnectionRefused(
                 Code::BadUserNamePassword | Code::NotAuthorized | Code::BadClientId,
             ) => ErrorKind::Auth,
+            rumqttc::ConnectionError::Tls(_) => ErrorKind::Tls,
             _ => ErrorKind::Io,
         };
         Self {
@@ -66,9 +70,18 @@ pub enum Error {
     Closed,
     /// A command or config could not be built.
     Send(dese_backend::SendError),
+    /// TLS could not be set up, or the broker's certificate was refused.
+    Tls {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Error {
+    pub(crate) fn tls(reason: String) -> Self {
+        Self::Tls { reason }
+    }
+
     /// The shared category.
     pub fn kind(&self) -> ErrorKind {
         use rumqttc::ConnectReturnCode as Code;
@@ -80,6 +93,7 @@ impl Error {
             Self::Refused(_) => ErrorKind::Io,
             Self::Closed => ErrorKind::Closed,
             Self::Send(_) => ErrorKind::Config,
+            Self::Tls { .. } => ErrorKind::Tls,
         }
     }
 }
@@ -91,6 +105,7 @@ impl fmt::Display for Error {
             Self::Refused(code) => write!(f, "the broker refused the connection: {code:?}"),
             Self::Closed => f.write_str("the client has shut down"),
             Self::Send(_) => f.write_str("the message could not be built"),
+            Self::Tls { reason } => write!(f, "TLS: {reason}"),
         }
     }
 }

@@ -105,7 +105,8 @@ async fn device_lifecycle_on_mosquitto() {
         settings(),
         Probe,
         pumps.clone(),
-    );
+    )
+    .unwrap();
 
     let (status, _) = next_of(&mut seen, "/status").await;
     assert!(matches!(status, Message::Status(s) if s.status == DeviceState::Online));
@@ -178,7 +179,7 @@ async fn dese_s1_wrong_password_is_an_auth_error() {
     let options = BrokerOptions::parse(&broker.url())
         .unwrap()
         .with_credentials("dev-1", "wrong");
-    let device = DeviceClient::spawn(&options, settings(), Probe, Pumps::default());
+    let device = DeviceClient::spawn(&options, settings(), Probe, Pumps::default()).unwrap();
     let result = tokio::time::timeout(Duration::from_secs(10), device.closed())
         .await
         .expect("stops by itself");
@@ -197,7 +198,7 @@ async fn dese_s1_wrong_password_is_an_auth_error() {
     let options = BrokerOptions::parse(&broker.url())
         .unwrap()
         .with_credentials("dev-1", "right");
-    let device = DeviceClient::spawn(&options, settings(), Probe, Pumps::default());
+    let device = DeviceClient::spawn(&options, settings(), Probe, Pumps::default()).unwrap();
     eventually(
         || device.stats().delivered >= 2,
         || format!("{:?}", device.stats()),
@@ -223,7 +224,7 @@ async fn dese_d6_failing_broker_is_retried_with_backoff_not_a_storm() {
         }
     });
     let options = BrokerOptions::parse(&format!("mqtt://127.0.0.1:{port}")).unwrap();
-    let device = DeviceClient::spawn(&options, settings(), Probe, Pumps::default());
+    let device = DeviceClient::spawn(&options, settings(), Probe, Pumps::default()).unwrap();
     eventually(
         || device.last_failure().is_some(),
         || "no failure reported".into(),

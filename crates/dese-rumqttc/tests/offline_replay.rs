@@ -31,7 +31,7 @@ async fn dese_d7_offline_device_replays_its_outbox_in_order() {
         rate_limit: None,
         ..BackendSettings::default()
     };
-    let mut backend = BackendClient::spawn(&options, "backend-replay", settings, None);
+    let mut backend = BackendClient::spawn(&options, "backend-replay", settings, None).unwrap();
 
     let mut device_settings =
         Settings::new("org-1".parse().unwrap(), "dev-1".parse().unwrap(), "1.0.0");
@@ -42,7 +42,7 @@ async fn dese_d7_offline_device_replays_its_outbox_in_order() {
         cap: Duration::from_millis(500),
         ..Backoff::DEFAULT
     };
-    let device = DeviceClient::spawn(&options, device_settings, NoSensors, NoCommands);
+    let device = DeviceClient::spawn(&options, device_settings, NoSensors, NoCommands).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !device.is_connected() {
         assert!(tokio::time::Instant::now() < deadline);

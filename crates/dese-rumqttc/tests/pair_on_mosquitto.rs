@@ -47,13 +47,13 @@ async fn backend_and_device_through_mosquitto() {
         command_timeout: Duration::from_millis(700),
         ..BackendSettings::default()
     };
-    let mut backend = BackendClient::spawn(&options, "backend-1", settings, None);
+    let mut backend = BackendClient::spawn(&options, "backend-1", settings, None).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let mut device_settings =
         Settings::new("org-1".parse().unwrap(), "dev-1".parse().unwrap(), "1.0.0");
     device_settings.telemetry_interval = TelemetryInterval::new(200).unwrap();
-    let device = DeviceClient::spawn(&options, device_settings, Probe, Pumps);
+    let device = DeviceClient::spawn(&options, device_settings, Probe, Pumps).unwrap();
 
     wait_for(&mut backend, |e| {
         matches!(

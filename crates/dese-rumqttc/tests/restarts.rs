@@ -35,7 +35,7 @@ async fn dese_d9_mosquitto_restarted_ten_times_while_streaming() {
         telemetry_window: READINGS,
         ..BackendSettings::default()
     };
-    let mut backend = BackendClient::spawn(&options, "backend-restarts", settings, None);
+    let mut backend = BackendClient::spawn(&options, "backend-restarts", settings, None).unwrap();
     // The backend reads its events in a task of its own until every reading has arrived.
     let (online_tx, online) = tokio::sync::oneshot::channel();
     let reader = tokio::spawn(async move {
@@ -75,7 +75,7 @@ async fn dese_d9_mosquitto_restarted_ten_times_while_streaming() {
         cap: Duration::from_secs(1),
         ..Backoff::DEFAULT
     };
-    let device = DeviceClient::spawn(&options, device_settings, NoSensors, NoCommands);
+    let device = DeviceClient::spawn(&options, device_settings, NoSensors, NoCommands).unwrap();
     tokio::time::timeout(Duration::from_secs(10), online)
         .await
         .unwrap()
