@@ -142,6 +142,11 @@ impl BackendClient {
     }
 
     /// Sends a config message to a device (the protocol does not acknowledge config).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling after the config was handed to the engine does not withdraw it: it is still
+    /// published.
     pub async fn send_config(
         &self,
         org: OrgId,
@@ -164,6 +169,10 @@ impl BackendClient {
     }
 
     /// What the engine knows of a device's presence.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a query only reads.
     pub async fn presence(&self, org: OrgId, device: DeviceId) -> Result<Option<Presence>, Error> {
         let (reply, answer) = oneshot::channel();
         let query = Box::new(move |backend: &Backend| {
