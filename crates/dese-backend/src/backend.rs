@@ -492,8 +492,11 @@ impl Backend {
             );
         }
         let key = DeviceKey::of(&parsed);
-        // The rate limit comes before any parsing of the payload: a flood costs little.
-        if let Some(limit) = self.settings.rate_limit {
+        // The rate limit comes before any parsing of the payload: a flood costs little. An
+        // answer from a device this backend is waiting on is traffic it asked for: exempt.
+        let awaited = parsed.kind() == MessageKind::CommandResponse
+            && self.pending.values().any(|p| p.device == key);
+        if let (Some(limit), false) = (self.settings.rate_limit, awaited) {
             let bucket = self
                 .buckets
                 .entry(key.clone())

@@ -511,3 +511,38 @@ fn presence_tracks_the_last_message() {
     assert_eq!(p.since, utc());
     assert_eq!(p.firmware_version, "1.0.0");
 }
+
+// Answers to the backend's own commands are not rate limited: a burst of commands to one device
+// must not get its own answers dropped (found by the round-trip benchmark).
+#[test]
+fn answers_to_pending_commands_pass_the_rate_limit() {
+    let mut b = Backend::new(Settings {
+        rate_limit: Some(RateLimit {
+            burst: 2,
+            per_second: 0.1,
+        }),
+        ..Settings::default()
+    });
+    let t0 = Instant::now();
+    let ids: Vec<String> = (0..5).map(|_| send(&mut b, t0)).collect();
+    for id in &ids {
+        b.handle_message(
+            t0,
+            &topic("command_response"),
+            answer(id, true).as_bytes(),
+            false,
+        );
+    }
+    assert_eq!(outcomes(&mut b).len(), 5);
+    assert!(!b.counters().dropped.contains_key(&DropReason::RateLimited));
+    // Unsolicited answers still count against the limit.
+    for _ in 0..3 {
+        b.handle_message(
+            t0,
+            &topic("command_response"),
+            answer("cmd-nobody-sent", true).as_bytes(),
+            false,
+        );
+    }
+    assert_eq!(b.counters().dropped[&DropReason::RateLimited], 1);
+}

@@ -74,7 +74,7 @@ impl BackendClient {
         }
         let (client, mut eventloop) = AsyncClient::new(options, 1024);
         let mut network = eventloop.network_options();
-        network.set_tcp_nodelay(true);
+        network.set_tcp_nodelay(broker.tcp_nodelay);
         eventloop.set_network_options(network);
         let (incoming_tx, incoming) = mpsc::channel(1024);
         let (go, go_rx) = mpsc::channel(1);

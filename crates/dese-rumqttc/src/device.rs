@@ -80,7 +80,7 @@ impl DeviceClient {
         let (client, mut eventloop) = AsyncClient::new(options, window + 16);
         let mut network = eventloop.network_options();
         // Without it a command round trip on loopback waits for Nagle's algorithm: 40 ms+.
-        network.set_tcp_nodelay(true);
+        network.set_tcp_nodelay(broker.tcp_nodelay);
         eventloop.set_network_options(network);
 
         let (incoming_tx, incoming) = mpsc::channel(window + 64);

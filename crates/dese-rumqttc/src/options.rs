@@ -21,6 +21,10 @@ pub struct BrokerOptions {
     /// The largest packet sent or received. rumqttc's own default is 10 KiB; a DESE message is
     /// at most 16 KiB (the decoder's limit), so the default here is 20 KiB.
     pub max_packet_size: usize,
+    /// TCP_NODELAY (on by default): without it, small packets wait for Nagle's algorithm and a
+    /// command's round trip on loopback grows by tens of milliseconds (`benches/round_trip.rs`
+    /// measures both).
+    pub tcp_nodelay: bool,
     secure: bool,
     tls: Option<Tls>,
 }
@@ -73,6 +77,7 @@ impl BrokerOptions {
             port,
             credentials: None,
             max_packet_size: 20 * 1024,
+            tcp_nodelay: true,
             secure,
             tls: None,
         })
