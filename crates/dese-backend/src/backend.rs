@@ -466,9 +466,10 @@ impl Backend {
         })
     }
 
-    /// A message arrived on one of the subscriptions.
-    pub fn handle_message(&mut self, now: Instant, topic: &str, payload: &[u8], retained: bool) {
-        let _ = retained;
+    /// A message arrived on one of the subscriptions. Retained and live messages are treated
+    /// alike: a retained status is how presence is recovered, and an older status never
+    /// overrides a newer one.
+    pub fn handle_message(&mut self, now: Instant, topic: &str, payload: &[u8]) {
         let parsed = match Topic::parse_with(topic, false) {
             Ok(parsed) => parsed,
             Err(error) => {

@@ -62,7 +62,7 @@ proptest! {
                 }
                 Op::Answer(pick, ok) if !sent.is_empty() => {
                     let id = pick.get(&sent).clone();
-                    b.handle_message(now, topic, answer(&id, ok).as_bytes(), false);
+                    b.handle_message(now, topic, answer(&id, ok).as_bytes());
                     let state = model[&id];
                     let events: Vec<Event> = std::iter::from_fn(|| b.poll_event()).collect();
                     match state {
@@ -82,7 +82,7 @@ proptest! {
                     }
                 }
                 Op::Stray => {
-                    b.handle_message(now, topic, answer("cmd-from-nowhere", true).as_bytes(), false);
+                    b.handle_message(now, topic, answer("cmd-from-nowhere", true).as_bytes());
                     let events: Vec<Event> = std::iter::from_fn(|| b.poll_event()).collect();
                     prop_assert!(matches!(&events[..], [Event::UnknownResponse { .. }]), "{events:?}");
                 }

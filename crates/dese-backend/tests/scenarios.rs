@@ -46,13 +46,11 @@ fn dese_t5_tenant_mismatch_is_dropped() {
         t0,
         "devices/org-999/esp32-001/telemetry",
         TELEMETRY.as_bytes(),
-        false,
     );
     b.handle_message(
         t0,
         "devices/org-123/esp32-002/telemetry",
         TELEMETRY.as_bytes(),
-        false,
     );
     let drops: Vec<_> = events(&mut b)
         .into_iter()
@@ -79,7 +77,6 @@ fn organizations_outside_the_allow_list_are_dropped() {
         Instant::now(),
         "devices/org-456/esp32-001/telemetry",
         b"not even json",
-        false,
     );
     assert_eq!(b.counters().dropped[&DropReason::OrgNotAllowed], 1);
     let subs: Vec<String> = b
@@ -120,21 +117,15 @@ fn shared_subscriptions_split_the_load() {
 fn dese_v2_invalid_messages_counted_by_reason() {
     let mut b = Backend::new(Settings::default());
     let t0 = Instant::now();
-    b.handle_message(t0, &topic("telemetry"), b"{", false);
-    b.handle_message(
-        t0,
-        &topic("telemetry"),
-        br#"{"device_id":"esp32-001"}"#,
-        false,
-    );
+    b.handle_message(t0, &topic("telemetry"), b"{");
+    b.handle_message(t0, &topic("telemetry"), br#"{"device_id":"esp32-001"}"#);
     b.handle_message(
         t0,
         &topic("alert"),
         br#"{"severity":"fatal","message":"x","timestamp":"2025-01-27T10:00:00Z"}"#,
-        false,
     );
-    b.handle_message(t0, "devices/org-123/esp32-001/commands", b"{}", false);
-    b.handle_message(t0, "devices/#/x/status", b"{}", false);
+    b.handle_message(t0, "devices/org-123/esp32-001/commands", b"{}");
+    b.handle_message(t0, "devices/#/x/status", b"{}");
     let c = b.counters();
     assert_eq!(c.dropped[&DropReason::Invalid(Reason::Syntax)], 1);
     assert_eq!(c.dropped[&DropReason::Invalid(Reason::MissingField)], 1);
@@ -150,7 +141,7 @@ fn duplicate_telemetry_is_reported_not_stored() {
     let mut b = Backend::new(Settings::default());
     let t0 = Instant::now();
     for _ in 0..3 {
-        b.handle_message(t0, &topic("telemetry"), TELEMETRY.as_bytes(), false);
+        b.handle_message(t0, &topic("telemetry"), TELEMETRY.as_bytes());
     }
     let e = events(&mut b);
     assert_eq!(
@@ -184,19 +175,16 @@ fn presence_from_status_and_last_will() {
         t0,
         &topic("status"),
         status("online", "2025-01-27T10:00:00Z").as_bytes(),
-        true,
     );
     b.handle_message(
         t0,
         &topic("status"),
         status("offline", "2025-01-27T11:00:00Z").as_bytes(),
-        false,
     );
     b.handle_message(
         t0,
         &topic("status"),
         status("online", "2025-01-27T10:30:00Z").as_bytes(),
-        false,
     );
     let org: OrgId = "org-123".parse().unwrap();
     let device = "esp32-001".parse().unwrap();
@@ -218,7 +206,7 @@ fn presence_from_status_and_last_will() {
             (Some(DeviceState::Online), DeviceState::Offline)
         ]
     );
-    b.handle_message(t0, &topic("status"), b"", true);
+    b.handle_message(t0, &topic("status"), b"");
     assert!(b.presence(&org, &device).is_none());
     assert!(matches!(
         events(&mut b)[..],
@@ -258,29 +246,18 @@ fn commands_complete_or_fail() {
     let ok = send(&mut b, t0);
     let bad = send(&mut b, t0);
     assert_ne!(ok, bad, "fresh ids");
-    b.handle_message(
-        t0,
-        &topic("command_response"),
-        answer(&ok, true).as_bytes(),
-        false,
-    );
+    b.handle_message(t0, &topic("command_response"), answer(&ok, true).as_bytes());
     b.handle_message(
         t0,
         &topic("command_response"),
         answer(&bad, false).as_bytes(),
-        false,
     );
     let o = outcomes(&mut b);
     assert!(matches!(&o[0], Outcome::Completed(r) if r.command_id.as_str() == ok));
     assert!(matches!(&o[1], Outcome::Failed(r) if r.error.as_deref() == Some("pump jammed")));
     assert_eq!(b.commands_pending(), 0);
     // The same response again is a duplicate.
-    b.handle_message(
-        t0,
-        &topic("command_response"),
-        answer(&ok, true).as_bytes(),
-        false,
-    );
+    b.handle_message(t0, &topic("command_response"), answer(&ok, true).as_bytes());
     assert!(matches!(
         events(&mut b)[..],
         [Event::Duplicate {
@@ -306,7 +283,6 @@ fn dese_c1_c2_response_31_s_late_is_reported_late() {
         t0 + Duration::from_secs(31),
         &topic("command_response"),
         answer(&id, true).as_bytes(),
-        false,
     );
     let late = events(&mut b);
     assert!(
@@ -375,7 +351,6 @@ fn dese_c3_retries_keep_the_command_id() {
         now + Duration::from_millis(30_500),
         &topic("command_response"),
         answer(&id2, true).as_bytes(),
-        false,
     );
     assert!(matches!(outcomes(&mut b)[..], [Outcome::Completed(_)]));
     b.handle_timeout(now + Duration::from_secs(60));
@@ -393,7 +368,6 @@ fn unknown_and_misaddressed_responses() {
         t0,
         &topic("command_response"),
         answer("cmd-elsewhere", true).as_bytes(),
-        false,
     );
     assert!(matches!(
         events(&mut b)[..],
@@ -404,7 +378,6 @@ fn unknown_and_misaddressed_responses() {
         t0,
         "devices/org-123/esp32-002/command_response",
         answer(&id, true).as_bytes(),
-        false,
     );
     assert!(matches!(
         events(&mut b)[..],
@@ -433,14 +406,13 @@ fn dese_s4_rate_limit_per_device() {
     let t0 = Instant::now();
     for i in 0..8 {
         let payload = TELEMETRY.replace("10:00:00Z", &format!("10:00:0{i}Z"));
-        b.handle_message(t0, &topic("telemetry"), payload.as_bytes(), false);
+        b.handle_message(t0, &topic("telemetry"), payload.as_bytes());
     }
     // Another device is not affected.
     b.handle_message(
         t0,
         "devices/org-123/esp32-002/status",
         status("online", "2025-01-27T10:00:00Z").as_bytes(),
-        true,
     );
     let e = events(&mut b);
     assert_eq!(
@@ -468,7 +440,6 @@ fn dese_s4_rate_limit_per_device() {
         t0 + Duration::from_secs(2),
         &topic("telemetry"),
         later.as_bytes(),
-        false,
     );
     assert!(matches!(events(&mut b)[..], [Event::Telemetry { .. }]));
 }
@@ -500,10 +471,9 @@ fn presence_tracks_the_last_message() {
         t0,
         &topic("status"),
         status("online", "2025-01-27T10:00:00Z").as_bytes(),
-        true,
     );
     let later = t0 + Duration::from_secs(45);
-    b.handle_message(later, &topic("telemetry"), TELEMETRY.as_bytes(), false);
+    b.handle_message(later, &topic("telemetry"), TELEMETRY.as_bytes());
     let p = b
         .presence(&"org-123".parse().unwrap(), &"esp32-001".parse().unwrap())
         .unwrap();
@@ -526,12 +496,7 @@ fn answers_to_pending_commands_pass_the_rate_limit() {
     let t0 = Instant::now();
     let ids: Vec<String> = (0..5).map(|_| send(&mut b, t0)).collect();
     for id in &ids {
-        b.handle_message(
-            t0,
-            &topic("command_response"),
-            answer(id, true).as_bytes(),
-            false,
-        );
+        b.handle_message(t0, &topic("command_response"), answer(id, true).as_bytes());
     }
     assert_eq!(outcomes(&mut b).len(), 5);
     assert!(!b.counters().dropped.contains_key(&DropReason::RateLimited));
@@ -541,7 +506,6 @@ fn answers_to_pending_commands_pass_the_rate_limit() {
             t0,
             &topic("command_response"),
             answer("cmd-nobody-sent", true).as_bytes(),
-            false,
         );
     }
     assert_eq!(b.counters().dropped[&DropReason::RateLimited], 1);

@@ -5,11 +5,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dese_backend::{Backend, Counters, Event, Outcome, Outgoing, Presence, SendError, Settings};
 use dese_protocol::{Action, CommandId, DeviceConfig, DeviceId, OrgId, ShareGroup};
-use rumqttc::{AsyncClient, ConnectionError, MqttOptions, Outgoing as MqttOutgoing, Packet, QoS};
+use rumqttc::{AsyncClient, ConnectionError, Outgoing as MqttOutgoing, Packet, QoS};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::Error;
+use crate::link::Link;
 use crate::options::BrokerOptions;
 
 const EVENT_BUFFER: usize = 4096;
@@ -58,27 +59,15 @@ impl BackendClient {
         settings: Settings,
         group: Option<ShareGroup>,
     ) -> Result<Self, Error> {
-        let tls = broker.tls_config()?;
-        let mut options = MqttOptions::new(client_id, broker.host.clone(), broker.port);
+        let mut options = crate::link::mqtt_options(broker, client_id)?;
         options
             .set_keep_alive(Duration::from_secs(60))
-            .set_clean_session(false)
-            .set_max_packet_size(broker.max_packet_size, broker.max_packet_size);
-        if let Some((user, password)) = &broker.credentials {
-            options.set_credentials(user.clone(), password.clone());
-        }
-        if let Some(config) = tls {
-            options.set_transport(rumqttc::Transport::tls_with_config(
-                rumqttc::TlsConfiguration::Rustls(config),
-            ));
-        }
-        let (client, mut eventloop) = AsyncClient::new(options, 1024);
-        let mut network = eventloop.network_options();
-        network.set_tcp_nodelay(broker.tcp_nodelay);
-        eventloop.set_network_options(network);
-        let (incoming_tx, incoming) = mpsc::channel(1024);
-        let (go, go_rx) = mpsc::channel(1);
-        tokio::spawn(crate::link::poll(eventloop, incoming_tx, go_rx));
+            .set_clean_session(false);
+        let Link {
+            client,
+            incoming,
+            go,
+        } = crate::link::open(broker, options, 1024, 1024);
         let _ = go.try_send(());
 
         let engine = Backend::new(settings);
@@ -210,15 +199,12 @@ impl BackendClient {
     ///
     /// Not cancel safe: if cancelled, the client still ends but the result is lost.
     pub async fn shutdown(self) -> Result<(), Error> {
-        let (done, finished) = oneshot::channel();
-        if self.control.send(Control::Shutdown(done)).is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), finished).await;
-        }
-        self.task.abort();
-        match self.task.await {
-            Ok(result) => result,
-            Err(_) => Ok(()),
-        }
+        let control = self.control;
+        crate::link::shutdown(
+            |done| control.send(Control::Shutdown(done)).is_ok(),
+            self.task,
+        )
+        .await
     }
 }
 
@@ -365,12 +351,8 @@ impl Driver {
                 }
             }
             rumqttc::Event::Incoming(Packet::Publish(p)) => {
-                self.engine.handle_message(
-                    std::time::Instant::now(),
-                    &p.topic,
-                    &p.payload,
-                    p.retain,
-                );
+                self.engine
+                    .handle_message(std::time::Instant::now(), &p.topic, &p.payload);
             }
             rumqttc::Event::Outgoing(MqttOutgoing::Publish(pkid)) => {
                 if let Some(id) = self.sent.pop_front() {

@@ -7,11 +7,12 @@ use dese_device::{
     CommandHandler, Device, Event, Instant, MessageId, Readings, SensorReader, Settings, Stats,
 };
 use dese_protocol::{Alert, Timestamp};
-use rumqttc::{AsyncClient, ConnectionError, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, ConnectionError, LastWill, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::{ConnectionFailure, Error};
+use crate::link::Link;
 use crate::options::BrokerOptions;
 
 /// How many events wait for [`DeviceClient::next_event`] before new ones are dropped (and
@@ -52,40 +53,25 @@ impl DeviceClient {
         sensors: impl SensorReader + Send + 'static,
         handler: impl CommandHandler + Send + 'static,
     ) -> Result<Self, Error> {
-        let tls = broker.tls_config()?;
         let clock = Clock::new();
         let window = settings.in_flight_window;
         let engine = Device::new(settings, clock.now());
         let connect = engine.connect_options(clock.utc());
-
-        let mut options = MqttOptions::new(connect.client_id, broker.host.clone(), broker.port);
+        let mut options = crate::link::mqtt_options(broker, connect.client_id)?;
         options
             .set_keep_alive(Duration::from_secs(u64::from(connect.keepalive.get())))
             .set_clean_session(connect.clean_session)
-            .set_max_packet_size(broker.max_packet_size, broker.max_packet_size)
             .set_last_will(LastWill::new(
                 connect.will.topic,
                 connect.will.payload,
                 QoS::AtLeastOnce,
                 true,
             ));
-        if let Some((user, password)) = &broker.credentials {
-            options.set_credentials(user.clone(), password.clone());
-        }
-        if let Some(config) = tls {
-            options.set_transport(rumqttc::Transport::tls_with_config(
-                rumqttc::TlsConfiguration::Rustls(config),
-            ));
-        }
-        let (client, mut eventloop) = AsyncClient::new(options, window + 16);
-        let mut network = eventloop.network_options();
-        // Without it a command round trip on loopback waits for Nagle's algorithm: 40 ms+.
-        network.set_tcp_nodelay(broker.tcp_nodelay);
-        eventloop.set_network_options(network);
-
-        let (incoming_tx, incoming) = mpsc::channel(window + 64);
-        let (go, go_rx) = mpsc::channel(1);
-        tokio::spawn(crate::link::poll(eventloop, incoming_tx, go_rx));
+        let Link {
+            client,
+            incoming,
+            go,
+        } = crate::link::open(broker, options, window + 16, window + 64);
 
         let (control, control_rx) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::channel(EVENT_BUFFER);
@@ -169,15 +155,12 @@ impl DeviceClient {
     /// Not cancel safe: if cancelled after the goodbye was queued, the client still ends but
     /// the result is lost.
     pub async fn shutdown(self) -> Result<(), Error> {
-        let (done, finished) = oneshot::channel();
-        if self.control.send(Control::Shutdown(done)).is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), finished).await;
-        }
-        self.task.abort();
-        match self.task.await {
-            Ok(result) => result,
-            Err(_) => Ok(()),
-        }
+        let control = self.control;
+        crate::link::shutdown(
+            |done| control.send(Control::Shutdown(done)).is_ok(),
+            self.task,
+        )
+        .await
     }
 
     /// Waits until the client ends by itself: only when the broker refuses it for good (bad

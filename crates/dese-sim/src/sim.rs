@@ -99,7 +99,7 @@ pub struct Sim {
     devices: Vec<SimDevice>,
     backend: Backend,
     backend_subscriptions: Vec<TopicFilter>,
-    to_backend: VecDeque<(String, Vec<u8>, bool)>,
+    to_backend: VecDeque<(String, Vec<u8>)>,
     backend_events: Vec<BackendEvent>,
 }
 
@@ -214,7 +214,7 @@ impl Sim {
         self.backend_subscriptions = self.backend.subscriptions(None);
         let now = self.backend_now();
         for (topic, payload) in self.retained.clone() {
-            self.backend.handle_message(now, &topic, &payload, true);
+            self.backend.handle_message(now, &topic, &payload);
         }
         self.drain_backend();
     }
@@ -336,10 +336,9 @@ impl Sim {
         }
         if self.rng.chance(self.network.duplicate) {
             self.to_backend
-                .push_back((topic.to_string(), payload.clone(), false));
+                .push_back((topic.to_string(), payload.clone()));
         }
-        self.to_backend
-            .push_back((topic.to_string(), payload, false));
+        self.to_backend.push_back((topic.to_string(), payload));
         let len = self.to_backend.len();
         if len >= 2 && self.rng.chance(self.network.reorder) {
             self.to_backend.swap(len - 1, len - 2);
@@ -348,8 +347,8 @@ impl Sim {
 
     fn deliver_to_backend(&mut self) {
         let now = self.backend_now();
-        while let Some((topic, payload, retained)) = self.to_backend.pop_front() {
-            self.backend.handle_message(now, &topic, &payload, retained);
+        while let Some((topic, payload)) = self.to_backend.pop_front() {
+            self.backend.handle_message(now, &topic, &payload);
         }
     }
 
