@@ -1,26 +1,39 @@
 //! The DESE IoT transport over [rumqttc](https://docs.rs/rumqttc): runs the sans-IO engines
-//! against a real MQTT 3.1.1 broker, on tokio.
+//! against a real MQTT 3.1.1 broker, on tokio, in pure Rust.
 //!
 //! [`DeviceClient`] runs a device, [`BackendClient`] a backend, over `mqtt://` or `mqtts://`
-//! (rustls with the ring provider; see [`BrokerOptions::with_ca`]). The conformance suite shared
-//! with the paho transport is still to come. docs/transports.md in the repository explains the
-//! design and what it guards against.
+//! (rustls with the ring provider; see [`BrokerOptions::with_ca`]). The clients, the options
+//! and the errors are those of [`dese_transport`], shared with the paho transport, so code
+//! written against one compiles against the other; the conformance suite in
+//! `crates/dese-conformance` runs the same tests on both. docs/transports.md in the repository
+//! explains the design and what it guards against.
 //!
 //! ```text
-//!  broker <-> rumqttc event loop (its own task) <-> DeviceClient task: dese_device::Device
+//!  broker <-> rumqttc event loop (its own task) <-> driver task: dese_device::Device
 //!                                                      <-> your SensorReader, CommandHandler
 //! ```
+//!
+//! What this transport does about rumqttc's own behaviour:
+//!
+//! - `publish` only means queued, and rumqttc clears its queue when it reconnects without a
+//!   stored session: the driver keeps every message until its PUBACK and replays the rest.
+//! - rumqttc has no reconnect backoff: the poll task reconnects only when the engine's backoff
+//!   says so.
+//! - publishing from the polling task can deadlock on a full request channel: the poll task
+//!   does nothing but poll, and the driver only uses `try_publish`.
+//! - the maximum packet size is set from [`BrokerOptions::max_packet_size`] (20 KiB), not left
+//!   at rumqttc's 10 KiB; TCP_NODELAY is on.
 #![forbid(unsafe_code)]
 // A std crate: portability to no_std is not a goal here.
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
 
-mod backend;
-mod device;
-mod error;
 mod link;
-mod options;
+mod tls;
 
-pub use backend::BackendClient;
-pub use device::DeviceClient;
-pub use error::{ConnectionFailure, Error, ErrorKind};
-pub use options::BrokerOptions;
+pub use dese_transport::{BrokerOptions, ConnectionFailure, Error, ErrorKind};
+pub use link::{Rumqttc, RumqttcLink};
+
+/// A device over rumqttc.
+pub type DeviceClient = dese_transport::DeviceClient<Rumqttc>;
+/// A backend over rumqttc.
+pub type BackendClient = dese_transport::BackendClient<Rumqttc>;

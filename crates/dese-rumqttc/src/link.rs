@@ -1,29 +1,53 @@
-//! What both clients share: the task that polls rumqttc's event loop, and time helpers.
+//! The [`Link`] over rumqttc: a task that polls rumqttc's event loop, and the translation of
+//! its events into the driver's.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use dese_protocol::Timestamp;
-use rumqttc::{AsyncClient, ConnectionError, EventLoop, MqttOptions};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use dese_transport::{
+    BrokerOptions, ConnectionFailure, Error, ErrorKind, Link, LinkEvent, Session, Transport,
+};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, EventLoop, LastWill, MqttOptions, Outgoing,
+    Packet, QoS,
+};
+use tokio::sync::mpsc;
 
-use crate::error::Error;
-use crate::options::BrokerOptions;
+/// The rumqttc transport: `DeviceClient<Rumqttc>` and `BackendClient<Rumqttc>`.
+#[derive(Debug, Clone, Copy)]
+pub struct Rumqttc;
 
-/// The rumqttc options every client shares: address, packet size, credentials, TLS.
-pub(crate) fn mqtt_options(
-    broker: &BrokerOptions,
-    client_id: impl Into<String>,
-) -> Result<MqttOptions, Error> {
-    let tls = broker.tls_config()?;
-    let mut options = MqttOptions::new(client_id, broker.host.clone(), broker.port);
-    options.set_max_packet_size(broker.max_packet_size, broker.max_packet_size);
+impl Transport for Rumqttc {
+    type Link = RumqttcLink;
+
+    fn open(broker: &BrokerOptions, session: Session) -> Result<RumqttcLink, Error> {
+        let options = mqtt_options(broker, &session)?;
+        Ok(RumqttcLink::spawn(broker, options))
+    }
+}
+
+/// The rumqttc options of a session: address, packet size, credentials, TLS, keepalive, will.
+fn mqtt_options(broker: &BrokerOptions, session: &Session) -> Result<MqttOptions, Error> {
+    let mut options = MqttOptions::new(&session.client_id, broker.host.clone(), broker.port);
+    options
+        .set_max_packet_size(broker.max_packet_size, broker.max_packet_size)
+        .set_keep_alive(session.keepalive)
+        .set_clean_session(session.clean_session)
+        // rumqttc's own in-flight limit: more than any engine's window, so it never waits.
+        .set_inflight(1024);
+    if let Some(will) = &session.will {
+        options.set_last_will(LastWill::new(
+            &will.topic,
+            will.payload.clone(),
+            QoS::AtLeastOnce,
+            will.retain,
+        ));
+    }
     if let Some((user, password)) = &broker.credentials {
         options.set_credentials(user.clone(), password.clone());
     }
-    if let Some(config) = tls {
+    if let Some(files) = broker.tls()? {
+        let config = crate::tls::client_config(files)?;
         options.set_transport(rumqttc::Transport::tls_with_config(
             rumqttc::TlsConfiguration::Rustls(config),
         ));
@@ -31,64 +55,148 @@ pub(crate) fn mqtt_options(
     Ok(options)
 }
 
-/// The client handle, the channel of the event loop's events, and the go that lets the poll
-/// task (re)connect.
-pub(crate) struct Link {
-    pub(crate) client: AsyncClient,
-    pub(crate) incoming: mpsc::Receiver<Result<rumqttc::Event, ConnectionError>>,
-    pub(crate) go: mpsc::Sender<()>,
+/// How many requests rumqttc's channel holds; the driver uses `try_publish`, so a full
+/// channel means a message stays in the driver's outbox for the next connection.
+const REQUESTS: usize = 4096;
+
+/// One rumqttc client and the task that polls its event loop.
+///
+/// The task polls the event loop and nothing else, so a full request channel can never block
+/// it (rumqttc issue 1025). After a failure it waits for the driver's go (the engine's
+/// backoff) before polling again, which reconnects.
+#[derive(Debug)]
+pub struct RumqttcLink {
+    client: AsyncClient,
+    incoming: mpsc::Receiver<Result<rumqttc::Event, ConnectionError>>,
+    go: mpsc::Sender<Duration>,
+    /// Messages given to rumqttc, in order, not yet written (no packet id yet).
+    sent: VecDeque<u64>,
+    /// Messages written, by packet id, waiting for their PUBACK.
+    pkids: HashMap<u16, u64>,
 }
 
-/// Creates the client and spawns the task that polls its event loop. `requests` bounds
-/// rumqttc's request channel, `events` the channel of its events.
-pub(crate) fn open(
-    broker: &BrokerOptions,
-    options: MqttOptions,
-    requests: usize,
-    events: usize,
-) -> Link {
-    let (client, mut eventloop) = AsyncClient::new(options, requests);
-    let mut network = eventloop.network_options();
-    // Without it a command round trip on loopback waits for Nagle's algorithm: 40 ms+.
-    network.set_tcp_nodelay(broker.tcp_nodelay);
-    eventloop.set_network_options(network);
-    let (incoming_tx, incoming) = mpsc::channel(events);
-    let (go, go_rx) = mpsc::channel(1);
-    tokio::spawn(poll(eventloop, incoming_tx, go_rx));
-    Link {
-        client,
-        incoming,
-        go,
+impl RumqttcLink {
+    fn spawn(broker: &BrokerOptions, options: MqttOptions) -> Self {
+        let (client, mut eventloop) = AsyncClient::new(options, REQUESTS);
+        let mut network = eventloop.network_options();
+        // Without it a command round trip on loopback waits for Nagle's algorithm: 40 ms+.
+        network.set_tcp_nodelay(broker.tcp_nodelay);
+        eventloop.set_network_options(network);
+        let (incoming_tx, incoming) = mpsc::channel(REQUESTS);
+        let (go, go_rx) = mpsc::channel(1);
+        tokio::spawn(poll(eventloop, incoming_tx, go_rx));
+        Self {
+            client,
+            incoming,
+            go,
+            sent: VecDeque::new(),
+            pkids: HashMap::new(),
+        }
     }
 }
 
-/// Asks the engine task to end (`request` carries the acknowledgement), waits at most 5 s, and
-/// returns its result.
-pub(crate) async fn shutdown(
-    request: impl FnOnce(oneshot::Sender<()>) -> bool,
-    task: JoinHandle<Result<(), Error>>,
-) -> Result<(), Error> {
-    let (done, finished) = oneshot::channel();
-    if request(done) {
-        let _ = tokio::time::timeout(Duration::from_secs(5), finished).await;
+impl Link for RumqttcLink {
+    async fn next(&mut self) -> LinkEvent {
+        loop {
+            // Cancel safe: the only await is the channel's receive.
+            let Some(event) = self.incoming.recv().await else {
+                return LinkEvent::Closed;
+            };
+            match event {
+                Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => return LinkEvent::Connected,
+                Ok(rumqttc::Event::Incoming(Packet::Publish(p))) => {
+                    return LinkEvent::Message {
+                        topic: p.topic,
+                        payload: p.payload.to_vec(),
+                        retain: p.retain,
+                    };
+                }
+                Ok(rumqttc::Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    if let Some(tag) = self.sent.pop_front() {
+                        self.pkids.insert(pkid, tag);
+                    }
+                }
+                Ok(rumqttc::Event::Incoming(Packet::PubAck(ack))) => {
+                    if let Some(tag) = self.pkids.remove(&ack.pkid) {
+                        return LinkEvent::Acked(tag);
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    self.sent.clear();
+                    self.pkids.clear();
+                    return LinkEvent::Lost(failure(&error));
+                }
+            }
+        }
     }
-    task.abort();
-    match task.await {
-        Ok(result) => result,
-        Err(_) => Ok(()),
+
+    fn connect(&mut self, keepalive: Duration) {
+        let _ = self.go.try_send(keepalive);
+    }
+
+    fn subscribe(&mut self, filters: &[String]) {
+        for filter in filters {
+            let _ = self.client.try_subscribe(filter, QoS::AtLeastOnce);
+        }
+    }
+
+    fn publish(&mut self, tag: u64, topic: &str, payload: &[u8], retain: bool) -> bool {
+        let queued = self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, retain, payload.to_vec())
+            .is_ok();
+        if queued {
+            self.sent.push_back(tag);
+        }
+        queued
+    }
+
+    fn reconnect(&mut self) {
+        // The broker closes the connection after the DISCONNECT; the poll task reports it.
+        let _ = self.client.try_disconnect();
+    }
+
+    async fn disconnect(&mut self) {
+        if self.client.try_disconnect().is_err() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, self.incoming.recv()).await {
+            if matches!(
+                event,
+                Ok(rumqttc::Event::Outgoing(Outgoing::Disconnect)) | Err(_)
+            ) {
+                break;
+            }
+        }
     }
 }
 
-/// Polls the event loop, and after a failure waits for the engine's go before polling again
-/// (which reconnects).
+/// The shared category of a rumqttc failure.
+fn failure(error: &ConnectionError) -> ConnectionFailure {
+    use ConnectReturnCode as Code;
+    let kind = match error {
+        ConnectionError::ConnectionRefused(
+            Code::BadUserNamePassword | Code::NotAuthorized | Code::BadClientId,
+        ) => ErrorKind::Auth,
+        ConnectionError::Tls(_) => ErrorKind::Tls,
+        _ => ErrorKind::Io,
+    };
+    ConnectionFailure::new(kind, error.to_string())
+}
+
+/// Polls the event loop; after a failure, waits for the driver's go (with the keepalive of the
+/// next connection) before polling again, which reconnects.
 async fn poll(
     mut eventloop: EventLoop,
     events: mpsc::Sender<Result<rumqttc::Event, ConnectionError>>,
-    mut go: mpsc::Receiver<()>,
+    mut go: mpsc::Receiver<Duration>,
 ) {
-    if go.recv().await.is_none() {
+    let Some(keepalive) = go.recv().await else {
         return;
-    }
+    };
+    eventloop.mqtt_options.set_keep_alive(keepalive);
     loop {
         let result = eventloop.poll().await;
         let failed = result.is_err();
@@ -96,36 +204,21 @@ async fn poll(
             return;
         }
         if failed {
-            if go.recv().await.is_none() {
+            let Some(keepalive) = go.recv().await else {
                 return;
-            }
+            };
+            eventloop.mqtt_options.set_keep_alive(keepalive);
             // Requests made while the link was down (still in rumqttc's channel or pending)
-            // would be written after the reconnection, ahead of the engine's replay, and shift
+            // would be written after the reconnection, ahead of the driver's replay, and shift
             // the order in which packet ids are matched to messages: a PUBACK would then be
-            // credited to the wrong message. Drop rumqttc's copies; the engine replays what was
-            // not acknowledged, in order.
+            // credited to the wrong message. Drop rumqttc's copies; the driver replays what
+            // was not acknowledged, in order.
             eventloop.clean();
             eventloop.pending.clear();
             // clean() keeps the events the failed connection had queued (an Outgoing::Publish,
             // a PubAck of an old packet id); delivered after the reconnection, a stale PubAck
-            // would acknowledge whichever new message reuses that id (ids cycle 1..=inflight).
+            // would acknowledge whichever new message reuses that id.
             eventloop.state.events.clear();
         }
     }
-}
-
-pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The system clock as a [`Timestamp`], to the nanosecond.
-pub(crate) fn utc_now() -> Timestamp {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
-    Timestamp::from_unix(secs, since.subsec_nanos()).unwrap_or(Timestamp::UNIX_EPOCH)
 }

@@ -1,26 +1,35 @@
-//! The backend side: the backend engine driven over rumqttc.
+//! The backend side: the backend engine driven over any [`Transport`].
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::marker::PhantomData;
+use std::time::Duration;
 
-use dese_backend::{Backend, Counters, Event, Outcome, Outgoing, Presence, SendError, Settings};
+use dese_backend::{
+    Backend, Counters, DeviceKey, Event, Outcome, Outgoing, Presence, SendError, Settings,
+};
+use dese_device::Backoff;
 use dese_protocol::{Action, CommandId, DeviceConfig, DeviceId, OrgId, ShareGroup};
-use rumqttc::{AsyncClient, ConnectionError, Outgoing as MqttOutgoing, Packet, QoS};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::error::Error;
-use crate::link::Link;
+use crate::clock::{Jitter, sleep_until, utc_now};
+use crate::device::shutdown;
+use crate::error::{ConnectionFailure, Error};
+use crate::link::{Link, LinkEvent, Session, Transport};
 use crate::options::BrokerOptions;
 
+/// How many events wait for [`BackendClient::next_event`] before new ones are dropped (and
+/// counted in [`BackendClient::events_lost`]).
 const EVENT_BUFFER: usize = 4096;
+
+type Answer = Result<(CommandId, oneshot::Receiver<Outcome>), SendError>;
 
 enum Control {
     Command {
         org: OrgId,
         device: DeviceId,
         action: Action,
-        reply: oneshot::Sender<Result<(CommandId, oneshot::Receiver<Outcome>), SendError>>,
+        reply: oneshot::Sender<Answer>,
     },
     Config {
         org: OrgId,
@@ -32,21 +41,30 @@ enum Control {
     Shutdown(oneshot::Sender<()>),
 }
 
-/// A backend on a real broker: the [`Backend`] engine driven over rumqttc.
-///
-/// Like [`DeviceClient`](crate::DeviceClient), one task polls rumqttc's event loop and another
-/// owns the engine. It subscribes after every connection (to every organization, the allowed
-/// ones, or a shared-subscription group), and keeps what it publishes (commands, retries,
-/// config) until the broker acknowledges it, publishing again after a reconnection what was
-/// not acknowledged.
-pub struct BackendClient {
-    control: mpsc::UnboundedSender<Control>,
-    events: mpsc::Receiver<Event>,
-    counters: watch::Receiver<(Counters, u64)>,
-    task: JoinHandle<Result<(), Error>>,
+#[derive(Debug, Clone, Default)]
+struct Status {
+    counters: Counters,
+    events_lost: u64,
+    connected: bool,
 }
 
-impl BackendClient {
+/// A backend on a real broker: the [`Backend`] engine driven over the transport `T`, in a task
+/// of its own.
+///
+/// It subscribes after every connection (to every organization, the allowed ones, or a
+/// shared-subscription group), reconnects with backoff and jitter, and keeps what it publishes
+/// (commands, retries, config) until the broker acknowledges it, publishing again after a
+/// reconnection what was not acknowledged.
+pub struct BackendClient<T> {
+    control: mpsc::UnboundedSender<Control>,
+    events: mpsc::Receiver<Event>,
+    status: watch::Receiver<Status>,
+    failure: watch::Receiver<Option<ConnectionFailure>>,
+    task: JoinHandle<Result<(), Error>>,
+    transport: PhantomData<fn() -> T>,
+}
+
+impl<T: Transport> BackendClient<T> {
     /// Connects as `client_id` and runs the engine; `group` makes the subscriptions shared, so
     /// that several instances split the messages.
     ///
@@ -59,49 +77,58 @@ impl BackendClient {
         settings: Settings,
         group: Option<ShareGroup>,
     ) -> Result<Self, Error> {
-        let mut options = crate::link::mqtt_options(broker, client_id)?;
-        options
-            .set_keep_alive(Duration::from_secs(60))
-            .set_clean_session(false);
-        let Link {
-            client,
-            incoming,
-            go,
-        } = crate::link::open(broker, options, 1024, 1024);
-        let _ = go.try_send(());
-
+        let mut link = T::open(
+            broker,
+            Session {
+                client_id: client_id.to_string(),
+                keepalive: KEEPALIVE,
+                clean_session: false,
+                will: None,
+            },
+        )?;
+        link.connect(KEEPALIVE);
         let engine = Backend::new(settings);
         let (control, control_rx) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::channel(EVENT_BUFFER);
-        let (counters_tx, counters) = watch::channel((engine.counters().clone(), 0));
+        let (status_tx, status) = watch::channel(Status {
+            counters: engine.counters().clone(),
+            ..Status::default()
+        });
+        let (failure_tx, failure) = watch::channel(None);
         let driver = Driver {
             engine,
-            client,
+            link,
             group,
-            incoming,
-            go,
             control: control_rx,
             events: events_tx,
-            counters: counters_tx,
+            status: status_tx,
+            failure: failure_tx,
             waiting: HashMap::new(),
             outbox: VecDeque::new(),
-            sent: VecDeque::new(),
-            pkids: HashMap::new(),
+            next_tag: 0,
             connected: false,
             attempt: 0,
+            jitter: Jitter::new(),
             events_lost: 0,
         };
         let task = tokio::spawn(driver.run());
         Ok(Self {
             control,
             events,
-            counters,
+            status,
+            failure,
             task,
+            transport: PhantomData,
         })
     }
+}
 
+/// The backend's MQTT keepalive.
+const KEEPALIVE: Duration = Duration::from_secs(60);
+
+impl<T> BackendClient<T> {
     /// Sends `action` to a device and waits for the outcome: completed, failed, or timed out
-    /// (after the engine's timeout and retries).
+    /// (after the engine's timeout and retries, which reuse the command id).
     ///
     /// # Cancel safety
     ///
@@ -163,9 +190,32 @@ impl BackendClient {
     ///
     /// Cancel safe: a query only reads.
     pub async fn presence(&self, org: OrgId, device: DeviceId) -> Result<Option<Presence>, Error> {
+        self.query(move |backend| backend.presence(&org, &device).cloned())
+            .await
+    }
+
+    /// Every device the engine has heard of, with its presence.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a query only reads.
+    pub async fn devices(&self) -> Result<Vec<(DeviceKey, Presence)>, Error> {
+        self.query(|backend| {
+            backend
+                .devices()
+                .map(|(key, presence)| (key.clone(), presence.clone()))
+                .collect()
+        })
+        .await
+    }
+
+    async fn query<R: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Backend) -> R + Send + 'static,
+    ) -> Result<R, Error> {
         let (reply, answer) = oneshot::channel();
         let query = Box::new(move |backend: &Backend| {
-            let _ = reply.send(backend.presence(&org, &device).cloned());
+            let _ = reply.send(read(backend));
         });
         self.control
             .send(Control::Query(query))
@@ -185,12 +235,23 @@ impl BackendClient {
     /// The engine's counters (accepted, dropped by reason, duplicates, commands), as of its
     /// last step.
     pub fn counters(&self) -> Counters {
-        self.counters.borrow().0.clone()
+        self.status.borrow().counters.clone()
     }
 
     /// Events dropped because nobody read them.
     pub fn events_lost(&self) -> u64 {
-        self.counters.borrow().1
+        self.status.borrow().events_lost
+    }
+
+    /// Whether the backend is connected to the broker.
+    pub fn is_connected(&self) -> bool {
+        self.status.borrow().connected
+    }
+
+    /// Why the last connection attempt failed (or the connection was lost), while the client
+    /// retries. Cleared when a connection succeeds.
+    pub fn last_failure(&self) -> Option<ConnectionFailure> {
+        self.failure.borrow().clone()
     }
 
     /// Disconnects cleanly and waits for the client to end, at most 5 s.
@@ -200,42 +261,51 @@ impl BackendClient {
     /// Not cancel safe: if cancelled, the client still ends but the result is lost.
     pub async fn shutdown(self) -> Result<(), Error> {
         let control = self.control;
-        crate::link::shutdown(
+        shutdown(
             |done| control.send(Control::Shutdown(done)).is_ok(),
             self.task,
         )
         .await
     }
+
+    /// Waits until the client ends by itself: only when the broker refuses it for good
+    /// (credentials, TLS).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: the client's result is consumed.
+    pub async fn closed(self) -> Result<(), Error> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Closed),
+        }
+    }
 }
 
-struct Driver {
+struct Driver<L> {
     engine: Backend,
-    client: AsyncClient,
+    link: L,
     group: Option<ShareGroup>,
-    incoming: mpsc::Receiver<Result<rumqttc::Event, ConnectionError>>,
-    go: mpsc::Sender<()>,
     control: mpsc::UnboundedReceiver<Control>,
     events: mpsc::Sender<Event>,
-    counters: watch::Sender<(Counters, u64)>,
+    status: watch::Sender<Status>,
+    failure: watch::Sender<Option<ConnectionFailure>>,
     waiting: HashMap<CommandId, oneshot::Sender<Outcome>>,
-    /// Published, not yet acknowledged, oldest first: sent again after a reconnection.
+    /// Published, not yet acknowledged, oldest first: published again after a reconnection.
     outbox: VecDeque<(u64, Outgoing)>,
-    /// Messages handed to rumqttc, not yet written.
-    sent: VecDeque<u64>,
-    pkids: HashMap<u16, u64>,
+    next_tag: u64,
     connected: bool,
     attempt: u32,
+    jitter: Jitter,
     events_lost: u64,
 }
 
-impl Driver {
+impl<L: Link> Driver<L> {
     async fn run(mut self) -> Result<(), Error> {
-        let mut next_id = 0u64;
         let mut reconnect_at: Option<tokio::time::Instant> = None;
         loop {
             while let Some(out) = self.engine.poll_transmit() {
-                next_id += 1;
-                self.publish(next_id, out);
+                self.publish(out);
             }
             self.drain_events();
             let wake = self
@@ -243,41 +313,55 @@ impl Driver {
                 .poll_timeout()
                 .map(tokio::time::Instant::from_std);
             tokio::select! {
-                message = self.incoming.recv() => match message {
-                    None => return Err(Error::Closed),
-                    Some(Ok(event)) => self.on_event(event),
-                    Some(Err(error)) => {
-                        use rumqttc::ConnectReturnCode as Code;
-                        if let ConnectionError::ConnectionRefused(code @ (Code::BadUserNamePassword | Code::NotAuthorized | Code::BadClientId)) = error {
-                            return Err(Error::Refused(code));
+                event = self.link.next() => match event {
+                    LinkEvent::Connected => {
+                        self.connected = true;
+                        self.attempt = 0;
+                        self.failure.send_replace(None);
+                        let filters: Vec<String> = self
+                            .engine
+                            .subscriptions(self.group.as_ref())
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect();
+                        self.link.subscribe(&filters);
+                        // What the broker never acknowledged goes out again, in order.
+                        for (tag, out) in &self.outbox {
+                            self.link.publish(*tag, &out.topic, &out.payload, out.retain);
                         }
-                        if let ConnectionError::Tls(e) = error {
-                            return Err(Error::tls(e.to_string()));
-                        }
+                    }
+                    LinkEvent::Message { topic, payload, .. } => {
+                        self.engine.handle_message(std::time::Instant::now(), &topic, &payload);
+                    }
+                    LinkEvent::Acked(tag) => self.outbox.retain(|(queued, _)| *queued != tag),
+                    LinkEvent::Lost(failure) => {
                         self.connected = false;
-                        self.sent.clear();
-                        self.pkids.clear();
-                        let backoff = dese_device::Backoff::DEFAULT;
-                        let delay = backoff.delay(self.attempt, jitter());
+                        if failure.kind.is_final() {
+                            self.failure.send_replace(Some(failure.clone()));
+                            return Err(Error::Connection(failure));
+                        }
+                        self.failure.send_replace(Some(failure));
+                        let delay = Backoff::DEFAULT.delay(self.attempt, self.jitter.next());
                         self.attempt = self.attempt.saturating_add(1);
                         reconnect_at = Some(tokio::time::Instant::now() + delay);
                     }
+                    LinkEvent::Closed => return Err(Error::Closed),
                 },
-                () = crate::link::sleep_until(reconnect_at) => {
+                () = sleep_until(reconnect_at) => {
                     reconnect_at = None;
-                    let _ = self.go.try_send(());
+                    self.link.connect(KEEPALIVE);
                 }
-                () = crate::link::sleep_until(wake) => {
+                () = sleep_until(wake) => {
                     self.engine.handle_timeout(std::time::Instant::now());
                 }
                 control = self.control.recv() => match control {
                     Some(Control::Command { org, device, action, reply }) => {
-                        match self.engine.send_command(std::time::Instant::now(), crate::link::utc_now(), org, device, action) {
+                        let sent = self.engine.send_command(std::time::Instant::now(), utc_now(), org, device, action);
+                        match sent {
                             Ok((id, out)) => {
                                 let (tx, rx) = oneshot::channel();
                                 self.waiting.insert(id.clone(), tx);
-                                next_id += 1;
-                                self.publish(next_id, out);
+                                self.publish(out);
                                 let _ = reply.send(Ok((id, rx)));
                             }
                             Err(error) => {
@@ -286,10 +370,9 @@ impl Driver {
                         }
                     }
                     Some(Control::Config { org, device, config, reply }) => {
-                        match self.engine.config_message(crate::link::utc_now(), org, device, config) {
+                        match self.engine.config_message(utc_now(), org, device, config) {
                             Ok(out) => {
-                                next_id += 1;
-                                self.publish(next_id, out);
+                                self.publish(out);
                                 let _ = reply.send(Ok(()));
                             }
                             Err(error) => {
@@ -299,12 +382,12 @@ impl Driver {
                     }
                     Some(Control::Query(query)) => query(&self.engine),
                     Some(Control::Shutdown(done)) => {
-                        let _ = self.client.try_disconnect();
+                        self.link.disconnect().await;
                         let _ = done.send(());
                         return Ok(());
                     }
                     None => {
-                        let _ = self.client.try_disconnect();
+                        self.link.disconnect().await;
                         return Ok(());
                     }
                 },
@@ -312,60 +395,13 @@ impl Driver {
         }
     }
 
-    fn publish(&mut self, id: u64, out: Outgoing) {
-        if self.connected
-            && self
-                .client
-                .try_publish(
-                    out.topic.clone(),
-                    QoS::AtLeastOnce,
-                    out.retain,
-                    out.payload.clone(),
-                )
-                .is_ok()
-        {
-            self.sent.push_back(id);
+    fn publish(&mut self, out: Outgoing) {
+        self.next_tag += 1;
+        if self.connected {
+            self.link
+                .publish(self.next_tag, &out.topic, &out.payload, out.retain);
         }
-        self.outbox.push_back((id, out));
-    }
-
-    fn on_event(&mut self, event: rumqttc::Event) {
-        match event {
-            rumqttc::Event::Incoming(Packet::ConnAck(_)) => {
-                self.connected = true;
-                self.attempt = 0;
-                for filter in self.engine.subscriptions(self.group.as_ref()) {
-                    let _ = self
-                        .client
-                        .try_subscribe(filter.to_string(), QoS::AtLeastOnce);
-                }
-                // What the broker never acknowledged goes out again, in order.
-                for (id, out) in self.outbox.clone() {
-                    if self
-                        .client
-                        .try_publish(out.topic, QoS::AtLeastOnce, out.retain, out.payload)
-                        .is_ok()
-                    {
-                        self.sent.push_back(id);
-                    }
-                }
-            }
-            rumqttc::Event::Incoming(Packet::Publish(p)) => {
-                self.engine
-                    .handle_message(std::time::Instant::now(), &p.topic, &p.payload);
-            }
-            rumqttc::Event::Outgoing(MqttOutgoing::Publish(pkid)) => {
-                if let Some(id) = self.sent.pop_front() {
-                    self.pkids.insert(pkid, id);
-                }
-            }
-            rumqttc::Event::Incoming(Packet::PubAck(ack)) => {
-                if let Some(id) = self.pkids.remove(&ack.pkid) {
-                    self.outbox.retain(|(queued, _)| *queued != id);
-                }
-            }
-            _ => {}
-        }
+        self.outbox.push_back((self.next_tag, out));
     }
 
     fn drain_events(&mut self) {
@@ -384,13 +420,10 @@ impl Driver {
                 self.events_lost += 1;
             }
         }
-        self.counters
-            .send_replace((self.engine.counters().clone(), self.events_lost));
+        self.status.send_replace(Status {
+            counters: self.engine.counters().clone(),
+            events_lost: self.events_lost,
+            connected: self.connected,
+        });
     }
-}
-
-fn jitter() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos())
 }

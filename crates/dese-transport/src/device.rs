@@ -1,0 +1,348 @@
+//! The device side: the device engine driven over any [`Transport`].
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use dese_device::{
+    CommandHandler, Device, Event, MessageId, Readings, SensorReader, Settings, Stats,
+};
+use dese_protocol::Alert;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::clock::{Clock, Jitter, sleep_until, utc_now};
+use crate::error::{ConnectionFailure, Error};
+use crate::link::{Link, LinkEvent, Session, Transport, Will};
+use crate::options::BrokerOptions;
+
+/// How many events wait for [`DeviceClient::next_event`] before new ones are dropped (and
+/// counted in [`DeviceClient::events_lost`]).
+const EVENT_BUFFER: usize = 1024;
+
+/// The tag of the goodbye status: the engine's message ids count up from zero.
+const GOODBYE: u64 = u64::MAX;
+
+enum Control {
+    Alert(Alert),
+    Readings(Readings),
+    Shutdown(oneshot::Sender<()>),
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Status {
+    stats: Stats,
+    events_lost: u64,
+    connected: bool,
+}
+
+/// A device on a real broker: the [`Device`] engine driven over the transport `T`, in a task
+/// of its own.
+///
+/// The task owns the engine, the sensors and the command handler. It connects when the engine
+/// says so (at once, then after each loss with the engine's backoff and jitter), subscribes
+/// after every connection, publishes what the engine hands out, and reports each broker
+/// acknowledgement to the engine, so that a message leaves the engine's outbox only when the
+/// broker has it; after a reconnection the engine replays what was not acknowledged, in order.
+/// A keepalive changed by a config message takes effect at once: the task closes the
+/// connection cleanly and reconnects with the new value.
+///
+/// Refused credentials and refused TLS end the client ([`DeviceClient::closed`]); every other
+/// failure is retried, and the last one is kept in [`DeviceClient::last_failure`].
+///
+/// Spawn it inside a tokio runtime.
+pub struct DeviceClient<T> {
+    control: mpsc::UnboundedSender<Control>,
+    events: mpsc::Receiver<Event>,
+    status: watch::Receiver<Status>,
+    failure: watch::Receiver<Option<ConnectionFailure>>,
+    task: JoinHandle<Result<(), Error>>,
+    transport: PhantomData<fn() -> T>,
+}
+
+impl<T: Transport> DeviceClient<T> {
+    /// Connects the device described by `settings` to the broker and runs it: status, last
+    /// will, subscriptions, telemetry from `sensors`, commands through `handler`.
+    ///
+    /// Fails at once only on options that cannot work (TLS files, a broker URL); the broker
+    /// being down is not an error here, it is retried.
+    pub fn spawn(
+        broker: &BrokerOptions,
+        settings: Settings,
+        sensors: impl SensorReader + Send + 'static,
+        handler: impl CommandHandler + Send + 'static,
+    ) -> Result<Self, Error> {
+        let clock = Clock::new();
+        let engine = Device::new(settings, clock.now());
+        let connect = engine.connect_options(utc_now());
+        let link = T::open(
+            broker,
+            Session {
+                client_id: connect.client_id,
+                keepalive: Duration::from_secs(u64::from(connect.keepalive.get())),
+                clean_session: connect.clean_session,
+                will: Some(Will {
+                    topic: connect.will.topic,
+                    payload: connect.will.payload,
+                    retain: connect.will.retain,
+                }),
+            },
+        )?;
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::channel(EVENT_BUFFER);
+        let (status_tx, status) = watch::channel(Status {
+            stats: engine.stats(),
+            ..Status::default()
+        });
+        let (failure_tx, failure) = watch::channel(None);
+        let driver = Driver {
+            engine,
+            link,
+            control: control_rx,
+            events: events_tx,
+            status: status_tx,
+            failure: failure_tx,
+            clock,
+            jitter: Jitter::new(),
+            events_lost: 0,
+        };
+        let task = tokio::spawn(driver.run(sensors, handler));
+        Ok(Self {
+            control,
+            events,
+            status,
+            failure,
+            task,
+            transport: PhantomData,
+        })
+    }
+}
+
+impl<T> DeviceClient<T> {
+    /// The next event of the engine (connections, commands run, config applied, drops).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an event not returned stays for the next call.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// The engine's counters, as of its last step.
+    pub fn stats(&self) -> Stats {
+        self.status.borrow().stats
+    }
+
+    /// Events dropped because nobody read them ([`DeviceClient::next_event`]).
+    pub fn events_lost(&self) -> u64 {
+        self.status.borrow().events_lost
+    }
+
+    /// Why the last connection attempt failed (or the connection was lost), while the client
+    /// retries: an unreachable broker is [`ErrorKind::Io`](crate::ErrorKind::Io). Cleared when
+    /// a connection succeeds.
+    pub fn last_failure(&self) -> Option<ConnectionFailure> {
+        self.failure.borrow().clone()
+    }
+
+    /// Whether the device is connected to the broker, as of the engine's last step.
+    pub fn is_connected(&self) -> bool {
+        self.status.borrow().connected
+    }
+
+    /// Publishes telemetry from readings taken now, outside the periodic schedule.
+    pub fn publish_readings(&self, readings: Readings) -> Result<(), Error> {
+        self.control
+            .send(Control::Readings(readings))
+            .map_err(|_| Error::Closed)
+    }
+
+    /// Queues an alert of the application's own.
+    pub fn raise_alert(&self, alert: Alert) -> Result<(), Error> {
+        self.control
+            .send(Control::Alert(alert))
+            .map_err(|_| Error::Closed)
+    }
+
+    /// Says goodbye (a retained `offline` status, then a clean disconnection, which does not
+    /// fire the last will) and waits for the client to end, at most 5 s.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: if cancelled after the goodbye was queued, the client still ends but
+    /// the result is lost.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        let control = self.control;
+        shutdown(
+            |done| control.send(Control::Shutdown(done)).is_ok(),
+            self.task,
+        )
+        .await
+    }
+
+    /// Stops the client at once, without a goodbye: the connection is dropped as if the device
+    /// lost power, so the broker publishes its last will (after the keepalive expires, or at
+    /// once when the operating system closes the socket).
+    pub fn kill(self) {
+        self.task.abort();
+    }
+
+    /// Waits until the client ends by itself: only when the broker refuses it for good
+    /// (credentials, TLS), as every other failure is retried with backoff.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: the client's result is consumed.
+    pub async fn closed(self) -> Result<(), Error> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Closed),
+        }
+    }
+}
+
+/// Asks a driver task to end (`request` carries the acknowledgement), waits at most 5 s, and
+/// returns its result.
+pub(crate) async fn shutdown(
+    request: impl FnOnce(oneshot::Sender<()>) -> bool,
+    task: JoinHandle<Result<(), Error>>,
+) -> Result<(), Error> {
+    let (done, finished) = oneshot::channel();
+    if request(done) {
+        let _ = tokio::time::timeout(Duration::from_secs(5), finished).await;
+    }
+    task.abort();
+    match task.await {
+        Ok(result) => result,
+        Err(_) => Ok(()),
+    }
+}
+
+struct Driver<L> {
+    engine: Device,
+    link: L,
+    control: mpsc::UnboundedReceiver<Control>,
+    events: mpsc::Sender<Event>,
+    status: watch::Sender<Status>,
+    failure: watch::Sender<Option<ConnectionFailure>>,
+    clock: Clock,
+    jitter: Jitter,
+    events_lost: u64,
+}
+
+impl<L: Link> Driver<L> {
+    async fn run(
+        mut self,
+        mut sensors: impl SensorReader,
+        mut handler: impl CommandHandler,
+    ) -> Result<(), Error> {
+        loop {
+            self.flush();
+            let wake = self.engine.poll_timeout().map(|at| self.clock.deadline(at));
+            tokio::select! {
+                event = self.link.next() => self.on_link(event, &mut handler)?,
+                () = sleep_until(wake) => {
+                    self.engine.handle_timeout(self.clock.now(), utc_now(), &mut sensors);
+                }
+                control = self.control.recv() => match control {
+                    Some(Control::Alert(alert)) => self.engine.raise_alert(&alert),
+                    Some(Control::Readings(readings)) => self.engine.handle_readings(readings, utc_now()),
+                    Some(Control::Shutdown(done)) => {
+                        self.goodbye().await;
+                        let _ = done.send(());
+                        return Ok(());
+                    }
+                    None => {
+                        self.goodbye().await;
+                        return Ok(());
+                    }
+                },
+            }
+        }
+    }
+
+    /// Hands out what the engine wants published, and its events.
+    fn flush(&mut self) {
+        while let Some(t) = self.engine.poll_transmit() {
+            // A message the client would not take stays in flight in the engine and is
+            // replayed after the next connection.
+            let _ = self.link.publish(t.id.0, &t.topic, &t.payload, t.retain);
+        }
+        while let Some(event) = self.engine.poll_event() {
+            match &event {
+                Event::Connect => {
+                    let keepalive = self.engine.connect_options(utc_now()).keepalive;
+                    self.link
+                        .connect(Duration::from_secs(u64::from(keepalive.get())));
+                }
+                Event::KeepaliveChanged(_) if self.engine.is_connected() => self.link.reconnect(),
+                _ => {}
+            }
+            if self.events.try_send(event).is_err() {
+                self.events_lost += 1;
+            }
+        }
+        self.status.send_replace(Status {
+            stats: self.engine.stats(),
+            events_lost: self.events_lost,
+            connected: self.engine.is_connected(),
+        });
+    }
+
+    fn on_link(
+        &mut self,
+        event: LinkEvent,
+        handler: &mut impl CommandHandler,
+    ) -> Result<(), Error> {
+        match event {
+            LinkEvent::Connected => {
+                self.failure.send_replace(None);
+                self.engine.handle_connected(self.clock.now(), utc_now());
+                let filters: Vec<String> = self
+                    .engine
+                    .subscriptions()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                self.link.subscribe(&filters);
+            }
+            LinkEvent::Message {
+                topic,
+                payload,
+                retain,
+            } => {
+                let (now, utc) = (self.clock.now(), utc_now());
+                self.engine
+                    .handle_message(now, utc, &topic, &payload, retain, handler);
+            }
+            LinkEvent::Acked(tag) => self.engine.handle_acked(MessageId(tag)),
+            LinkEvent::Lost(failure) => {
+                let kind = failure.kind;
+                self.failure.send_replace(Some(failure.clone()));
+                self.engine
+                    .handle_disconnected(self.clock.now(), self.jitter.next());
+                if kind.is_final() {
+                    return Err(Error::Connection(failure));
+                }
+            }
+            LinkEvent::Closed => return Err(Error::Closed),
+        }
+        Ok(())
+    }
+
+    /// The retained `offline` status, then a clean disconnection; waits (at most 2 s) for the
+    /// status to be acknowledged.
+    async fn goodbye(&mut self) {
+        let connected = self.engine.is_connected();
+        let t = self.engine.disconnect(utc_now());
+        if connected && self.link.publish(GOODBYE, &t.topic, &t.payload, true) {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            while let Ok(event) = tokio::time::timeout_at(deadline, self.link.next()).await {
+                match event {
+                    LinkEvent::Acked(GOODBYE) | LinkEvent::Lost(_) | LinkEvent::Closed => break,
+                    _ => {}
+                }
+            }
+        }
+        self.link.disconnect().await;
+    }
+}

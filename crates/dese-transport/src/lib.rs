@@ -1,0 +1,34 @@
+//! What every DESE IoT transport shares: [`BrokerOptions`], the [`Error`] type with its
+//! [`ErrorKind`], and the [`DeviceClient`] and [`BackendClient`] that run the sans-IO engines
+//! over any MQTT client that implements [`Transport`].
+//!
+//! Applications use a transport crate: `dese-rumqttc` (pure Rust) or `dese-paho` (the Eclipse
+//! C library). Both name their clients `DeviceClient` and `BackendClient` (aliases of the
+//! generic clients here), so code written against one compiles against the other, and both
+//! pass one conformance suite (`crates/dese-conformance` in the repository).
+//!
+//! ```text
+//!  broker <-> MQTT client (rumqttc | paho) <-> Link <-> driver task <-> engine <-> your code
+//!             one Transport implementation          (this crate: dese_device / dese_backend)
+//! ```
+//!
+//! A transport only moves bytes: it opens a [`Link`] that connects when told, publishes with
+//! QoS 1, reports each broker acknowledgement, and reports incoming messages and lost
+//! connections as [`LinkEvent`]s. Everything the protocol decides (status on connect, outbox,
+//! replay, backoff, deduplication, command tracking) happens once, in the driver tasks here.
+#![forbid(unsafe_code)]
+// A std crate: portability to no_std is not a goal here.
+#![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
+
+mod backend;
+mod clock;
+mod device;
+mod error;
+mod link;
+mod options;
+
+pub use backend::BackendClient;
+pub use device::DeviceClient;
+pub use error::{ConnectionFailure, Error, ErrorKind};
+pub use link::{Link, LinkEvent, Session, Transport, Will};
+pub use options::{BrokerOptions, TlsFiles};

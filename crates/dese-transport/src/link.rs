@@ -1,0 +1,101 @@
+//! What a transport implements: a [`Link`] to the broker that moves bytes and reports what
+//! happened, and nothing else.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::error::{ConnectionFailure, Error};
+use crate::options::BrokerOptions;
+
+/// An MQTT client library made into a DESE transport.
+///
+/// Implemented by `dese_rumqttc::Rumqttc` and `dese_paho::Paho`; the clients of this crate are
+/// generic over it (`DeviceClient<Rumqttc>`), and each transport crate names its own aliases.
+pub trait Transport: Send + 'static {
+    /// The link this transport opens.
+    type Link: Link;
+
+    /// Creates the MQTT client for `session` without connecting: the driver calls
+    /// [`Link::connect`] when the engine says so. Called inside a tokio runtime; it may spawn
+    /// tasks. Errors are configuration or TLS-setup errors, found before any network traffic.
+    fn open(broker: &BrokerOptions, session: Session) -> Result<Self::Link, Error>;
+}
+
+/// The MQTT session parameters of a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The MQTT client id.
+    pub client_id: String,
+    /// The keepalive of the first connection ([`Link::connect`] gives each one's).
+    pub keepalive: Duration,
+    /// MQTT clean session.
+    pub clean_session: bool,
+    /// The last will, published with QoS 1 by the broker when the connection dies unannounced.
+    pub will: Option<Will>,
+}
+
+/// A last will.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Will {
+    /// Its topic.
+    pub topic: String,
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// Whether the broker retains it.
+    pub retain: bool,
+}
+
+/// What a link reports to the driver, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// The broker accepted a connection (CONNACK 0). The driver subscribes and publishes
+    /// again what was never acknowledged.
+    Connected,
+    /// A message arrived on a subscription.
+    Message {
+        /// Its topic.
+        topic: String,
+        /// Its payload.
+        payload: Vec<u8>,
+        /// The retain flag as delivered.
+        retain: bool,
+    },
+    /// The broker acknowledged (PUBACK) the message published with this tag.
+    Acked(u64),
+    /// A connection attempt failed or the connection was lost. Publishes not yet acknowledged
+    /// are the driver's to replay; the link forgets them.
+    Lost(ConnectionFailure),
+    /// The MQTT client is gone for good.
+    Closed,
+}
+
+/// One MQTT client under a driver task. Every method returns at once (none waits for the
+/// network) except [`Link::next`] and [`Link::disconnect`].
+pub trait Link: Send + 'static {
+    /// The next thing that happened.
+    ///
+    /// # Cancel safety
+    ///
+    /// Must be cancel safe: the driver selects on it with timers and requests.
+    fn next(&mut self) -> impl Future<Output = LinkEvent> + Send;
+
+    /// Starts a connection attempt with this keepalive; its result arrives as
+    /// [`LinkEvent::Connected`] or [`LinkEvent::Lost`].
+    fn connect(&mut self, keepalive: Duration);
+
+    /// Subscribes to these filters with QoS 1.
+    fn subscribe(&mut self, filters: &[String]);
+
+    /// Publishes with QoS 1; the broker's acknowledgement arrives as [`LinkEvent::Acked`] with
+    /// `tag`. Returns false when the message could not even be handed to the client (the
+    /// driver keeps it and publishes it again after the next connection).
+    fn publish(&mut self, tag: u64, topic: &str, payload: &[u8], retain: bool) -> bool;
+
+    /// Closes the connection so that a new one can start (a [`LinkEvent::Lost`] follows):
+    /// used when the keepalive changed. Closes cleanly, so the last will does not fire.
+    fn reconnect(&mut self);
+
+    /// Disconnects cleanly (the broker does not publish the last will), waiting a bounded
+    /// time for the DISCONNECT to be written.
+    fn disconnect(&mut self) -> impl Future<Output = ()> + Send;
+}

@@ -1,0 +1,227 @@
+//! Where and how to connect, the same for every transport.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+
+/// How to reach the broker.
+///
+/// ```
+/// use dese_transport::BrokerOptions;
+///
+/// let options = BrokerOptions::parse("mqtt://127.0.0.1:1884")?;
+/// assert_eq!((options.host.as_str(), options.port), ("127.0.0.1", 1884));
+/// assert_eq!(BrokerOptions::parse("mqtts://broker.example")?.port, 8883);
+/// assert!(BrokerOptions::parse("http://example").is_err());
+/// # Ok::<(), dese_transport::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerOptions {
+    /// The broker's host.
+    pub host: String,
+    /// The broker's port.
+    pub port: u16,
+    /// Username and password, when the broker wants them.
+    pub credentials: Option<(String, String)>,
+    /// The largest packet sent or received, where the MQTT client lets it be set (rumqttc: its
+    /// own default is 10 KiB). A DESE message is at most 16 KiB (the decoder's limit), so the
+    /// default here is 20 KiB.
+    pub max_packet_size: usize,
+    /// TCP_NODELAY (on by default): without it, small packets wait for Nagle's algorithm and a
+    /// command's round trip on loopback grows by tens of milliseconds. The paho C library
+    /// always sets it.
+    pub tcp_nodelay: bool,
+    secure: bool,
+    tls: Option<TlsFiles>,
+}
+
+/// The PEM files of a TLS connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The CA certificates trusted to sign the broker's certificate (and only them).
+    pub ca: PathBuf,
+    /// A client certificate chain and its private key, for brokers that ask for one.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+impl BrokerOptions {
+    /// Reads `mqtt://host[:port]` (port 1883 by default) or `mqtts://host[:port]` (TLS, port
+    /// 8883 by default; give the CA with [`BrokerOptions::with_ca`]).
+    pub fn parse(url: &str) -> Result<Self, Error> {
+        let fail = |reason| {
+            Err(Error::BrokerUrl {
+                url: url.to_string(),
+                reason,
+            })
+        };
+        let (rest, secure, default_port) = match url.split_once("://") {
+            Some(("mqtt", rest)) => (rest, false, 1883),
+            Some(("mqtts", rest)) => (rest, true, 8883),
+            _ => return fail("expected mqtt://host:port or mqtts://host:port"),
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => match port.parse() {
+                Ok(port) if port > 0 => (host, port),
+                _ => return fail("the port is not a number from 1 to 65535"),
+            },
+            None => (rest, default_port),
+        };
+        if host.is_empty() || rest.contains('/') {
+            return fail("expected mqtt://host:port or mqtts://host:port");
+        }
+        Ok(Self {
+            host: host.to_string(),
+            port,
+            credentials: None,
+            max_packet_size: 20 * 1024,
+            tcp_nodelay: true,
+            secure,
+            tls: None,
+        })
+    }
+
+    /// Adds a username and password.
+    #[must_use]
+    pub fn with_credentials(
+        mut self,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.credentials = Some((username.into(), password.into()));
+        self
+    }
+
+    /// Trusts the CA certificates in this PEM file (and only them) for an `mqtts://` broker.
+    /// The file must hold at least one PEM certificate.
+    pub fn with_ca(mut self, pem_file: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = pem_file.as_ref();
+        require_pem(path, "CERTIFICATE")?;
+        let client = self.tls.take().and_then(|t| t.client);
+        self.tls = Some(TlsFiles {
+            ca: path.to_path_buf(),
+            client,
+        });
+        Ok(self)
+    }
+
+    /// Authenticates with a client certificate (PEM chain and PEM private key); needs
+    /// [`BrokerOptions::with_ca`] first.
+    pub fn with_client_cert(
+        mut self,
+        cert_file: impl AsRef<Path>,
+        key_file: impl AsRef<Path>,
+    ) -> Result<Self, Error> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Err(Error::tls(
+                "give the CA (with_ca) before the client certificate",
+            ));
+        };
+        let (cert, key) = (cert_file.as_ref(), key_file.as_ref());
+        require_pem(cert, "CERTIFICATE")?;
+        require_pem(key, "PRIVATE KEY")?;
+        tls.client = Some((cert.to_path_buf(), key.to_path_buf()));
+        Ok(self)
+    }
+
+    /// Whether the URL asked for TLS (`mqtts://`).
+    pub fn is_secure(&self) -> bool {
+        self.secure
+    }
+
+    /// The TLS files for an `mqtts://` broker; an error when TLS is asked for without a CA.
+    /// `None` for `mqtt://`.
+    pub fn tls(&self) -> Result<Option<&TlsFiles>, Error> {
+        match (&self.tls, self.secure) {
+            (Some(tls), true) => Ok(Some(tls)),
+            (None, true) => Err(Error::tls("mqtts:// needs a CA: BrokerOptions::with_ca")),
+            (_, false) => Ok(None),
+        }
+    }
+
+    /// `host:port`, for logs.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Checks that `path` can be read and holds a PEM block whose label ends with `label`.
+fn require_pem(path: &Path, label: &str) -> Result<(), Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::tls(format!("cannot read {}: {e}", path.display())))?;
+    let found = text.lines().any(|line| {
+        line.strip_prefix("-----BEGIN ")
+            .and_then(|rest| rest.strip_suffix("-----"))
+            .is_some_and(|name| name.ends_with(label))
+    });
+    if found {
+        Ok(())
+    } else {
+        Err(Error::tls(format!("no PEM {label} in {}", path.display())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::ErrorKind;
+
+    #[test]
+    fn urls() {
+        for bad in [
+            "",
+            "mqtt://",
+            "mqtt://:1883",
+            "tcp://h:1",
+            "mqtt://h:0",
+            "mqtt://h:x",
+            "mqtt://h/x",
+        ] {
+            let error = BrokerOptions::parse(bad).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::Config, "{bad}");
+        }
+        let options = BrokerOptions::parse("mqtt://broker.local/").unwrap();
+        assert_eq!(
+            (options.address(), options.is_secure()),
+            ("broker.local:1883".into(), false)
+        );
+        assert!(options.tls().unwrap().is_none());
+    }
+
+    #[test]
+    fn tls_files_are_checked() {
+        let dir = std::env::temp_dir().join(format!("dese-options-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        let junk = dir.join("junk.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let secure = BrokerOptions::parse("mqtts://127.0.0.1").unwrap();
+        assert_eq!(secure.tls().unwrap_err().kind(), ErrorKind::Tls);
+        assert_eq!(
+            secure.clone().with_ca(&junk).unwrap_err().kind(),
+            ErrorKind::Tls
+        );
+        assert_eq!(
+            secure
+                .clone()
+                .with_ca(dir.join("absent"))
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Tls
+        );
+        let error = secure.clone().with_client_cert(&ca, &ca).unwrap_err();
+        assert!(error.to_string().contains("with_ca"), "{error}");
+        let with_ca = secure.with_ca(&ca).unwrap();
+        assert_eq!(with_ca.tls().unwrap().unwrap().ca, ca);
+        let error = with_ca.with_client_cert(&ca, &junk).unwrap_err();
+        assert!(error.to_string().contains("PRIVATE KEY"), "{error}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
