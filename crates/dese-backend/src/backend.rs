@@ -467,8 +467,9 @@ impl Backend {
     }
 
     /// A message arrived on one of the subscriptions. Retained and live messages are treated
-    /// alike: a retained status is how presence is recovered, and an older status never
-    /// overrides a newer one.
+    /// alike: a retained status is how presence is recovered. An older `online` status never
+    /// overrides a newer status; an `offline` one always applies, as a last will carries the
+    /// time its connection opened.
     pub fn handle_message(&mut self, now: Instant, topic: &str, payload: &[u8]) {
         let parsed = match Topic::parse_with(topic, false) {
             Ok(parsed) => parsed,
@@ -643,10 +644,15 @@ impl Backend {
 
     fn status(&mut self, now: Instant, key: DeviceKey, status: Status) {
         let from = self.presence.get(&key).map(|p| p.state);
-        let stale = self
-            .presence
-            .get(&key)
-            .is_some_and(|p| p.since > status.timestamp);
+        // An older `online` never overrides a newer status: reordered deliveries must not bring
+        // a device back online. An `offline` always applies: a last will is stamped when the
+        // connection opened, before the `online` statuses it follows, and a stale `offline` costs
+        // at most one status interval until the device's next `online` corrects it.
+        let stale = status.status == DeviceState::Online
+            && self
+                .presence
+                .get(&key)
+                .is_some_and(|p| p.since > status.timestamp);
         if !stale {
             self.presence.insert(
                 key.clone(),

@@ -165,8 +165,9 @@ fn duplicate_telemetry_is_reported_not_stored() {
     assert_eq!(b.counters().duplicates[&MessageKind::Telemetry], 2);
 }
 
-// DESE-D2, DESE-D5: presence follows the retained status and the last will; an older status
-// does not override a newer one; an empty retained status clears the device.
+// DESE-D2, DESE-D5: presence follows the retained status and the last will; an older online
+// status does not override a newer one, but a last will (stamped when its connection opened,
+// so older than the online statuses before it) does; an empty retained status clears the device.
 #[test]
 fn presence_from_status_and_last_will() {
     let mut b = Backend::new(Settings::default());
@@ -206,6 +207,22 @@ fn presence_from_status_and_last_will() {
             (Some(DeviceState::Online), DeviceState::Offline)
         ]
     );
+    // Back online at 12:00 (connected at 11:59:59, the will stamped then), then the will.
+    b.handle_message(
+        t0,
+        &topic("status"),
+        status("online", "2025-01-27T12:00:00Z").as_bytes(),
+    );
+    b.handle_message(
+        t0,
+        &topic("status"),
+        status("offline", "2025-01-27T11:59:59Z").as_bytes(),
+    );
+    assert_eq!(
+        b.presence(&org, &device).unwrap().state,
+        DeviceState::Offline
+    );
+    let _ = events(&mut b);
     b.handle_message(t0, &topic("status"), b"");
     assert!(b.presence(&org, &device).is_none());
     assert!(matches!(

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use dese_transport::{
-    BrokerOptions, ConnectionFailure, Error, ErrorKind, Link, LinkEvent, Session, Transport,
+    BrokerOptions, ConnectionFailure, Error, ErrorKind, Link, LinkEvent, Session, Transport, Will,
 };
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, EventLoop, LastWill, MqttOptions, Outgoing,
@@ -36,12 +36,7 @@ fn mqtt_options(broker: &BrokerOptions, session: &Session) -> Result<MqttOptions
         // rumqttc's own in-flight limit: more than any engine's window, so it never waits.
         .set_inflight(1024);
     if let Some(will) = &session.will {
-        options.set_last_will(LastWill::new(
-            &will.topic,
-            will.payload.clone(),
-            QoS::AtLeastOnce,
-            will.retain,
-        ));
+        options.set_last_will(last_will(will));
     }
     if let Some((user, password)) = &broker.credentials {
         options.set_credentials(user.clone(), password.clone());
@@ -68,7 +63,7 @@ const REQUESTS: usize = 4096;
 pub struct RumqttcLink {
     client: AsyncClient,
     incoming: mpsc::Receiver<Result<rumqttc::Event, ConnectionError>>,
-    go: mpsc::Sender<Duration>,
+    go: mpsc::Sender<Next>,
     /// Messages given to rumqttc, in order, not yet written (no packet id yet).
     sent: VecDeque<u64>,
     /// Messages written, by packet id, waiting for their PUBACK.
@@ -131,8 +126,8 @@ impl Link for RumqttcLink {
         }
     }
 
-    fn connect(&mut self, keepalive: Duration) {
-        let _ = self.go.try_send(keepalive);
+    fn connect(&mut self, keepalive: Duration, will: Option<Will>) {
+        let _ = self.go.try_send(Next { keepalive, will });
     }
 
     fn subscribe(&mut self, filters: &[String]) {
@@ -173,6 +168,31 @@ impl Link for RumqttcLink {
     }
 }
 
+fn last_will(will: &Will) -> LastWill {
+    LastWill::new(
+        &will.topic,
+        will.payload.clone(),
+        QoS::AtLeastOnce,
+        will.retain,
+    )
+}
+
+/// What the next connection uses.
+#[derive(Debug)]
+struct Next {
+    keepalive: Duration,
+    will: Option<Will>,
+}
+
+impl Next {
+    fn apply(self, options: &mut MqttOptions) {
+        options.set_keep_alive(self.keepalive);
+        if let Some(will) = &self.will {
+            options.set_last_will(last_will(will));
+        }
+    }
+}
+
 /// The shared category of a rumqttc failure.
 fn failure(error: &ConnectionError) -> ConnectionFailure {
     use ConnectReturnCode as Code;
@@ -186,17 +206,17 @@ fn failure(error: &ConnectionError) -> ConnectionFailure {
     ConnectionFailure::new(kind, error.to_string())
 }
 
-/// Polls the event loop; after a failure, waits for the driver's go (with the keepalive of the
-/// next connection) before polling again, which reconnects.
+/// Polls the event loop; after a failure, waits for the driver's go (with the keepalive and
+/// will of the next connection) before polling again, which reconnects.
 async fn poll(
     mut eventloop: EventLoop,
     events: mpsc::Sender<Result<rumqttc::Event, ConnectionError>>,
-    mut go: mpsc::Receiver<Duration>,
+    mut go: mpsc::Receiver<Next>,
 ) {
-    let Some(keepalive) = go.recv().await else {
+    let Some(next) = go.recv().await else {
         return;
     };
-    eventloop.mqtt_options.set_keep_alive(keepalive);
+    next.apply(&mut eventloop.mqtt_options);
     loop {
         let result = eventloop.poll().await;
         let failed = result.is_err();
@@ -204,10 +224,10 @@ async fn poll(
             return;
         }
         if failed {
-            let Some(keepalive) = go.recv().await else {
+            let Some(next) = go.recv().await else {
                 return;
             };
-            eventloop.mqtt_options.set_keep_alive(keepalive);
+            next.apply(&mut eventloop.mqtt_options);
             // Requests made while the link was down (still in rumqttc's channel or pending)
             // would be written after the reconnection, ahead of the driver's replay, and shift
             // the order in which packet ids are matched to messages: a PUBACK would then be

@@ -4,10 +4,16 @@
 //! free loopback port with a generated configuration, makes sure the port is its own (the
 //! broker's log names it and the process is alive), and stops it by PID when dropped. Only
 //! loopback addresses are ever used.
+//!
+//! [`Proxy`] stands between a client and a broker and can cut the link without a goodbye, as a
+//! power loss would.
+
 #![forbid(unsafe_code)]
 // A std crate: portability to no_std is not a goal here.
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
 
 mod mosquitto;
+mod proxy;
 
 pub use mosquitto::{Mosquitto, MosquittoConfig, StartError};
+pub use proxy::Proxy;

@@ -86,7 +86,7 @@ impl<T: Transport> BackendClient<T> {
                 will: None,
             },
         )?;
-        link.connect(KEEPALIVE);
+        link.connect(KEEPALIVE, None);
         let engine = Backend::new(settings);
         let (control, control_rx) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::channel(EVENT_BUFFER);
@@ -349,7 +349,7 @@ impl<L: Link> Driver<L> {
                 },
                 () = sleep_until(reconnect_at) => {
                     reconnect_at = None;
-                    self.link.connect(KEEPALIVE);
+                    self.link.connect(KEEPALIVE, None);
                 }
                 () = sleep_until(wake) => {
                     self.engine.handle_timeout(std::time::Instant::now());

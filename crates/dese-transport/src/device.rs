@@ -74,17 +74,14 @@ impl<T: Transport> DeviceClient<T> {
         let clock = Clock::new();
         let engine = Device::new(settings, clock.now());
         let connect = engine.connect_options(utc_now());
+        let (keepalive, will) = session(&engine);
         let link = T::open(
             broker,
             Session {
                 client_id: connect.client_id,
-                keepalive: Duration::from_secs(u64::from(connect.keepalive.get())),
+                keepalive,
                 clean_session: connect.clean_session,
-                will: Some(Will {
-                    topic: connect.will.topic,
-                    payload: connect.will.payload,
-                    retain: connect.will.retain,
-                }),
+                will: Some(will),
             },
         )?;
         let (control, control_rx) = mpsc::unbounded_channel();
@@ -179,13 +176,6 @@ impl<T> DeviceClient<T> {
         .await
     }
 
-    /// Stops the client at once, without a goodbye: the connection is dropped as if the device
-    /// lost power, so the broker publishes its last will (after the keepalive expires, or at
-    /// once when the operating system closes the socket).
-    pub fn kill(self) {
-        self.task.abort();
-    }
-
     /// Waits until the client ends by itself: only when the broker refuses it for good
     /// (credentials, TLS), as every other failure is retried with backoff.
     ///
@@ -198,6 +188,20 @@ impl<T> DeviceClient<T> {
             Err(_) => Err(Error::Closed),
         }
     }
+}
+
+/// The keepalive and the last will of the engine's next connection, the will stamped now.
+fn session(engine: &Device) -> (Duration, Will) {
+    let connect = engine.connect_options(utc_now());
+    let will = Will {
+        topic: connect.will.topic,
+        payload: connect.will.payload,
+        retain: connect.will.retain,
+    };
+    (
+        Duration::from_secs(u64::from(connect.keepalive.get())),
+        will,
+    )
 }
 
 /// Asks a driver task to end (`request` carries the acknowledgement), waits at most 5 s, and
@@ -270,9 +274,8 @@ impl<L: Link> Driver<L> {
         while let Some(event) = self.engine.poll_event() {
             match &event {
                 Event::Connect => {
-                    let keepalive = self.engine.connect_options(utc_now()).keepalive;
-                    self.link
-                        .connect(Duration::from_secs(u64::from(keepalive.get())));
+                    let (keepalive, will) = session(&self.engine);
+                    self.link.connect(keepalive, Some(will));
                 }
                 Event::KeepaliveChanged(_) if self.engine.is_connected() => self.link.reconnect(),
                 _ => {}

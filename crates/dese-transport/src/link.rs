@@ -30,7 +30,8 @@ pub struct Session {
     pub keepalive: Duration,
     /// MQTT clean session.
     pub clean_session: bool,
-    /// The last will, published with QoS 1 by the broker when the connection dies unannounced.
+    /// The last will of the first connection ([`Link::connect`] gives each one's), published
+    /// with QoS 1 by the broker when the connection dies unannounced.
     pub will: Option<Will>,
 }
 
@@ -79,9 +80,10 @@ pub trait Link: Send + 'static {
     /// Must be cancel safe: the driver selects on it with timers and requests.
     fn next(&mut self) -> impl Future<Output = LinkEvent> + Send;
 
-    /// Starts a connection attempt with this keepalive; its result arrives as
+    /// Starts a connection attempt with this keepalive and last will (each connection's own:
+    /// a device's will is stamped with the time its connection opens); its result arrives as
     /// [`LinkEvent::Connected`] or [`LinkEvent::Lost`].
-    fn connect(&mut self, keepalive: Duration);
+    fn connect(&mut self, keepalive: Duration, will: Option<Will>);
 
     /// Subscribes to these filters with QoS 1.
     fn subscribe(&mut self, filters: &[String]);

@@ -1,0 +1,21 @@
+//! The conformance suite of the DESE transports, written once.
+//!
+//! Every scenario is a function generic over the transport of the device (`D`) and of the
+//! backend (`B`), so one body runs for rumqttc, for paho, and for the mixed pairs (a rumqttc
+//! device with a paho backend and the other way round). `tests/mosquitto.rs` runs them on a real
+//! Mosquitto started by [`dese_testkit`] for each test, on a free loopback port.
+//!
+//! A scenario panics (fails its test) with a message that says what was expected; the ones
+//! that measure something return a [`Figures`] that the test prints.
+#![forbid(unsafe_code)]
+// Test support: a panic is a test failure, and this crate only runs on std.
+#![allow(
+    clippy::unwrap_used,
+    clippy::std_instead_of_alloc,
+    clippy::std_instead_of_core
+)]
+
+mod fixtures;
+pub mod scenarios;
+
+pub use fixtures::{Figures, certificates, device_settings, eventually, wait_for};

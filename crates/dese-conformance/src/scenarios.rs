@@ -1,0 +1,854 @@
+//! The scenarios. Each names the statements of CONFORMANCE.md it proves.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant as StdInstant};
+
+use dese_backend::{Event, Outcome, Settings as BackendSettings};
+use dese_device::{Event as DeviceEvent, Readings};
+use dese_protocol::{
+    Action, Alert, DeviceConfig, DeviceId, DeviceState, Finite, Keepalive, MessageKind, OrgId, Ph,
+    Ppm, PumpState, Sensor, Severity, ShareGroup, Threshold, Timestamp,
+};
+use dese_testkit::{Mosquitto, MosquittoConfig, Proxy};
+use dese_transport::{BackendClient, BrokerOptions, DeviceClient, ErrorKind, Transport};
+
+use crate::fixtures::{
+    Figures, NoSensors, Probe, Recorder, certificates, device_settings, eventually, wait_for,
+};
+
+fn ids(org: &str, device: &str) -> (OrgId, DeviceId) {
+    (org.parse().unwrap(), device.parse().unwrap())
+}
+
+fn online(e: &Event) -> bool {
+    matches!(
+        e,
+        Event::PresenceChanged {
+            to: DeviceState::Online,
+            ..
+        }
+    )
+}
+
+fn offline(e: &Event) -> bool {
+    matches!(
+        e,
+        Event::PresenceChanged {
+            to: DeviceState::Offline,
+            ..
+        }
+    )
+}
+
+/// DESE-D1, DESE-D2, DESE-D4, DESE-D5, DESE-C1, DESE-C4, DESE-G1: the whole life of a device
+/// seen by a backend. A retained online status (a backend that starts later still learns it),
+/// telemetry, an alert of the application, a config whose thresholds make the device raise an
+/// alert of its own, every command of the protocol answered and correlated, an error answer,
+/// an unknown command refused, a timeout for a device that does not exist, and an offline
+/// status on the way out. No message is dropped by the backend.
+pub async fn lifecycle<D: Transport, B: Transport>(url: &str) {
+    let options = BrokerOptions::parse(url).unwrap();
+    let settings = BackendSettings {
+        command_timeout: Duration::from_millis(800),
+        retries: 0,
+        ..BackendSettings::default()
+    };
+    let mut backend =
+        BackendClient::<B>::spawn(&options, "conformance-backend", settings.clone(), None).unwrap();
+    eventually(|| backend.is_connected(), || "backend connected".into()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // its subscriptions are in place
+
+    let handler = Recorder::default();
+    let mut device = DeviceClient::<D>::spawn(
+        &options,
+        device_settings("org-1", "dev-1", 200),
+        Probe,
+        handler.clone(),
+    )
+    .unwrap();
+    let (org, dev) = ids("org-1", "dev-1");
+
+    wait_for(&mut backend, online).await;
+    for _ in 0..3 {
+        let event = wait_for(&mut backend, |e| matches!(e, Event::Telemetry { .. })).await;
+        let Event::Telemetry { telemetry, device } = event else {
+            unreachable!()
+        };
+        assert_eq!(
+            (device.org.as_str(), device.device.as_str()),
+            ("org-1", "dev-1")
+        );
+        assert_eq!(telemetry.sensors.ph.get(), 7.2);
+    }
+    // Retained: a backend that starts now learns that the device is online.
+    let mut late = BackendClient::<B>::spawn(&options, "conformance-late", settings, None).unwrap();
+    wait_for(&mut late, online).await;
+    late.shutdown().await.unwrap();
+
+    // An alert of the application's own.
+    device
+        .raise_alert(Alert {
+            severity: Severity::Critical,
+            message: "flow sensor disconnected".into(),
+            sensor: Some(Sensor::FlowRate),
+            value: None,
+            threshold: None,
+            timestamp: Timestamp::UNIX_EPOCH,
+        })
+        .unwrap();
+    let event = wait_for(&mut backend, |e| matches!(e, Event::Alert { .. })).await;
+    assert!(
+        matches!(&event, Event::Alert { alert, .. } if alert.message == "flow sensor disconnected" && alert.severity == Severity::Critical),
+        "{event:?}"
+    );
+
+    // A config: pH must stay at or above 7.5; the device reads 7.2 and says so.
+    let config = DeviceConfig {
+        alert_thresholds: Some(BTreeMap::from([(
+            Sensor::Ph,
+            Threshold {
+                min: Some(Finite::new(7.5).unwrap()),
+                max: None,
+            },
+        )])),
+        ..DeviceConfig::default()
+    };
+    backend
+        .send_config(org.clone(), dev.clone(), config)
+        .await
+        .unwrap();
+    let event = wait_for(
+        &mut backend,
+        |e| matches!(e, Event::Alert { alert, .. } if alert.sensor == Some(Sensor::Ph)),
+    )
+    .await;
+    let Event::Alert { alert, .. } = event else {
+        unreachable!()
+    };
+    assert_eq!(alert.value.map(Finite::get), Some(7.2));
+    assert_eq!(alert.threshold.map(Finite::get), Some(7.5));
+    let mut applied = false;
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(100), device.next_event()).await
+    {
+        applied |= matches!(event, DeviceEvent::ConfigApplied(_));
+    }
+    assert!(applied, "the device reported the config applied");
+
+    // Every command of the protocol, each answered with its own id.
+    let actions = [
+        Action::SetPump {
+            pump_id: 1,
+            state: PumpState::On,
+            duration: Some(30),
+        },
+        Action::SetPhTarget {
+            target_ph: Ph::new(7.4).unwrap(),
+        },
+        Action::SetChlorineTarget {
+            target_chlorine: Ppm::new(1.5).unwrap(),
+        },
+        Action::CalibrateSensor {
+            sensor_type: Sensor::Ph,
+            value: Finite::new(7.0).unwrap(),
+        },
+        Action::ResetConfig,
+        Action::Reboot,
+    ];
+    for action in actions {
+        let name = action.name().to_string();
+        let (id, outcome) = backend
+            .send_command(org.clone(), dev.clone(), action)
+            .await
+            .unwrap();
+        let Outcome::Completed(response) = outcome else {
+            panic!("{name}: {outcome:?}")
+        };
+        assert_eq!(response.command_id, id, "{name}: correlated");
+        if name == "calibrate_sensor" {
+            let answer = response.response.unwrap();
+            assert_eq!(answer["calibrated"], "ph");
+        }
+    }
+    assert_eq!(
+        handler.names(),
+        [
+            "set_pump",
+            "set_ph_target",
+            "set_chlorine_target",
+            "calibrate_sensor",
+            "reset_config",
+            "reboot"
+        ]
+    );
+
+    // An error answer, and a command the device does not know.
+    let (_, outcome) = backend
+        .send_command(
+            org.clone(),
+            dev.clone(),
+            Action::SetPump {
+                pump_id: 99,
+                state: PumpState::Off,
+                duration: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&outcome, Outcome::Failed(r) if r.error.as_deref() == Some("no pump 99 on this device")),
+        "{outcome:?}"
+    );
+    let (_, outcome) = backend
+        .send_command(
+            org.clone(),
+            dev.clone(),
+            Action::Unknown {
+                name: "dance".into(),
+                parameters: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&outcome, Outcome::Failed(r) if r.error.as_deref() == Some("unknown command dance")),
+        "{outcome:?}"
+    );
+
+    // Nobody there: a timeout.
+    let (_, outcome) = backend
+        .send_command(org.clone(), "dev-404".parse().unwrap(), Action::Reboot)
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::TimedOut { attempts: 1 });
+
+    device.shutdown().await.unwrap();
+    wait_for(&mut backend, offline).await;
+    let presence = backend.presence(org, dev).await.unwrap().unwrap();
+    assert_eq!(presence.state, DeviceState::Offline);
+    let counters = backend.counters();
+    assert!(counters.dropped.is_empty(), "{counters:?}");
+    assert_eq!(backend.events_lost(), 0);
+    backend.shutdown().await.unwrap();
+}
+
+/// DESE-C2, DESE-C3, DESE-D5: the backend retries a command that was not answered in time with
+/// the same id; the device runs it once and answers the retry from memory. A command to a
+/// device that never answers times out after every attempt.
+pub async fn retry_runs_once<D: Transport, B: Transport>(url: &str) {
+    let options = BrokerOptions::parse(url).unwrap();
+    let settings = BackendSettings {
+        command_timeout: Duration::from_millis(300),
+        retries: 1,
+        retry_backoff: Duration::from_millis(50),
+        ..BackendSettings::default()
+    };
+    let mut backend =
+        BackendClient::<B>::spawn(&options, "conformance-retry", settings, None).unwrap();
+    let handler = Recorder {
+        // Far beyond the timeout, so that the retry is sent while the device is busy even on a
+        // loaded machine; the answer still comes before the retry's own timeout (300 ms after
+        // it) only if the device is quick afterwards, which the outcome check allows for.
+        stall: Some(Duration::from_millis(1500)),
+        ..Recorder::default()
+    };
+    let mut device = DeviceClient::<D>::spawn(
+        &options,
+        device_settings("org-1", "dev-slow", 60_000),
+        NoSensors,
+        handler.clone(),
+    )
+    .unwrap();
+    wait_for(&mut backend, online).await;
+    let (org, dev) = ids("org-1", "dev-slow");
+
+    let (id, outcome) = backend
+        .send_command(org.clone(), dev, Action::Reboot)
+        .await
+        .unwrap();
+    // Answered in time for the retry, or late (the device answers even after the timeout).
+    let late = outcome == Outcome::TimedOut { attempts: 2 };
+    assert!(
+        late || matches!(&outcome, Outcome::Completed(r) if r.command_id == id),
+        "{outcome:?}"
+    );
+    assert_eq!(backend.counters().retries, 1, "{:?}", backend.counters());
+    // The retry reaches the device after the first run: answered again, not run again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (mut runs, mut duplicates) = (0, 0);
+    while duplicates == 0 {
+        match tokio::time::timeout_at(deadline, device.next_event()).await {
+            Ok(Some(DeviceEvent::CommandRun { command_id, .. })) if command_id == id => runs += 1,
+            Ok(Some(DeviceEvent::CommandDuplicate { command_id })) if command_id == id => {
+                duplicates += 1;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => panic!("no duplicate delivery seen (runs {runs})"),
+        }
+    }
+    assert_eq!((runs, handler.names().len()), (1, 1), "ran exactly once");
+    if late {
+        wait_for(&mut backend, |e| matches!(e, Event::LateResponse { .. })).await;
+    }
+
+    let (_, outcome) = backend
+        .send_command(org, "dev-absent".parse().unwrap(), Action::Reboot)
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::TimedOut { attempts: 2 });
+    device.shutdown().await.unwrap();
+    backend.shutdown().await.unwrap();
+}
+
+/// DESE-D3: a device whose connection dies without a goodbye (the link cut, as a power loss
+/// would) is marked offline by its last will, which the broker retains.
+pub async fn last_will<D: Transport, B: Transport>(broker_addr: std::net::SocketAddr) {
+    let direct = BrokerOptions::parse(&format!("mqtt://{broker_addr}")).unwrap();
+    let proxy = Proxy::start(broker_addr).unwrap();
+    let through_proxy = BrokerOptions::parse(&proxy.url()).unwrap();
+    let mut backend = BackendClient::<B>::spawn(
+        &direct,
+        "conformance-will",
+        BackendSettings::default(),
+        None,
+    )
+    .unwrap();
+    eventually(|| backend.is_connected(), || "backend connected".into()).await;
+    let mut settings = device_settings("org-1", "dev-will", 60_000);
+    settings.backoff.base = Duration::from_secs(30); // stay away once cut
+    let device =
+        DeviceClient::<D>::spawn(&through_proxy, settings, NoSensors, Recorder::default()).unwrap();
+    wait_for(&mut backend, online).await;
+
+    proxy.cut();
+    let event = wait_for(&mut backend, offline).await;
+    let Event::PresenceChanged { device: key, .. } = event else {
+        unreachable!()
+    };
+    assert_eq!(key.device.as_str(), "dev-will");
+    // Retained: a backend that starts now learns that the device is offline.
+    let mut late = BackendClient::<B>::spawn(
+        &direct,
+        "conformance-will-late",
+        BackendSettings::default(),
+        None,
+    )
+    .unwrap();
+    let event = wait_for(&mut late, |e| matches!(e, Event::PresenceChanged { .. })).await;
+    assert!(offline(&event), "{event:?}");
+    late.shutdown().await.unwrap();
+    eventually(|| !device.is_connected(), || "device saw the cut".into()).await;
+    device.shutdown().await.unwrap();
+    backend.shutdown().await.unwrap();
+}
+
+/// DESE-D8: a config message that changes the MQTT keepalive takes effect without restarting
+/// the device: it reconnects with the new keepalive at once, and the broker's log shows it.
+pub async fn keepalive_change<D: Transport, B: Transport>(broker: &Mosquitto) {
+    let options = BrokerOptions::parse(&broker.url()).unwrap();
+    let backend = BackendClient::<B>::spawn(
+        &options,
+        "conformance-keepalive",
+        BackendSettings::default(),
+        None,
+    )
+    .unwrap();
+    let mut device = DeviceClient::<D>::spawn(
+        &options,
+        device_settings("org-1", "dev-ka", 60_000),
+        NoSensors,
+        Recorder::default(),
+    )
+    .unwrap();
+    eventually(|| device.is_connected(), || "device connected".into()).await;
+    eventually(
+        || broker.log().contains("as org-1/dev-ka (p2, c1, k60)"),
+        || broker.log(),
+    )
+    .await;
+    let (org, dev) = ids("org-1", "dev-ka");
+    let config = DeviceConfig {
+        mqtt_keepalive: Some(Keepalive::new(17).unwrap()),
+        ..DeviceConfig::default()
+    };
+    backend.send_config(org, dev, config).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, device.next_event()).await {
+            Ok(Some(DeviceEvent::KeepaliveChanged(k))) => {
+                assert_eq!(k.get(), 17);
+                break;
+            }
+            Ok(Some(_)) => {}
+            other => panic!("no keepalive change: {other:?}"),
+        }
+    }
+    eventually(
+        || broker.log().contains("as org-1/dev-ka (p2, c1, k17)"),
+        || broker.log(),
+    )
+    .await;
+    eventually(|| device.is_connected(), || "device reconnected".into()).await;
+    device.shutdown().await.unwrap();
+    backend.shutdown().await.unwrap();
+}
+
+/// DESE-D9, DESE-G2: Mosquitto restarted gracefully 10 times while a device streams 5,000 QoS
+/// 1 readings: the backend receives every one (duplicates allowed and flagged, none lost).
+pub async fn restarts<D: Transport, B: Transport>(tag: &str) -> Figures {
+    const READINGS: usize = 5_000;
+    const RESTARTS: usize = 10;
+    let started = StdInstant::now();
+    let mut broker = Mosquitto::start_with(MosquittoConfig {
+        persistence: true,
+        ..MosquittoConfig::default()
+    })
+    .unwrap();
+    let options = BrokerOptions::parse(&broker.url()).unwrap();
+    let settings = BackendSettings {
+        rate_limit: None,
+        telemetry_window: READINGS,
+        ..BackendSettings::default()
+    };
+    let mut backend =
+        BackendClient::<B>::spawn(&options, &format!("backend-restarts-{tag}"), settings, None)
+            .unwrap();
+    let (online_tx, online_rx) = tokio::sync::oneshot::channel();
+    let reader = tokio::spawn(async move {
+        let mut online_tx = Some(online_tx);
+        let mut readings = BTreeSet::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
+        while readings.len() < READINGS {
+            match tokio::time::timeout_at(deadline, backend.next_event()).await {
+                Ok(Some(Event::Telemetry { telemetry, .. })) => {
+                    readings.insert(telemetry.timestamp);
+                }
+                Ok(Some(e)) if online(&e) => {
+                    if let Some(tx) = online_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let counters = backend.counters();
+        let lost = backend.events_lost();
+        backend.shutdown().await.unwrap();
+        (readings.len(), counters, lost)
+    });
+
+    let mut device_settings = device_settings("org-1", "dev-1", 86_400_000);
+    device_settings.outbox_capacity = READINGS * 2;
+    device_settings.in_flight_window = 64;
+    let device =
+        DeviceClient::<D>::spawn(&options, device_settings, NoSensors, Recorder::default())
+            .unwrap();
+    tokio::time::timeout(Duration::from_secs(15), online_rx)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let every = READINGS / RESTARTS;
+    for i in 0..READINGS {
+        device
+            .publish_readings(Readings {
+                ph: 7.0,
+                chlorine: 1.0,
+                temperature: 20.0,
+                ..Readings::default()
+            })
+            .unwrap();
+        if i % 25 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if i % every == every / 2 {
+            eventually(
+                || device.is_connected(),
+                || "the device did not reconnect".into(),
+            )
+            .await;
+            tokio::task::block_in_place(|| broker.restart()).unwrap();
+        }
+    }
+
+    let (received, counters, lost) = reader.await.unwrap();
+    let stats = device.stats();
+    let duplicates = counters
+        .duplicates
+        .get(&MessageKind::Telemetry)
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(stats.telemetry, READINGS as u64);
+    assert_eq!(received, READINGS, "every reading reached the backend");
+    assert_eq!(stats.telemetry_dropped, 0);
+    assert!(
+        stats.disconnects >= RESTARTS as u64,
+        "the restarts did cut the device off"
+    );
+    assert_eq!(lost, 0, "no backend event lost");
+    device.shutdown().await.unwrap();
+    Figures {
+        sent: stats.telemetry,
+        received: received as u64,
+        duplicates,
+        interruptions: RESTARTS as u64,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// DESE-D7: a device offline for a while keeps its newest readings (the oldest beyond its
+/// capacity dropped and counted) and replays them in order after reconnecting.
+pub async fn offline_replay<D: Transport, B: Transport>(tag: &str) -> Figures {
+    const OFFLINE: usize = 300;
+    const CAPACITY: usize = 100;
+    let started = StdInstant::now();
+    let broker = Mosquitto::start().unwrap();
+    let proxy = Proxy::start(broker.addr()).unwrap();
+    let direct = BrokerOptions::parse(&broker.url()).unwrap();
+    let settings = BackendSettings {
+        rate_limit: None,
+        ..BackendSettings::default()
+    };
+    let mut backend =
+        BackendClient::<B>::spawn(&direct, &format!("backend-replay-{tag}"), settings, None)
+            .unwrap();
+    let mut device_settings = device_settings("org-1", "dev-1", 86_400_000);
+    device_settings.outbox_capacity = CAPACITY;
+    let device = DeviceClient::<D>::spawn(
+        &BrokerOptions::parse(&proxy.url()).unwrap(),
+        device_settings,
+        NoSensors,
+        Recorder::default(),
+    )
+    .unwrap();
+    wait_for(&mut backend, online).await;
+
+    proxy.cut();
+    eventually(
+        || !device.is_connected(),
+        || "the device saw the cut".into(),
+    )
+    .await;
+    for _ in 0..OFFLINE {
+        device
+            .publish_readings(Readings {
+                ph: 7.0,
+                chlorine: 1.0,
+                temperature: 20.0,
+                ..Readings::default()
+            })
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    eventually(
+        || device.stats().telemetry == OFFLINE as u64,
+        || format!("{:?}", device.stats()),
+    )
+    .await;
+    let stats = device.stats();
+    assert_eq!(stats.pending, CAPACITY as u64, "the newest readings wait");
+    assert_eq!(
+        stats.telemetry_dropped,
+        (OFFLINE - CAPACITY) as u64,
+        "the oldest are dropped and counted"
+    );
+    proxy.restore();
+
+    let mut received: Vec<Timestamp> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while received.len() < CAPACITY {
+        match tokio::time::timeout_at(deadline, backend.next_event())
+            .await
+            .expect("the replay arrived in time")
+        {
+            Some(Event::Telemetry { telemetry, .. }) => received.push(telemetry.timestamp),
+            Some(_) => {}
+            None => panic!("backend closed"),
+        }
+    }
+    assert!(received.windows(2).all(|w| w[0] < w[1]), "in order");
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(500), backend.next_event()).await
+    {
+        assert!(
+            !matches!(event, Event::Telemetry { .. }),
+            "more than kept: {event:?}"
+        );
+    }
+    eventually(
+        || device.stats().pending == 0,
+        || format!("{:?}", device.stats()),
+    )
+    .await;
+    let duplicates = backend
+        .counters()
+        .duplicates
+        .get(&MessageKind::Telemetry)
+        .copied()
+        .unwrap_or(0);
+    device.shutdown().await.unwrap();
+    backend.shutdown().await.unwrap();
+    Figures {
+        sent: OFFLINE as u64,
+        received: received.len() as u64,
+        duplicates,
+        interruptions: 1,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// DESE-G3: several backend instances in one shared-subscription group split a device's
+/// telemetry: each reading reaches exactly one of them.
+pub async fn shared_group<D: Transport, B: Transport>(url: &str) {
+    const READINGS: usize = 200;
+    let options = BrokerOptions::parse(url).unwrap();
+    let group: ShareGroup = "ingest".parse().unwrap();
+    let settings = BackendSettings {
+        rate_limit: None,
+        ..BackendSettings::default()
+    };
+    let mut first =
+        BackendClient::<B>::spawn(&options, "shared-1", settings.clone(), Some(group.clone()))
+            .unwrap();
+    let mut second =
+        BackendClient::<B>::spawn(&options, "shared-2", settings, Some(group)).unwrap();
+    eventually(
+        || first.is_connected() && second.is_connected(),
+        || "both connected".into(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let device = DeviceClient::<D>::spawn(
+        &options,
+        device_settings("org-1", "dev-shared", 86_400_000),
+        NoSensors,
+        Recorder::default(),
+    )
+    .unwrap();
+    eventually(|| device.is_connected(), || "device connected".into()).await;
+    for _ in 0..READINGS {
+        device
+            .publish_readings(Readings {
+                ph: 7.0,
+                chlorine: 1.0,
+                temperature: 20.0,
+                ..Readings::default()
+            })
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut seen = [BTreeSet::new(), BTreeSet::new()];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while seen[0].len() + seen[1].len() < READINGS {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} + {}",
+            seen[0].len(),
+            seen[1].len()
+        );
+        tokio::select! {
+            Some(Event::Telemetry { telemetry, .. }) = first.next_event() => { seen[0].insert(telemetry.timestamp); }
+            Some(Event::Telemetry { telemetry, .. }) = second.next_event() => { seen[1].insert(telemetry.timestamp); }
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+    assert!(
+        seen[0].is_disjoint(&seen[1]),
+        "a reading reached both instances"
+    );
+    assert!(
+        !seen[0].is_empty() && !seen[1].is_empty(),
+        "both instances took a share"
+    );
+    device.shutdown().await.unwrap();
+    first.shutdown().await.unwrap();
+    second.shutdown().await.unwrap();
+}
+
+/// DESE-S2: TLS on a Mosquitto listener with a CA made by the test: the right CA connects; a
+/// CA that did not sign the broker's certificate is a final TLS error; plaintext to the TLS
+/// port is an I/O failure, retried; `mqtts://` without a CA is refused before connecting.
+pub async fn tls<D: Transport>() {
+    let dir = std::env::temp_dir().join(format!(
+        "dese-tls-{}-{}",
+        std::process::id(),
+        std::any::type_name::<D>().replace("::", "-")
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, cert, key) = certificates(&dir, "good");
+    let (other_ca, _, _) = certificates(&dir, "other");
+    let broker = Mosquitto::start_with(MosquittoConfig {
+        extra: vec![
+            format!("cafile {}", ca.display()),
+            format!("certfile {}", cert.display()),
+            format!("keyfile {}", key.display()),
+        ],
+        ..MosquittoConfig::default()
+    })
+    .unwrap();
+    let url = format!("mqtts://127.0.0.1:{}", broker.port());
+    let settings = || device_settings("org-1", "dev-tls", 200);
+
+    let options = BrokerOptions::parse(&url).unwrap().with_ca(&ca).unwrap();
+    let device =
+        DeviceClient::<D>::spawn(&options, settings(), Probe, Recorder::default()).unwrap();
+    eventually(
+        || device.stats().delivered >= 3,
+        || format!("{:?}", device.last_failure()),
+    )
+    .await;
+    device.shutdown().await.unwrap();
+
+    let options = BrokerOptions::parse(&url)
+        .unwrap()
+        .with_ca(&other_ca)
+        .unwrap();
+    let device =
+        DeviceClient::<D>::spawn(&options, settings(), Probe, Recorder::default()).unwrap();
+    eventually(
+        || device.last_failure().is_some(),
+        || "a failure reported".into(),
+    )
+    .await;
+    let failure = device.last_failure().unwrap();
+    assert_eq!(failure.kind, ErrorKind::Tls, "{failure}");
+    let error = tokio::time::timeout(Duration::from_secs(15), device.closed())
+        .await
+        .expect("a refused certificate ends the client")
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Tls, "{error}");
+
+    let plain = BrokerOptions::parse(&format!("mqtt://127.0.0.1:{}", broker.port())).unwrap();
+    let device = DeviceClient::<D>::spawn(&plain, settings(), Probe, Recorder::default()).unwrap();
+    eventually(
+        || device.last_failure().is_some(),
+        || "a failure reported".into(),
+    )
+    .await;
+    assert_eq!(device.last_failure().unwrap().kind, ErrorKind::Io);
+    assert!(!device.is_connected());
+    device.shutdown().await.unwrap();
+
+    let refused = DeviceClient::<D>::spawn(
+        &BrokerOptions::parse(&url).unwrap(),
+        settings(),
+        Probe,
+        Recorder::default(),
+    );
+    assert_eq!(refused.err().map(|e| e.kind()), Some(ErrorKind::Tls));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// DESE-S1: a wrong password is an `Auth` error that ends the client after one attempt (no
+/// reconnect storm); the right one connects. Backends alike.
+pub async fn wrong_password<D: Transport>() {
+    let dir = std::env::temp_dir().join(format!(
+        "dese-auth-{}-{}",
+        std::process::id(),
+        std::any::type_name::<D>().replace("::", "-")
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let passwords = dir.join("passwd");
+    let tool = if std::path::Path::new("/usr/bin/mosquitto_passwd").exists() {
+        "/usr/bin/mosquitto_passwd"
+    } else {
+        "mosquitto_passwd"
+    };
+    let made = std::process::Command::new(tool)
+        .args(["-b", "-c"])
+        .arg(&passwords)
+        .args(["dev-1", "right"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let broker = Mosquitto::start_with(MosquittoConfig {
+        allow_anonymous: false,
+        password_file: Some(passwords),
+        ..MosquittoConfig::default()
+    })
+    .unwrap();
+    let wrong = BrokerOptions::parse(&broker.url())
+        .unwrap()
+        .with_credentials("dev-1", "wrong");
+    let device = DeviceClient::<D>::spawn(
+        &wrong,
+        device_settings("org-1", "dev-1", 200),
+        Probe,
+        Recorder::default(),
+    )
+    .unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(15), device.closed())
+        .await
+        .expect("refused credentials end the client")
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Auth, "{error}");
+    let backend =
+        BackendClient::<D>::spawn(&wrong, "backend-auth", BackendSettings::default(), None)
+            .unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(15), backend.closed())
+        .await
+        .expect("refused credentials end the backend")
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Auth, "{error}");
+    // Two refused attempts in all (the device's and the backend's), not a storm.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        broker.log().matches("not authorised").count(),
+        2,
+        "{}",
+        broker.log()
+    );
+
+    let right = BrokerOptions::parse(&broker.url())
+        .unwrap()
+        .with_credentials("dev-1", "right");
+    let device = DeviceClient::<D>::spawn(
+        &right,
+        device_settings("org-1", "dev-1", 200),
+        Probe,
+        Recorder::default(),
+    )
+    .unwrap();
+    eventually(
+        || device.stats().delivered >= 2,
+        || format!("{:?}", device.stats()),
+    )
+    .await;
+    device.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// DESE-D6: a broker that accepts and drops every connection gets a paced retry, not a storm,
+/// and the client says why (an I/O failure) while it keeps trying.
+pub async fn failing_broker_backoff<D: Transport>() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(stream); // closed at once, before any CONNACK
+        }
+    });
+    let options = BrokerOptions::parse(&format!("mqtt://127.0.0.1:{port}")).unwrap();
+    let mut settings = device_settings("org-1", "dev-1", 200);
+    settings.backoff = dese_device::Backoff::DEFAULT;
+    let device = DeviceClient::<D>::spawn(&options, settings, Probe, Recorder::default()).unwrap();
+    eventually(
+        || device.last_failure().is_some(),
+        || "no failure reported".into(),
+    )
+    .await;
+    assert_eq!(device.last_failure().unwrap().kind, ErrorKind::Io);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // Full jitter under ceilings of 1, 2, 4, 8 s... allows a few attempts in 3.5 s; eight would
+    // need seven short draws in a row (odds about one in a million). A storm would be hundreds.
+    let attempts = accepted.load(Ordering::SeqCst);
+    assert!((2..=8).contains(&attempts), "{attempts} attempts in 3.5 s");
+    assert!(!device.is_connected());
+    device.shutdown().await.unwrap();
+}

@@ -1,0 +1,114 @@
+//! The conformance suite on a real Mosquitto (started per test on a free loopback port), for
+//! each transport and each mixed pair.
+//!
+//!     cargo test -p dese-conformance --test mosquitto -- --nocapture   # with the figures
+
+#![allow(clippy::unwrap_used)] // test code: a panic is a test failure
+
+use dese_conformance::scenarios;
+use dese_paho::Paho;
+use dese_rumqttc::Rumqttc;
+use dese_testkit::Mosquitto;
+
+/// Scenarios between a device and a backend, for one (device transport, backend transport).
+macro_rules! pair {
+    ($name:ident, $device:ty, $backend:ty) => {
+        mod $name {
+            use super::*;
+
+            // DESE-D1, DESE-D2, DESE-D4, DESE-D5, DESE-C1, DESE-C4
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn lifecycle() {
+                let broker = Mosquitto::start().unwrap();
+                scenarios::lifecycle::<$device, $backend>(&broker.url()).await;
+            }
+
+            // DESE-C2, DESE-C3
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn retry_runs_once() {
+                let broker = Mosquitto::start().unwrap();
+                scenarios::retry_runs_once::<$device, $backend>(&broker.url()).await;
+            }
+
+            // DESE-D3
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn last_will() {
+                let broker = Mosquitto::start().unwrap();
+                scenarios::last_will::<$device, $backend>(broker.addr()).await;
+            }
+        }
+    };
+}
+
+/// Scenarios of one transport on both sides, and of its clients alone.
+macro_rules! transport {
+    ($name:ident, $transport:ty $(, #[$restarts:meta])?) => {
+        mod $name {
+            use super::*;
+
+            pair!(pair, $transport, $transport);
+
+            // DESE-D9
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            $(#[$restarts])?
+            async fn dese_d9_ten_restarts_while_streaming() {
+                let figures =
+                    scenarios::restarts::<$transport, $transport>(stringify!($name)).await;
+                println!("{}: ten Mosquitto restarts: {figures}", stringify!($name));
+            }
+
+            // DESE-D7
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn dese_d7_offline_replay() {
+                let figures =
+                    scenarios::offline_replay::<$transport, $transport>(stringify!($name)).await;
+                println!("{}: offline replay: {figures}", stringify!($name));
+            }
+
+            // DESE-D8
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn keepalive_change() {
+                let broker = Mosquitto::start().unwrap();
+                scenarios::keepalive_change::<$transport, $transport>(&broker).await;
+            }
+
+            // DESE-G3
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn shared_group() {
+                let broker = Mosquitto::start().unwrap();
+                scenarios::shared_group::<$transport, $transport>(&broker.url()).await;
+            }
+
+            // DESE-S2
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn dese_s2_tls() {
+                scenarios::tls::<$transport>().await;
+            }
+
+            // DESE-S1
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn dese_s1_wrong_password() {
+                scenarios::wrong_password::<$transport>().await;
+            }
+
+            // DESE-D6
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn dese_d6_backoff_not_a_storm() {
+                scenarios::failing_broker_backoff::<$transport>().await;
+            }
+        }
+    };
+}
+
+transport!(rumqttc, Rumqttc);
+// The Paho C library (1.3.16, bundled by paho-mqtt 0.14) aborts the process with "free():
+// double free detected" in MQTTAsync_cleanSession when a client that went through this
+// test's reconnections disconnects with QoS 1 messages in flight. docs/transports.md tells
+// the whole story; run it with `cargo test -p dese-conformance --test mosquitto -- --ignored`.
+transport!(
+    paho,
+    Paho,
+    #[ignore = "the Paho C library double-frees a publication here (docs/transports.md)"]
+);
+pair!(rumqttc_device_paho_backend, Rumqttc, Paho);
+pair!(paho_device_rumqttc_backend, Paho, Rumqttc);

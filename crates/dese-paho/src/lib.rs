@@ -1,0 +1,36 @@
+//! The DESE IoT transport over [paho-mqtt](https://docs.rs/paho-mqtt), the Rust binding of the
+//! Eclipse Paho C library: runs the sans-IO engines against a real MQTT 3.1.1 broker, on tokio.
+//!
+//! [`DeviceClient`] runs a device, [`BackendClient`] a backend, over `mqtt://` or `mqtts://`
+//! (OpenSSL, trusting exactly the CA given with [`BrokerOptions::with_ca`]). The clients, the
+//! options and the errors are those of [`dese_transport`], shared with the rumqttc transport,
+//! so code written against one compiles against the other; the conformance suite in
+//! `crates/dese-conformance` runs the same tests on both.
+//!
+//! What this transport does about paho's own behaviour:
+//!
+//! - paho's automatic reconnect does not subscribe again, and publishes made after a silent
+//!   link drop are lost: automatic reconnect is off; the driver reconnects with the engine's
+//!   backoff, subscribes after every connection, and keeps every message until the broker
+//!   acknowledged it (each publish's delivery token), replaying the rest.
+//! - paho's file persistence is off: the driver's outbox is the one source of truth.
+//! - the C library sets TCP_NODELAY on every socket itself.
+//! - MQTT 3.1.1 has no maximum packet size to negotiate and paho has no setting for it:
+//!   [`BrokerOptions::max_packet_size`] is not used by this transport; the protocol's own
+//!   decoder limit (16 KiB) still applies to every payload.
+//!
+//! Building needs cmake and a C compiler (the `bundled` feature of paho-mqtt builds the C
+//! library) and the OpenSSL headers.
+#![forbid(unsafe_code)]
+// A std crate: portability to no_std is not a goal here.
+#![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
+
+mod link;
+
+pub use dese_transport::{BrokerOptions, ConnectionFailure, Error, ErrorKind};
+pub use link::{Paho, PahoLink};
+
+/// A device over paho-mqtt.
+pub type DeviceClient = dese_transport::DeviceClient<Paho>;
+/// A backend over paho-mqtt.
+pub type BackendClient = dese_transport::BackendClient<Paho>;

@@ -1,0 +1,330 @@
+//! The [`Link`] over paho-mqtt: paho's callbacks and delivery tokens turned into the driver's
+//! events.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use dese_transport::{
+    BrokerOptions, ConnectionFailure, Error, ErrorKind, Link, LinkEvent, Session, TlsFiles,
+    Transport, Will,
+};
+use paho_mqtt as paho;
+use tokio::sync::mpsc;
+
+/// The paho-mqtt transport: `DeviceClient<Paho>` and `BackendClient<Paho>`.
+#[derive(Debug, Clone, Copy)]
+pub struct Paho;
+
+impl Transport for Paho {
+    type Link = PahoLink;
+
+    fn open(broker: &BrokerOptions, session: Session) -> Result<PahoLink, Error> {
+        PahoLink::new(broker, session)
+    }
+}
+
+/// The paho link: one C client per connection.
+///
+/// Each connection attempt gets a fresh client, destroyed when the next attempt starts. The C
+/// library (1.3 as bundled by paho-mqtt 0.14) can free a publication twice when it cleans a
+/// session that went through reconnections with messages in flight (found by the restart test
+/// of the conformance suite: `free(): double free detected`); a client that only ever sees one
+/// connection never gets there, and the driver replays unacknowledged messages itself anyway.
+///
+/// Callbacks run on the C library's threads and only send into a channel, so they never block
+/// it. Events carry the generation of the client they came from: a late "connection lost" of
+/// an old client is ignored; its acknowledgements still count (the broker has the message).
+pub struct PahoLink {
+    client: Option<paho::AsyncClient>,
+    /// Whether `client` was already given a connection attempt.
+    used: bool,
+    generation: u64,
+    uri: String,
+    recipe: Recipe,
+    secure: bool,
+    /// `host:port`, to tell a refused TLS handshake from an unreachable broker.
+    address: String,
+    events: mpsc::UnboundedSender<(u64, LinkEvent)>,
+    incoming: mpsc::UnboundedReceiver<(u64, LinkEvent)>,
+    /// Publishes of the current client whose delivery token has not completed.
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for PahoLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PahoLink")
+            .field("server", &self.uri)
+            .field("client_id", &self.recipe.session.client_id)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PahoLink {
+    fn new(broker: &BrokerOptions, session: Session) -> Result<Self, Error> {
+        let tls = broker.tls()?;
+        let host = if broker.host.contains(':') {
+            format!("[{}]", broker.host)
+        } else {
+            broker.host.clone()
+        };
+        let scheme = if tls.is_some() { "ssl" } else { "tcp" };
+        let recipe = Recipe {
+            session,
+            credentials: broker.credentials.clone(),
+            tls: tls.cloned(),
+        };
+        // Built once here so that unusable TLS files fail now, not at the first connection.
+        recipe.options(recipe.session.keepalive)?;
+        let (events, incoming) = mpsc::unbounded_channel();
+        let mut link = Self {
+            client: None,
+            used: false,
+            generation: 0,
+            uri: format!("{scheme}://{host}:{}", broker.port),
+            recipe,
+            secure: broker.is_secure(),
+            address: broker.address(),
+            events,
+            incoming,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        };
+        // Proves now that the C library takes this address and client id.
+        link.client = Some(link.create(0)?);
+        Ok(link)
+    }
+
+    /// A new C client whose callbacks report as `generation`.
+    fn create(&self, generation: u64) -> Result<paho::AsyncClient, Error> {
+        let client = paho::CreateOptionsBuilder::new_v3()
+            .server_uri(&self.uri)
+            .client_id(&self.recipe.session.client_id)
+            .persistence(paho::PersistenceType::None)
+            .create_client()
+            .map_err(|_| Error::BrokerUrl {
+                url: self.uri.clone(),
+                reason: "the paho client cannot be created for this address and client id",
+            })?;
+        let lost = self.events.clone();
+        client.set_connection_lost_callback(move |_| {
+            let failure = ConnectionFailure::new(ErrorKind::Io, "connection lost");
+            let _ = lost.send((generation, LinkEvent::Lost(failure)));
+        });
+        let arrived = self.events.clone();
+        client.set_message_callback(move |_, message| {
+            if let Some(message) = message {
+                let event = LinkEvent::Message {
+                    topic: message.topic().to_string(),
+                    payload: message.payload().to_vec(),
+                    retain: message.retained(),
+                };
+                let _ = arrived.send((generation, event));
+            }
+        });
+        Ok(client)
+    }
+
+    fn lost(&self, kind: ErrorKind, message: String) {
+        let failure = ConnectionFailure::new(kind, message);
+        let _ = self
+            .events
+            .send((self.generation, LinkEvent::Lost(failure)));
+    }
+}
+
+impl Link for PahoLink {
+    async fn next(&mut self) -> LinkEvent {
+        loop {
+            // Cancel safe: the only await is the channel's receive.
+            let Some((generation, event)) = self.incoming.recv().await else {
+                return LinkEvent::Closed;
+            };
+            if generation == self.generation || matches!(event, LinkEvent::Acked(_)) {
+                return event;
+            }
+        }
+    }
+
+    fn connect(&mut self, keepalive: Duration, will: Option<Will>) {
+        if will.is_some() {
+            self.recipe.session.will = will;
+        }
+        let options = match self.recipe.options(keepalive) {
+            Ok(options) => options,
+            Err(error) => return self.lost(error.kind(), error.to_string()),
+        };
+        // The first attempt uses the client made by `new`; every later one a fresh client.
+        if self.used {
+            self.generation += 1;
+            // The old client is destroyed here, its connection long gone.
+            self.client = None;
+            self.in_flight = Arc::new(AtomicUsize::new(0));
+            match self.create(self.generation) {
+                Ok(client) => self.client = Some(client),
+                Err(error) => return self.lost(error.kind(), error.to_string()),
+            }
+        }
+        self.used = true;
+        let Some(client) = &self.client else { return };
+        let token = client.connect(options);
+        let events = self.events.clone();
+        let generation = self.generation;
+        let tls_address = self.secure.then(|| self.address.clone());
+        tokio::spawn(async move {
+            let event = match token.await {
+                Ok(_) => LinkEvent::Connected,
+                Err(error) => LinkEvent::Lost(failure(&error, tls_address).await),
+            };
+            let _ = events.send((generation, event));
+        });
+    }
+
+    fn subscribe(&mut self, filters: &[String]) {
+        let Some(client) = &self.client else { return };
+        let qos = vec![1; filters.len()];
+        // The outcome is not awaited: a refused subscription shows as messages that never come,
+        // and a lost connection is reported by the callback.
+        drop(client.subscribe_many(filters, &qos));
+    }
+
+    fn publish(&mut self, tag: u64, topic: &str, payload: &[u8], retain: bool) -> bool {
+        let Some(client) = &self.client else {
+            return false;
+        };
+        let message = if retain {
+            paho::Message::new_retained(topic, payload, 1)
+        } else {
+            paho::Message::new(topic, payload, 1)
+        };
+        let Ok(token) = client.try_publish(message) else {
+            return false;
+        };
+        let events = self.events.clone();
+        let generation = self.generation;
+        let in_flight = self.in_flight.clone();
+        in_flight.fetch_add(1, Ordering::SeqCst);
+        // The token completes on the broker's PUBACK; a failed one (the connection dropped)
+        // is not an acknowledgement, and the driver replays the message.
+        tokio::spawn(async move {
+            let acked = token.await.is_ok();
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            if acked {
+                let _ = events.send((generation, LinkEvent::Acked(tag)));
+            }
+        });
+        true
+    }
+
+    fn reconnect(&mut self) {
+        let Some(client) = &self.client else { return };
+        let token = client.disconnect(None);
+        let events = self.events.clone();
+        let generation = self.generation;
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(2), token).await;
+            let failure =
+                ConnectionFailure::new(ErrorKind::Io, "closed to reconnect with a new keepalive");
+            let _ = events.send((generation, LinkEvent::Lost(failure)));
+        });
+    }
+
+    async fn disconnect(&mut self) {
+        if let Some(client) = self.client.as_ref().filter(|c| c.is_connected()) {
+            // The C library can free a publication twice when a DISCONNECT cleans a session
+            // with QoS 1 messages still in flight (see the type's docs): let them finish first,
+            // for at most 2 s.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            while self.in_flight.load(Ordering::SeqCst) > 0
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let token = client.disconnect(None);
+            let _ = tokio::time::timeout(Duration::from_secs(1), token).await;
+        }
+    }
+}
+
+/// What every connection's options are made of: plain data, as paho's builders cannot move
+/// between threads.
+#[derive(Debug)]
+struct Recipe {
+    session: Session,
+    credentials: Option<(String, String)>,
+    tls: Option<TlsFiles>,
+}
+
+impl Recipe {
+    fn options(&self, keepalive: Duration) -> Result<paho::ConnectOptions, Error> {
+        let mut options = paho::ConnectOptionsBuilder::new_v3();
+        options
+            .clean_session(self.session.clean_session)
+            .keep_alive_interval(keepalive)
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(will) = &self.session.will {
+            let message = if will.retain {
+                paho::Message::new_retained(&will.topic, will.payload.clone(), 1)
+            } else {
+                paho::Message::new(&will.topic, will.payload.clone(), 1)
+            };
+            options.will_message(message);
+        }
+        if let Some((user, password)) = &self.credentials {
+            options.user_name(user).password(password.as_str());
+        }
+        if let Some(files) = &self.tls {
+            let mut ssl = paho::SslOptionsBuilder::new();
+            ssl.trust_store(&files.ca)
+                .map_err(|e| Error::tls(format!("CA file {}: {e}", files.ca.display())))?
+                .disable_default_trust_store(true)
+                .enable_server_cert_auth(true)
+                .verify(true);
+            if let Some((cert, key)) = &files.client {
+                ssl.key_store(cert)
+                    .map_err(|e| Error::tls(format!("{}: {e}", cert.display())))?
+                    .private_key(key)
+                    .map_err(|e| Error::tls(format!("{}: {e}", key.display())))?;
+            }
+            options.ssl_options(ssl.finalize());
+        }
+        Ok(options.finalize())
+    }
+}
+
+/// The shared category of a failed connection attempt. The C library reports a refused TLS
+/// handshake and an unreachable broker alike ("TCP/TLS connect failure"); for a TLS link,
+/// `tls_address` is probed with a plain TCP connection to tell them apart: the broker answered,
+/// so TLS was refused.
+async fn failure(error: &paho::Error, tls_address: Option<String>) -> ConnectionFailure {
+    use paho::ConnectReturnCode as Code;
+    let kind = match error {
+        paho::Error::ConnectReturn(
+            Code::BadUserNameOrPassword | Code::NotAuthorized | Code::IdentifierRejected,
+        ) => ErrorKind::Auth,
+        paho::Error::SslNotSupported => ErrorKind::Tls,
+        paho::Error::TcpTlsConnectFailure | paho::Error::Failure => match tls_address {
+            Some(address) if reachable(&address).await => ErrorKind::Tls,
+            _ => ErrorKind::Io,
+        },
+        _ => ErrorKind::Io,
+    };
+    ConnectionFailure::new(kind, error.to_string())
+}
+
+/// Whether a TCP connection to `address` opens within a second.
+async fn reachable(address: &str) -> bool {
+    let address = address.to_string();
+    tokio::task::spawn_blocking(move || {
+        use std::net::ToSocketAddrs;
+        address
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut all| all.next())
+            .is_some_and(|addr| {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+            })
+    })
+    .await
+    .unwrap_or(false)
+}
