@@ -24,21 +24,17 @@ impl Transport for Paho {
     }
 }
 
-/// The paho link: one C client per connection.
-///
-/// Each connection attempt gets a fresh client, destroyed when the next attempt starts. The C
-/// library (1.3 as bundled by paho-mqtt 0.14) can free a publication twice when it cleans a
-/// session that went through reconnections with messages in flight (found by the restart test
-/// of the conformance suite: `free(): double free detected`); a client that only ever sees one
-/// connection never gets there, and the driver replays unacknowledged messages itself anyway.
+/// The paho link: one C client, connected again after each loss.
 ///
 /// Callbacks run on the C library's threads and only send into a channel, so they never block
-/// it. Events carry the generation of the client they came from: a late "connection lost" of
-/// an old client is ignored; its acknowledgements still count (the broker has the message).
+/// it. A clean disconnect first waits (at most 2 s) for in-flight publishes to complete: the C
+/// library (1.3.16, bundled by paho-mqtt 0.14) can free a publication twice when a DISCONNECT
+/// cleans a session with QoS 1 messages in flight after reconnections (docs/transports.md).
+/// Events carry a generation so that a client per connection can be tried again; one
+/// client per connection hung the process in the C library's destroy under load, so there is
+/// only one today.
 pub struct PahoLink {
     client: Option<paho::AsyncClient>,
-    /// Whether `client` was already given a connection attempt.
-    used: bool,
     generation: u64,
     uri: String,
     recipe: Recipe,
@@ -80,7 +76,6 @@ impl PahoLink {
         let (events, incoming) = mpsc::unbounded_channel();
         let mut link = Self {
             client: None,
-            used: false,
             generation: 0,
             uri: format!("{scheme}://{host}:{}", broker.port),
             recipe,
@@ -154,18 +149,6 @@ impl Link for PahoLink {
             Ok(options) => options,
             Err(error) => return self.lost(error.kind(), error.to_string()),
         };
-        // The first attempt uses the client made by `new`; every later one a fresh client.
-        if self.used {
-            self.generation += 1;
-            // The old client is destroyed here, its connection long gone.
-            self.client = None;
-            self.in_flight = Arc::new(AtomicUsize::new(0));
-            match self.create(self.generation) {
-                Ok(client) => self.client = Some(client),
-                Err(error) => return self.lost(error.kind(), error.to_string()),
-            }
-        }
-        self.used = true;
         let Some(client) = &self.client else { return };
         let token = client.connect(options);
         let events = self.events.clone();
