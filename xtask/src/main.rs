@@ -2,7 +2,7 @@
 //! the test vectors under `schemas/`, generated from the dese-protocol types; `--check` only
 //! reports the files that differ (the drift test in dese-protocol does the same in CI).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: cargo xtask schema [--check] [--out DIR]";
@@ -19,7 +19,11 @@ fn main() -> ExitCode {
 }
 
 fn schema(args: &[String]) -> ExitCode {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // `cargo run` sets it when the tool runs; the compile-time value is only a fallback, as a
+    // target directory shared between clones reuses this binary from another clone.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), Into::into);
+    let manifest = manifest.as_path();
     let root = manifest.parent().unwrap_or(manifest);
     let mut out = root.join("schemas");
     let mut check = false;

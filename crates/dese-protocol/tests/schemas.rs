@@ -14,8 +14,12 @@ use dese_protocol::{MessageKind, decode};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
+/// Read when the test runs, not when it is compiled: with a target directory shared between
+/// clones (the test command's default), a binary built in another clone is reused, and a path
+/// baked in at compile time would point into that clone.
 fn schemas_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../schemas")
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test");
+    PathBuf::from(manifest).join("../../schemas")
 }
 
 // Every generated file is committed as generated, and nothing stale sits beside them.

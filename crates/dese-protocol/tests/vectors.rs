@@ -25,7 +25,9 @@ struct Vector {
 }
 
 fn vectors() -> Vec<Vector> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../schemas/vectors");
+    // Read at run time: a target directory shared between clones reuses binaries.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test");
+    let dir = PathBuf::from(manifest).join("../../schemas/vectors");
     let mut out = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("schemas/vectors exists")
