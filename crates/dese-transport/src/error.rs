@@ -16,9 +16,9 @@ pub enum ErrorKind {
     /// retrying will not help.
     Tls,
     /// The network or the broker failed. The clients retry these with backoff themselves, so
-    /// this kind reaches the caller only through [`DeviceClient::last_failure`]
-    /// (crate::DeviceClient::last_failure) and [`BackendClient::last_failure`]
-    /// (crate::BackendClient::last_failure).
+    /// this kind reaches the caller only through
+    /// [`DeviceClient::last_failure`](crate::DeviceClient::last_failure) and
+    /// [`BackendClient::last_failure`](crate::BackendClient::last_failure).
     Io,
     /// The client was shut down.
     Closed,
