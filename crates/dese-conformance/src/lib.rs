@@ -3,7 +3,8 @@
 //! Every scenario is a function generic over the transport of the device (`D`) and of the
 //! backend (`B`), so one body runs for rumqttc, for paho, and for the mixed pairs (a rumqttc
 //! device with a paho backend and the other way round). `tests/mosquitto.rs` runs them on a real
-//! Mosquitto started by [`dese_testkit`] for each test, on a free loopback port.
+//! Mosquitto started by [`dese_testkit`] for each test, on a free loopback port, and
+//! `tests/rumqttd.rs` runs the broker-independent ones on an embedded rumqttd broker.
 //!
 //! A scenario panics (fails its test) with a message that says what was expected; the ones
 //! that measure something return a [`Figures`] that the test prints.

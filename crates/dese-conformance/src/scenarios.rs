@@ -362,7 +362,7 @@ pub async fn keepalive_change<D: Transport, B: Transport>(broker: &Mosquitto) {
     .unwrap();
     eventually(|| device.is_connected(), || "device connected".into()).await;
     eventually(
-        || broker.log().contains("as org-1/dev-ka (p2, c1, k60)"),
+        || broker.log().contains("as org-1:dev-ka (p2, c1, k60)"),
         || broker.log(),
     )
     .await;
@@ -384,7 +384,7 @@ pub async fn keepalive_change<D: Transport, B: Transport>(broker: &Mosquitto) {
         }
     }
     eventually(
-        || broker.log().contains("as org-1/dev-ka (p2, c1, k17)"),
+        || broker.log().contains("as org-1:dev-ka (p2, c1, k17)"),
         || broker.log(),
     )
     .await;

@@ -99,8 +99,10 @@ pub struct Will {
 /// How the transport connects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectOptions {
-    /// `{organization_id}/{device_id}`: unique per broker, as device ids are unique only within
-    /// an organization.
+    /// `{organization_id}:{device_id}`, each part with `%`, `:` and `$` percent-encoded (so
+    /// `org-1:dev-1` in practice): unique per broker, as device ids are unique only within an
+    /// organization, and accepted by every broker (rumqttd refuses `/`, `+`, `#` and `$` in a
+    /// client id).
     pub client_id: String,
     /// The keepalive in force (60 s unless a config message changed it).
     pub keepalive: Keepalive,
@@ -290,7 +292,11 @@ impl Device {
     /// will (a retained `offline` status stamped `utc`).
     pub fn connect_options(&self, utc: Timestamp) -> ConnectOptions {
         ConnectOptions {
-            client_id: format!("{}/{}", self.settings.org, self.settings.device),
+            client_id: format!(
+                "{}:{}",
+                client_id_part(self.settings.org.as_str()),
+                client_id_part(self.settings.device.as_str())
+            ),
             keepalive: self.keepalive,
             clean_session: true,
             will: Will {
@@ -871,4 +877,19 @@ fn truncate(mut text: String, max: usize) -> String {
         text.truncate(end);
     }
     text
+}
+
+/// An id as one part of the MQTT client id: `%`, `:` and `$` percent-encoded, so that the
+/// `{org}:{device}` pair is unambiguous and every broker accepts it.
+fn client_id_part(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for ch in id.chars() {
+        match ch {
+            '%' => out.push_str("%25"),
+            ':' => out.push_str("%3A"),
+            '$' => out.push_str("%24"),
+            other => out.push(other),
+        }
+    }
+    out
 }

@@ -170,6 +170,7 @@ fn dese_d5_last_will_and_goodbye() {
     let mut rig = Rig::new(|_| {});
     let options = rig.device.connect_options(rig.utc());
     assert_eq!(options.will.topic, "devices/org-123/esp32-001/status");
+    assert_eq!(options.client_id, "org-123:esp32-001");
     assert!(options.will.retain);
     let will = decode(&options.will.topic, &options.will.payload)
         .unwrap()

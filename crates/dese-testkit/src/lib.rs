@@ -7,6 +7,9 @@
 //!
 //! [`Proxy`] stands between a client and a broker and can cut the link without a goodbye, as a
 //! power loss would.
+//!
+//! With the `rumqttd` feature, [`EmbeddedBroker`] runs a rumqttd broker inside the process, on a
+//! free loopback port proven to be its own.
 
 #![forbid(unsafe_code)]
 // A std crate: portability to no_std is not a goal here.
@@ -14,6 +17,10 @@
 
 mod mosquitto;
 mod proxy;
+#[cfg(feature = "rumqttd")]
+mod rumqttd;
 
 pub use mosquitto::{Mosquitto, MosquittoConfig, StartError};
 pub use proxy::Proxy;
+#[cfg(feature = "rumqttd")]
+pub use rumqttd::{EmbeddedBroker, EmbeddedError};
