@@ -20,3 +20,36 @@ mod fixtures;
 pub mod scenarios;
 
 pub use fixtures::{Figures, certificates, device_settings, eventually, wait_for};
+
+/// The scenarios between a device and a backend that need nothing of the broker beyond MQTT,
+/// as a module `$name` of tests for the device transport `$device` and the backend transport
+/// `$backend`; `$broker` starts the broker of each test (anything with `url()` and `addr()`).
+#[macro_export]
+macro_rules! pair_tests {
+    ($name:ident, $device:ty, $backend:ty, $broker:expr) => {
+        mod $name {
+            use super::*;
+
+            // DESE-D1, DESE-D2, DESE-D4, DESE-D5, DESE-C1, DESE-C4
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn lifecycle() {
+                let broker = $broker;
+                $crate::scenarios::lifecycle::<$device, $backend>(&broker.url()).await;
+            }
+
+            // DESE-C2, DESE-C3
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn retry_runs_once() {
+                let broker = $broker;
+                $crate::scenarios::retry_runs_once::<$device, $backend>(&broker.url()).await;
+            }
+
+            // DESE-D3
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn last_will() {
+                let broker = $broker;
+                $crate::scenarios::last_will::<$device, $backend>(broker.addr()).await;
+            }
+        }
+    };
+}

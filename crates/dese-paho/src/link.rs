@@ -30,29 +30,23 @@ impl Transport for Paho {
 /// it. A clean disconnect first waits (at most 2 s) for in-flight publishes to complete: the C
 /// library (1.3.16, bundled by paho-mqtt 0.14) can free a publication twice when a DISCONNECT
 /// cleans a session with QoS 1 messages in flight after reconnections (docs/transports.md).
-/// Events carry a generation so that a client per connection can be tried again; one
-/// client per connection hung the process in the C library's destroy under load, so there is
-/// only one today.
 pub struct PahoLink {
-    client: Option<paho::AsyncClient>,
-    generation: u64,
-    uri: String,
+    client: paho::AsyncClient,
     recipe: Recipe,
     secure: bool,
     /// `host:port`, to tell a refused TLS handshake from an unreachable broker.
     address: String,
-    events: mpsc::UnboundedSender<(u64, LinkEvent)>,
-    incoming: mpsc::UnboundedReceiver<(u64, LinkEvent)>,
-    /// Publishes of the current client whose delivery token has not completed.
+    events: mpsc::UnboundedSender<LinkEvent>,
+    incoming: mpsc::UnboundedReceiver<LinkEvent>,
+    /// Publishes whose delivery token has not completed.
     in_flight: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for PahoLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PahoLink")
-            .field("server", &self.uri)
+            .field("server", &self.client.server_uri())
             .field("client_id", &self.recipe.session.client_id)
-            .field("generation", &self.generation)
             .finish_non_exhaustive()
     }
 }
@@ -66,6 +60,7 @@ impl PahoLink {
             broker.host.clone()
         };
         let scheme = if tls.is_some() { "ssl" } else { "tcp" };
+        let uri = format!("{scheme}://{host}:{}", broker.port);
         let recipe = Recipe {
             session,
             credentials: broker.credentials.clone(),
@@ -73,72 +68,47 @@ impl PahoLink {
         };
         // Built once here so that unusable TLS files fail now, not at the first connection.
         recipe.options(recipe.session.keepalive)?;
+        let client = paho::CreateOptionsBuilder::new_v3()
+            .server_uri(&uri)
+            .client_id(&recipe.session.client_id)
+            .persistence(paho::PersistenceType::None)
+            .create_client()
+            .map_err(|_| Error::BrokerUrl {
+                url: uri.clone(),
+                reason: "the paho client cannot be created for this address and client id",
+            })?;
         let (events, incoming) = mpsc::unbounded_channel();
-        let mut link = Self {
-            client: None,
-            generation: 0,
-            uri: format!("{scheme}://{host}:{}", broker.port),
+        let lost = events.clone();
+        client.set_connection_lost_callback(move |_| {
+            let failure = ConnectionFailure::new(ErrorKind::Io, "connection lost");
+            let _ = lost.send(LinkEvent::Lost(failure));
+        });
+        let arrived = events.clone();
+        client.set_message_callback(move |_, message| {
+            if let Some(message) = message {
+                let _ = arrived.send(LinkEvent::Message {
+                    topic: message.topic().to_string(),
+                    payload: message.payload().to_vec(),
+                    retain: message.retained(),
+                });
+            }
+        });
+        Ok(Self {
+            client,
             recipe,
             secure: broker.is_secure(),
             address: broker.address(),
             events,
             incoming,
             in_flight: Arc::new(AtomicUsize::new(0)),
-        };
-        // Proves now that the C library takes this address and client id.
-        link.client = Some(link.create(0)?);
-        Ok(link)
-    }
-
-    /// A new C client whose callbacks report as `generation`.
-    fn create(&self, generation: u64) -> Result<paho::AsyncClient, Error> {
-        let client = paho::CreateOptionsBuilder::new_v3()
-            .server_uri(&self.uri)
-            .client_id(&self.recipe.session.client_id)
-            .persistence(paho::PersistenceType::None)
-            .create_client()
-            .map_err(|_| Error::BrokerUrl {
-                url: self.uri.clone(),
-                reason: "the paho client cannot be created for this address and client id",
-            })?;
-        let lost = self.events.clone();
-        client.set_connection_lost_callback(move |_| {
-            let failure = ConnectionFailure::new(ErrorKind::Io, "connection lost");
-            let _ = lost.send((generation, LinkEvent::Lost(failure)));
-        });
-        let arrived = self.events.clone();
-        client.set_message_callback(move |_, message| {
-            if let Some(message) = message {
-                let event = LinkEvent::Message {
-                    topic: message.topic().to_string(),
-                    payload: message.payload().to_vec(),
-                    retain: message.retained(),
-                };
-                let _ = arrived.send((generation, event));
-            }
-        });
-        Ok(client)
-    }
-
-    fn lost(&self, kind: ErrorKind, message: String) {
-        let failure = ConnectionFailure::new(kind, message);
-        let _ = self
-            .events
-            .send((self.generation, LinkEvent::Lost(failure)));
+        })
     }
 }
 
 impl Link for PahoLink {
     async fn next(&mut self) -> LinkEvent {
-        loop {
-            // Cancel safe: the only await is the channel's receive.
-            let Some((generation, event)) = self.incoming.recv().await else {
-                return LinkEvent::Closed;
-            };
-            if generation == self.generation || matches!(event, LinkEvent::Acked(_)) {
-                return event;
-            }
-        }
+        // Cancel safe: the only await is the channel's receive.
+        self.incoming.recv().await.unwrap_or(LinkEvent::Closed)
     }
 
     fn connect(&mut self, keepalive: Duration, will: Option<Will>) {
@@ -147,44 +117,41 @@ impl Link for PahoLink {
         }
         let options = match self.recipe.options(keepalive) {
             Ok(options) => options,
-            Err(error) => return self.lost(error.kind(), error.to_string()),
+            Err(error) => {
+                let failure = ConnectionFailure::new(error.kind(), error.to_string());
+                let _ = self.events.send(LinkEvent::Lost(failure));
+                return;
+            }
         };
-        let Some(client) = &self.client else { return };
-        let token = client.connect(options);
+        let token = self.client.connect(options);
         let events = self.events.clone();
-        let generation = self.generation;
         let tls_address = self.secure.then(|| self.address.clone());
         tokio::spawn(async move {
             let event = match token.await {
                 Ok(_) => LinkEvent::Connected,
                 Err(error) => LinkEvent::Lost(failure(&error, tls_address).await),
             };
-            let _ = events.send((generation, event));
+            let _ = events.send(event);
         });
     }
 
     fn subscribe(&mut self, filters: &[String]) {
-        let Some(client) = &self.client else { return };
         let qos = vec![1; filters.len()];
         // The outcome is not awaited: a refused subscription shows as messages that never come,
         // and a lost connection is reported by the callback.
-        drop(client.subscribe_many(filters, &qos));
+        drop(self.client.subscribe_many(filters, &qos));
     }
 
     fn publish(&mut self, tag: u64, topic: &str, payload: &[u8], retain: bool) -> bool {
-        let Some(client) = &self.client else {
-            return false;
-        };
         let message = if retain {
             paho::Message::new_retained(topic, payload, 1)
         } else {
             paho::Message::new(topic, payload, 1)
         };
-        let Ok(token) = client.try_publish(message) else {
+        let Ok(token) = self.client.try_publish(message) else {
             return false;
         };
         let events = self.events.clone();
-        let generation = self.generation;
         let in_flight = self.in_flight.clone();
         in_flight.fetch_add(1, Ordering::SeqCst);
         // The token completes on the broker's PUBACK; a failed one (the connection dropped)
@@ -193,39 +160,34 @@ impl Link for PahoLink {
             let acked = token.await.is_ok();
             in_flight.fetch_sub(1, Ordering::SeqCst);
             if acked {
-                let _ = events.send((generation, LinkEvent::Acked(tag)));
+                let _ = events.send(LinkEvent::Acked(tag));
             }
         });
         true
     }
 
     fn reconnect(&mut self) {
-        let Some(client) = &self.client else { return };
-        let token = client.disconnect(None);
+        let token = self.client.disconnect(None);
         let events = self.events.clone();
-        let generation = self.generation;
         tokio::spawn(async move {
             let _ = tokio::time::timeout(Duration::from_secs(2), token).await;
             let failure =
                 ConnectionFailure::new(ErrorKind::Io, "closed to reconnect with a new keepalive");
-            let _ = events.send((generation, LinkEvent::Lost(failure)));
+            let _ = events.send(LinkEvent::Lost(failure));
         });
     }
 
     async fn disconnect(&mut self) {
-        if let Some(client) = self.client.as_ref().filter(|c| c.is_connected()) {
-            // The C library can free a publication twice when a DISCONNECT cleans a session
-            // with QoS 1 messages still in flight (see the type's docs): let them finish first,
-            // for at most 2 s.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-            while self.in_flight.load(Ordering::SeqCst) > 0
-                && tokio::time::Instant::now() < deadline
-            {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            let token = client.disconnect(None);
-            let _ = tokio::time::timeout(Duration::from_secs(1), token).await;
+        if !self.client.is_connected() {
+            return;
         }
+        // Let in-flight publishes finish first (see the type's docs), for at most 2 s.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while self.in_flight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let token = self.client.disconnect(None);
+        let _ = tokio::time::timeout(Duration::from_secs(1), token).await;
     }
 }
 
