@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use dese_protocol::schema::FileState;
+
 const USAGE: &str = "usage: cargo xtask schema [--check] [--out DIR]";
 
 fn main() -> ExitCode {
@@ -44,29 +46,23 @@ fn schema(args: &[String]) -> ExitCode {
             }
         }
     }
-    let mut stale = 0;
-    for file in dese_protocol::schema::files() {
-        let path = out.join(&file.path);
-        let current = std::fs::read_to_string(&path).ok();
-        if current.as_deref() == Some(file.contents.as_str()) {
-            continue;
-        }
-        stale += 1;
-        if check {
-            println!("differs: {}", path.display());
-            continue;
-        }
-        if let Some(dir) = path.parent() {
-            if let Err(e) = std::fs::create_dir_all(dir) {
-                eprintln!("cannot create {}: {e}", dir.display());
-                return ExitCode::FAILURE;
-            }
-        }
-        if let Err(e) = std::fs::write(&path, &file.contents) {
-            eprintln!("cannot write {}: {e}", path.display());
+    let written = match dese_protocol::schema::write(&out, check) {
+        Ok(written) => written,
+        Err(e) => {
+            eprintln!("cannot write under {}: {e}", out.display());
             return ExitCode::FAILURE;
         }
-        println!("wrote {}", path.display());
+    };
+    let mut stale = 0;
+    for (path, state) in written {
+        match state {
+            FileState::Current => {}
+            FileState::Written => println!("wrote {}", path.display()),
+            FileState::Differs => {
+                stale += 1;
+                println!("differs: {}", path.display());
+            }
+        }
     }
     if check && stale > 0 {
         println!("{stale} file(s) differ from the code: run `cargo xtask schema`");

@@ -77,12 +77,35 @@ impl<T: Transport> BackendClient<T> {
         settings: Settings,
         group: Option<ShareGroup>,
     ) -> Result<Self, Error> {
+        Self::start(broker, client_id, settings, group, false)
+    }
+
+    /// Like [`BackendClient::spawn`], with a clean session: the broker forgets the
+    /// subscriptions when the client disconnects and queues nothing for it while it is away.
+    /// For tools and monitors that come and go (`dese monitor`, `dese send`), which would
+    /// otherwise leave a session on the broker, collecting messages, after every run.
+    pub fn spawn_ephemeral(
+        broker: &BrokerOptions,
+        client_id: &str,
+        settings: Settings,
+        group: Option<ShareGroup>,
+    ) -> Result<Self, Error> {
+        Self::start(broker, client_id, settings, group, true)
+    }
+
+    fn start(
+        broker: &BrokerOptions,
+        client_id: &str,
+        settings: Settings,
+        group: Option<ShareGroup>,
+        clean_session: bool,
+    ) -> Result<Self, Error> {
         let mut link = T::open(
             broker,
             Session {
                 client_id: client_id.to_string(),
                 keepalive: KEEPALIVE,
-                clean_session: false,
+                clean_session,
                 will: None,
             },
         )?;

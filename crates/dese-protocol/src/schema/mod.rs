@@ -58,6 +58,46 @@ pub struct File {
     pub contents: String,
 }
 
+/// What [`write`] found for one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileState {
+    /// The file on disk already held these contents.
+    Current,
+    /// The file was missing or different, and was written.
+    Written,
+    /// The file is missing or different; nothing was written (a check only).
+    Differs,
+}
+
+/// Writes [`files`] under `dir` (creating folders), leaving files that are already current
+/// untouched; with `check_only`, writes nothing and only reports what differs. Returns every
+/// file's path and state, in the order of [`files`].
+///
+/// `cargo xtask schema` and `dese schema` both run this.
+pub fn write(
+    dir: &std::path::Path,
+    check_only: bool,
+) -> std::io::Result<Vec<(std::path::PathBuf, FileState)>> {
+    let mut out = Vec::new();
+    for file in files() {
+        let path = dir.join(&file.path);
+        let current = std::fs::read_to_string(&path).ok();
+        let state = if current.as_deref() == Some(file.contents.as_str()) {
+            FileState::Current
+        } else if check_only {
+            FileState::Differs
+        } else {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&path, &file.contents)?;
+            FileState::Written
+        };
+        out.push((path, state));
+    }
+    Ok(out)
+}
+
 /// Everything under `schemas/` that is generated: six message schemas, one schema per command's
 /// parameters, the AsyncAPI document, and the test vectors.
 pub fn files() -> Vec<File> {

@@ -1,0 +1,141 @@
+//! The broker options every network command shares, and waiting for the first connection.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use dese_transport::{BackendClient, BrokerOptions};
+
+use crate::exit::{Exit, Failure};
+
+/// Which MQTT client library carries the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum TransportKind {
+    /// rumqttc: pure Rust, rustls for TLS
+    Rumqttc,
+    /// paho-mqtt: the Eclipse Paho C library, OpenSSL for TLS
+    Paho,
+}
+
+/// How to reach the broker.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Broker")]
+pub(crate) struct BrokerArgs {
+    /// The broker: mqtt://host[:port] (port 1883 by default), or mqtts://host[:port] for TLS
+    /// (port 8883, needs --ca)
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "DESE_BROKER",
+        default_value = "mqtt://127.0.0.1:1883"
+    )]
+    pub(crate) broker: String,
+
+    /// The username to connect with
+    #[arg(long, env = "DESE_USERNAME", requires = "password")]
+    pub(crate) username: Option<String>,
+
+    /// The password; prefer the DESE_PASSWORD environment variable, as other users of the
+    /// machine can read a command line
+    #[arg(
+        long,
+        env = "DESE_PASSWORD",
+        hide_env_values = true,
+        requires = "username"
+    )]
+    pub(crate) password: Option<String>,
+
+    /// Trust only the CA certificates in this PEM file (mqtts://)
+    #[arg(long, value_name = "PEM")]
+    pub(crate) ca: Option<PathBuf>,
+
+    /// Authenticate with this client certificate, PEM (mqtts://, with --client-key)
+    #[arg(long, value_name = "PEM", requires_all = ["client_key", "ca"])]
+    pub(crate) client_cert: Option<PathBuf>,
+
+    /// The private key of --client-cert, PEM
+    #[arg(long, value_name = "PEM", requires = "client_cert")]
+    pub(crate) client_key: Option<PathBuf>,
+
+    /// The MQTT client library to use
+    #[arg(long, value_enum, default_value_t = TransportKind::Rumqttc)]
+    pub(crate) transport: TransportKind,
+
+    /// How long to wait for the broker to accept the first connection, in seconds
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub(crate) connect_timeout: f64,
+}
+
+impl BrokerArgs {
+    /// The transport's broker options: URL, credentials, TLS files (read and checked now).
+    pub(crate) fn options(&self) -> Result<BrokerOptions, Failure> {
+        let mut options = BrokerOptions::parse(&self.broker).map_err(usage)?;
+        if let (Some(username), Some(password)) = (&self.username, &self.password) {
+            options = options.with_credentials(username, password);
+        }
+        if let Some(ca) = &self.ca {
+            options = options.with_ca(ca).map_err(usage)?;
+        }
+        if let (Some(cert), Some(key)) = (&self.client_cert, &self.client_key) {
+            options = options.with_client_cert(cert, key).map_err(usage)?;
+        }
+        if options.is_secure() && self.ca.is_none() {
+            return Err(Failure::usage(format!(
+                "{} asks for TLS: give the broker's CA with --ca",
+                self.broker
+            )));
+        }
+        Ok(options)
+    }
+
+    pub(crate) fn connect_timeout(&self) -> Result<Duration, Failure> {
+        Duration::try_from_secs_f64(self.connect_timeout)
+            .map_err(|_| Failure::usage("--connect-timeout must be a number of seconds"))
+    }
+}
+
+fn usage(error: dese_transport::Error) -> Failure {
+    Failure::usage(error.to_string())
+}
+
+/// A client id for one run of a tool: `dese-{role}-{pid}-{nanoseconds}`, so that two runs
+/// never take over each other's connection.
+pub(crate) fn client_id(role: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("dese-{role}-{}-{nanos}", std::process::id())
+}
+
+/// Waits until the backend is connected. A refusal (credentials, TLS) fails at once; a broker
+/// that cannot be reached fails after `within`, with the last reason.
+pub(crate) async fn connected<T>(
+    backend: &BackendClient<T>,
+    broker: &BrokerOptions,
+    within: Duration,
+) -> Result<(), Failure> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if backend.is_connected() {
+            return Ok(());
+        }
+        let failure = backend.last_failure();
+        if let Some(failure) = failure.as_ref().filter(|f| f.kind.is_final()) {
+            return Err(Failure::new(
+                Exit::Broker,
+                format!("the broker at {} refused us: {failure}", broker.address()),
+            ));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let why = failure.map_or_else(|| "no answer".to_string(), |f| f.to_string());
+            return Err(Failure::new(
+                Exit::Broker,
+                format!(
+                    "cannot connect to the broker at {} within {:.0?}: {why}",
+                    broker.address(),
+                    within
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
