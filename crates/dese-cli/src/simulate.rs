@@ -185,7 +185,7 @@ async fn simulate<T: Transport>(args: Args) -> Result<Exit, Failure> {
     } else {
         println!(
             "{} device(s), {elapsed:.1?}: {} telemetry sent, {} messages acknowledged by the broker, \
-             {} still pending; {} command(s) answered, {} config(s) applied, {} alert(s); \
+             {} still in flight at the goodbye; {} command(s) answered, {} config(s) applied, {} alert(s); \
              {} reconnect(s); {} dropped (outbox full), {} events lost",
             args.devices,
             s.telemetry,

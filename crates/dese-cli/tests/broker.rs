@@ -1,0 +1,636 @@
+//! The `dese` binary's network commands against a real Mosquitto: simulate, monitor and send
+//! together, the failures a user meets (no broker, wrong password), and the ACL that
+//! `dese acl` writes, proven by what the broker delivers.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is a test failure
+#![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)] // tests run on std
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use dese_testkit::{Mosquitto, MosquittoConfig};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+
+fn dese() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dese"))
+}
+
+fn run(args: &[&str]) -> Output {
+    dese().args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A running `dese` whose standard output and error lines arrive on channels.
+struct Running {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Self {
+        let mut child = dese()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = |pipe: Box<dyn std::io::Read + Send>| {
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        };
+        let stdout = lines(Box::new(child.stdout.take().unwrap()));
+        let stderr = lines(Box::new(child.stderr.take().unwrap()));
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// The next line of `pipe` that `what` accepts, within 20 s; the lines passed over are
+    /// returned too.
+    fn wait_line(
+        pipe: &mpsc::Receiver<String>,
+        what: impl Fn(&str) -> bool,
+        seen: &mut Vec<String>,
+    ) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = pipe
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no such line in 20 s; seen: {seen:#?}"));
+            seen.push(line.clone());
+            if what(&line) {
+                return line;
+            }
+        }
+    }
+
+    /// Ctrl-C, then the exit status, within 10 s.
+    fn interrupt(mut self) -> (Option<i32>, Vec<String>) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code(), self.stderr.try_iter().collect());
+            }
+            assert!(Instant::now() < deadline, "dese did not stop on Ctrl-C");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait(mut self, within: Duration) -> (Option<i32>, Vec<String>, Vec<String>) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // The reader threads finish with the pipes.
+                std::thread::sleep(Duration::from_millis(100));
+                return (
+                    status.code(),
+                    self.stdout.try_iter().collect(),
+                    self.stderr.try_iter().collect(),
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("dese did not end in {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn json(line: &str) -> Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+/// A fleet of simulated devices, watched by `dese monitor` and commanded with `dese send`
+/// (both transports), on one Mosquitto.
+#[test]
+fn simulate_monitor_and_send_work_together() {
+    let broker = Mosquitto::start().unwrap();
+    let url = broker.url();
+    let mut seen = Vec::new();
+    let monitor = Running::start(&["monitor", "--broker", &url, "--org", "acme", "--json"]);
+    Running::wait_line(&monitor.stderr, |l| l.contains("watching acme"), &mut seen);
+    let counted = Running::start(&[
+        "monitor",
+        "--broker",
+        &url,
+        "--kind",
+        "telemetry",
+        "--device",
+        "sim-002",
+        "--count",
+        "3",
+    ]);
+    Running::wait_line(&counted.stderr, |l| l.contains("watching"), &mut seen);
+
+    let simulate = Running::start(&[
+        "simulate",
+        "--broker",
+        &url,
+        "--org",
+        "acme",
+        "--devices",
+        "3",
+        "--interval-ms",
+        "1000",
+        "--duration",
+        "8",
+        "--json",
+    ]);
+    // Each device comes online (the monitor sees its status) before it is commanded.
+    wait_presence(&monitor, "online", &mut seen);
+
+    let ok = run(&[
+        "send",
+        "--broker",
+        &url,
+        "--org",
+        "acme",
+        "--device",
+        "sim-001",
+        "set_pump",
+        "pump_id=1",
+        "state=on",
+        "duration=60",
+        "--timeout",
+        "10",
+        "--json",
+    ]);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+    let outcome = json(&text(&ok.stdout));
+    assert_eq!(outcome["outcome"], "completed", "{outcome}");
+    assert_eq!(outcome["detail"]["response"]["pump_id"], 1, "{outcome}");
+    assert_eq!(outcome["detail"]["response"]["state"], "on", "{outcome}");
+
+    let failed = run(&[
+        "send",
+        "--broker",
+        &url,
+        "--org",
+        "acme",
+        "--device",
+        "sim-002",
+        "set_pump",
+        "pump_id=9",
+        "state=on",
+        "--timeout",
+        "10",
+    ]);
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed.stderr));
+    assert!(
+        text(&failed.stdout).contains("pump 9 does not exist"),
+        "{}",
+        text(&failed.stdout)
+    );
+
+    let paho = run(&[
+        "send",
+        "--broker",
+        &url,
+        "--transport",
+        "paho",
+        "--org",
+        "acme",
+        "--device",
+        "sim-003",
+        "calibrate_sensor",
+        "sensor_type=ph",
+        "value=7.2",
+        "--timeout",
+        "10",
+        "--json",
+    ]);
+    assert_eq!(paho.status.code(), Some(0), "{}", text(&paho.stderr));
+    assert_eq!(
+        json(&text(&paho.stdout))["detail"]["response"]["sensor_type"],
+        "ph"
+    );
+
+    let started = Instant::now();
+    let ghost = run(&[
+        "send",
+        "--broker",
+        &url,
+        "--org",
+        "acme",
+        "--device",
+        "ghost",
+        "reboot",
+        "--timeout",
+        "0.5",
+        "--retries",
+        "1",
+    ]);
+    assert_eq!(ghost.status.code(), Some(3), "{}", text(&ghost.stderr));
+    assert!(
+        text(&ghost.stderr).contains("2 attempt(s)"),
+        "{}",
+        text(&ghost.stderr)
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // An invalid message is flagged by the monitor with its reason.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let raw = Raw::connect(&broker, "intruder", None).await;
+        raw.client
+            .publish(
+                "devices/acme/sim-002/telemetry",
+                QoS::AtLeastOnce,
+                false,
+                "{\"sensors\":1}",
+            )
+            .await
+            .unwrap();
+        raw.acked(1).await;
+    });
+    let invalid = Running::wait_line(
+        &monitor.stdout,
+        |l| json(l)["event"] == "invalid",
+        &mut seen,
+    );
+    assert_eq!(json(&invalid)["reason"], "missing_field", "{invalid}");
+    assert!(
+        json(&invalid)["error"]
+            .as_str()
+            .unwrap()
+            .contains("device_id"),
+        "{invalid}"
+    );
+
+    let (code, lines, _) = counted.wait(Duration::from_secs(20));
+    assert_eq!(code, Some(0));
+    let telemetry: Vec<&String> = lines.iter().filter(|l| l.contains("telemetry")).collect();
+    assert_eq!(telemetry.len(), 3, "{lines:#?}");
+    assert!(
+        telemetry
+            .iter()
+            .all(|l| l.starts_with("acme/sim-002") && l.contains("pH "))
+    );
+
+    let (code, out, err) = simulate.wait(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{err:#?}");
+    let summary = json(out.last().unwrap());
+    assert_eq!(summary["devices"], 3);
+    assert!(summary["telemetry"].as_u64().unwrap() >= 3 * 6, "{summary}");
+    // Acknowledged: the telemetry, three statuses and three responses, except what was still
+    // in flight when the run ended (pending, reported as such).
+    let n = |k: &str| summary[k].as_u64().unwrap();
+    assert!(
+        n("acknowledged") + n("pending") >= n("telemetry") + 6,
+        "{summary}"
+    );
+    assert!(n("pending") <= 3 * 8, "{summary}");
+    assert_eq!(summary["commands_answered"], 3, "{summary}");
+    assert_eq!(summary["dropped"], 0, "{summary}");
+    assert_eq!(summary["reconnects"], 0, "{summary}");
+
+    // Every device said goodbye: the monitor saw each go offline.
+    wait_presence(&monitor, "offline", &mut seen);
+    let (code, err) = monitor.interrupt();
+    assert_eq!(code, Some(0), "{err:#?}");
+    assert!(
+        err.iter().any(|l| l.contains("message(s) shown")),
+        "{err:#?}"
+    );
+}
+
+/// Waits until the monitor has seen sim-001 to sim-003 change to `state`, in any order.
+fn wait_presence(monitor: &Running, state: &str, seen: &mut Vec<String>) {
+    let mut devices = std::collections::BTreeSet::from(["sim-001", "sim-002", "sim-003"]);
+    while !devices.is_empty() {
+        let line = Running::wait_line(
+            &monitor.stdout,
+            |l| {
+                let v = json(l);
+                v["event"] == "presence" && v["to"] == state
+            },
+            seen,
+        );
+        let device = json(&line)["device"].as_str().unwrap().to_string();
+        devices.remove(device.as_str());
+    }
+}
+
+/// No broker on the port: exit 4 with the reason, after the connect timeout, not a hang.
+#[test]
+fn an_unreachable_broker_is_exit_4() {
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    for args in [
+        vec!["send", "--org", "acme", "--device", "d", "reboot"],
+        vec!["monitor"],
+        vec!["simulate", "--org", "acme", "--devices", "2"],
+    ] {
+        let mut args = args.clone();
+        args.extend(["--broker", &url, "--connect-timeout", "1"]);
+        let started = Instant::now();
+        let out = run(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(&format!("127.0.0.1:{port}")),
+            "{}",
+            text(&out.stderr)
+        );
+        assert!(started.elapsed() < Duration::from_secs(8), "{args:?}");
+    }
+}
+
+/// A bare MQTT client: publishes and subscribes wherever the test says, and records what the
+/// broker delivers and acknowledges.
+struct Raw {
+    client: AsyncClient,
+    events: tokio::sync::mpsc::UnboundedReceiver<Packet>,
+}
+
+impl Raw {
+    async fn connect(broker: &Mosquitto, id: &str, credentials: Option<(&str, &str)>) -> Self {
+        let mut options = MqttOptions::new(id, "127.0.0.1", broker.port());
+        if let Some((user, password)) = credentials {
+            options.set_credentials(user, password);
+        }
+        let (client, mut eventloop) = AsyncClient::new(options, 64);
+        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(event) = eventloop.poll().await {
+                if let Event::Incoming(packet) = event {
+                    if tx.send(packet).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut raw = Self { client, events };
+        match raw.next().await {
+            Packet::ConnAck(ack) => {
+                assert_eq!(ack.code, rumqttc::ConnectReturnCode::Success, "{id}")
+            }
+            other => panic!("{id}: {other:?}"),
+        }
+        raw
+    }
+
+    async fn next(&mut self) -> Packet {
+        tokio::time::timeout(Duration::from_secs(10), self.events.recv())
+            .await
+            .expect("the broker said nothing in 10 s")
+            .expect("connection ended")
+    }
+
+    /// Waits for `n` PUBACKs.
+    async fn acked(mut self, n: usize) -> Self {
+        let mut acks = 0;
+        while acks < n {
+            if let Packet::PubAck(_) = self.next().await {
+                acks += 1;
+            }
+        }
+        self
+    }
+
+    async fn subscribe(&mut self, filter: &str) -> Vec<rumqttc::SubscribeReasonCode> {
+        self.client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        loop {
+            if let Packet::SubAck(ack) = self.next().await {
+                return ack.return_codes;
+            }
+        }
+    }
+
+    /// Every publish delivered until one on `last` arrives (that one included).
+    async fn delivered_until(&mut self, last: &str) -> Vec<String> {
+        self.delivered_until_all(&[last]).await
+    }
+
+    /// Every publish delivered until one on each of `topics` arrived, in any order.
+    async fn delivered_until_all(&mut self, topics: &[&str]) -> Vec<String> {
+        let mut delivered = Vec::new();
+        while !topics.iter().all(|t| delivered.iter().any(|d| d == t)) {
+            if let Packet::Publish(p) = self.next().await {
+                delivered.push(p.topic.clone());
+            }
+        }
+        delivered
+    }
+}
+
+/// `dese acl` files on a real Mosquitto: each device reaches its own topics and nothing else;
+/// the proof is what the broker delivers (MQTT 3.1.1 acknowledges a denied publish too).
+#[test]
+fn acl_confines_every_device_to_its_own_topics() {
+    let dir = std::env::temp_dir().join(format!("dese-cli-acl-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let registry = dir.join("registry.toml");
+    std::fs::write(
+        &registry,
+        r#"
+[[backend]]
+username = "backend"
+password = "backend-secret"
+
+[[device]]
+org = "acme"
+device = "pool-1"
+password = "one"
+
+[[device]]
+org = "acme"
+device = "pool-2"
+password = "two"
+
+[[device]]
+org = "other"
+device = "pool-1"
+password = "three"
+"#,
+    )
+    .unwrap();
+    let out: PathBuf = dir.join("mosquitto");
+    let acl = run(&[
+        "acl",
+        "--devices",
+        registry.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(acl.status.code(), Some(0), "{}", text(&acl.stderr));
+    let broker = Mosquitto::start_with(MosquittoConfig {
+        allow_anonymous: false,
+        password_file: Some(out.join("passwd")),
+        acl_file: Some(out.join("acl")),
+        ..MosquittoConfig::default()
+    })
+    .unwrap();
+
+    // The generated password file works for the SDK's own tools, and a wrong password is a
+    // typed refusal (exit 4) rather than a retry loop.
+    let url = broker.url();
+    let wrong = run(&[
+        "send",
+        "--broker",
+        &url,
+        "--username",
+        "backend",
+        "--password",
+        "nope",
+        "--org",
+        "acme",
+        "--device",
+        "pool-1",
+        "reboot",
+    ]);
+    assert_eq!(wrong.status.code(), Some(4), "{}", text(&wrong.stderr));
+    assert!(
+        text(&wrong.stderr).contains("refused"),
+        "{}",
+        text(&wrong.stderr)
+    );
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut backend =
+            Raw::connect(&broker, "backend", Some(("backend", "backend-secret"))).await;
+        let mut one = Raw::connect(&broker, "acme:pool-1", Some(("acme/pool-1", "one"))).await;
+        let mut two = Raw::connect(&broker, "acme:pool-2", Some(("acme/pool-2", "two"))).await;
+        let mut other =
+            Raw::connect(&broker, "other:pool-1", Some(("other/pool-1", "three"))).await;
+
+        for filter in [
+            "devices/+/+/telemetry",
+            "devices/+/+/status",
+            "devices/+/+/alert",
+        ] {
+            backend.subscribe(filter).await;
+        }
+        for (device, own) in [
+            (&mut one, "acme/pool-1"),
+            (&mut two, "acme/pool-2"),
+            (&mut other, "other/pool-1"),
+        ] {
+            device.subscribe(&format!("devices/{own}/commands")).await;
+            device.subscribe(&format!("devices/{own}/config")).await;
+        }
+        // pool-1 tries to read everything, its neighbour's commands and another org's.
+        for filter in [
+            "devices/#",
+            "devices/acme/pool-2/commands",
+            "devices/other/+/commands",
+            "#",
+        ] {
+            one.subscribe(filter).await;
+        }
+
+        // pool-1 writes: its own telemetry (allowed), then a forged reading of its neighbour, a
+        // forged status of another org's device, and a command to its neighbour (all denied).
+        for topic in [
+            "devices/acme/pool-2/telemetry",
+            "devices/other/pool-1/status",
+            "devices/acme/pool-2/commands",
+            "devices/other/pool-1/commands",
+            "devices/acme/pool-1/telemetry",
+        ] {
+            one.client
+                .publish(topic, QoS::AtLeastOnce, false, "{}")
+                .await
+                .unwrap();
+        }
+        // another org's device forges acme's status, then sends its own.
+        other
+            .client
+            .publish("devices/acme/pool-1/status", QoS::AtLeastOnce, false, "{}")
+            .await
+            .unwrap();
+        other
+            .client
+            .publish("devices/other/pool-1/alert", QoS::AtLeastOnce, false, "{}")
+            .await
+            .unwrap();
+
+        // The backend receives only what each device may write, in order.
+        let mut got = backend
+            .delivered_until_all(&[
+                "devices/acme/pool-1/telemetry",
+                "devices/other/pool-1/alert",
+            ])
+            .await;
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "devices/acme/pool-1/telemetry",
+                "devices/other/pool-1/alert"
+            ]
+        );
+
+        // The backend commands every device; each gets its own command only. pool-1's own
+        // command comes last, so everything it could have been given arrives before it.
+        for topic in [
+            "devices/acme/pool-2/commands",
+            "devices/other/pool-1/commands",
+            "devices/acme/pool-2/config",
+            "devices/acme/pool-1/commands",
+        ] {
+            backend
+                .client
+                .publish(topic, QoS::AtLeastOnce, false, "{}")
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            one.delivered_until("devices/acme/pool-1/commands").await,
+            ["devices/acme/pool-1/commands"]
+        );
+        assert_eq!(
+            two.delivered_until("devices/acme/pool-2/config").await,
+            ["devices/acme/pool-2/commands", "devices/acme/pool-2/config"],
+            "pool-2 gets the backend's command and config, and not pool-1's forged command"
+        );
+        assert_eq!(
+            other.delivered_until("devices/other/pool-1/commands").await,
+            ["devices/other/pool-1/commands"]
+        );
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
