@@ -455,7 +455,7 @@ impl Raw {
     }
 }
 
-/// `dese acl` files on a real Mosquitto: each device reaches its own topics and nothing else;
+/// DESE-S3: `dese acl` files on a real Mosquitto: each device reaches its own topics and nothing else;
 /// the proof is what the broker delivers (MQTT 3.1.1 acknowledges a denied publish too).
 #[test]
 fn acl_confines_every_device_to_its_own_topics() {
