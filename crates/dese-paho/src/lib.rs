@@ -27,7 +27,7 @@
 
 mod link;
 
-pub use dese_transport::{BrokerOptions, ConnectionFailure, Error, ErrorKind};
+pub use dese_transport::{BackendHandle, BrokerOptions, ConnectionFailure, Error, ErrorKind};
 pub use link::{Paho, PahoLink};
 
 /// A device over paho-mqtt.

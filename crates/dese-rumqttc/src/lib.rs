@@ -30,7 +30,7 @@
 mod link;
 mod tls;
 
-pub use dese_transport::{BrokerOptions, ConnectionFailure, Error, ErrorKind};
+pub use dese_transport::{BackendHandle, BrokerOptions, ConnectionFailure, Error, ErrorKind};
 pub use link::{Rumqttc, RumqttcLink};
 
 /// A device over rumqttc.

@@ -56,7 +56,7 @@ struct Status {
 /// (commands, retries, config) until the broker acknowledges it, publishing again after a
 /// reconnection what was not acknowledged.
 pub struct BackendClient<T> {
-    control: mpsc::UnboundedSender<Control>,
+    handle: BackendHandle,
     events: mpsc::Receiver<Event>,
     status: watch::Receiver<Status>,
     failure: watch::Receiver<Option<ConnectionFailure>>,
@@ -136,7 +136,7 @@ impl<T: Transport> BackendClient<T> {
         };
         let task = tokio::spawn(driver.run());
         Ok(Self {
-            control,
+            handle: BackendHandle { control },
             events,
             status,
             failure,
@@ -149,7 +149,26 @@ impl<T: Transport> BackendClient<T> {
 /// The backend's MQTT keepalive.
 const KEEPALIVE: Duration = Duration::from_secs(60);
 
-impl<T> BackendClient<T> {
+/// Sends commands and config and reads presence, from any task: a cheap clone of the
+/// [`BackendClient`]'s control channel ([`BackendClient::handle`]). The event stream stays with
+/// the client; a web handler or an alert reactor holds a handle.
+///
+/// The client's task runs while the client or any handle exists, until
+/// [`BackendClient::shutdown`].
+#[derive(Clone)]
+pub struct BackendHandle {
+    control: mpsc::UnboundedSender<Control>,
+}
+
+impl core::fmt::Debug for BackendHandle {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("BackendHandle")
+            .field("closed", &self.control.is_closed())
+            .finish()
+    }
+}
+
+impl BackendHandle {
     /// Sends `action` to a device and waits for the outcome: completed, failed, or timed out
     /// (after the engine's timeout and retries, which reuse the command id).
     ///
@@ -245,6 +264,59 @@ impl<T> BackendClient<T> {
             .map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)
     }
+}
+
+impl<T> BackendClient<T> {
+    /// A handle that sends commands and config and reads presence from another task.
+    pub fn handle(&self) -> BackendHandle {
+        self.handle.clone()
+    }
+
+    /// [`BackendHandle::send_command`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`BackendHandle::send_command`]: the command is not withdrawn.
+    pub async fn send_command(
+        &self,
+        org: OrgId,
+        device: DeviceId,
+        action: Action,
+    ) -> Result<(CommandId, Outcome), Error> {
+        self.handle.send_command(org, device, action).await
+    }
+
+    /// [`BackendHandle::send_config`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`BackendHandle::send_config`]: the config is not withdrawn.
+    pub async fn send_config(
+        &self,
+        org: OrgId,
+        device: DeviceId,
+        config: DeviceConfig,
+    ) -> Result<(), Error> {
+        self.handle.send_config(org, device, config).await
+    }
+
+    /// [`BackendHandle::presence`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a query only reads.
+    pub async fn presence(&self, org: OrgId, device: DeviceId) -> Result<Option<Presence>, Error> {
+        self.handle.presence(org, device).await
+    }
+
+    /// [`BackendHandle::devices`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a query only reads.
+    pub async fn devices(&self) -> Result<Vec<(DeviceKey, Presence)>, Error> {
+        self.handle.devices().await
+    }
 
     /// The next event: telemetry, statuses, alerts, command outcomes, duplicates, drops.
     ///
@@ -283,7 +355,7 @@ impl<T> BackendClient<T> {
     ///
     /// Not cancel safe: if cancelled, the client still ends but the result is lost.
     pub async fn shutdown(self) -> Result<(), Error> {
-        let control = self.control;
+        let control = self.handle.control;
         shutdown(
             |done| control.send(Control::Shutdown(done)).is_ok(),
             self.task,

@@ -27,7 +27,7 @@ mod error;
 mod link;
 mod options;
 
-pub use backend::BackendClient;
+pub use backend::{BackendClient, BackendHandle};
 pub use device::DeviceClient;
 pub use error::{ConnectionFailure, Error, ErrorKind};
 pub use link::{Link, LinkEvent, Session, Transport, Will};
