@@ -1,0 +1,324 @@
+//! The reference backend: a whole backend in one short crate, built on the SDK's public API.
+//!
+//! It ingests every organization's messages (or its share of a shared-subscription group, so
+//! that several instances split the load) with [`dese_transport::BackendClient`], and:
+//!
+//! - stores telemetry, statuses (last wills included), presence, alerts and command outcomes
+//!   in SQLite ([`Store`]);
+//! - counts refused messages by reason and logs them, never storing them as data;
+//! - sends each device its thresholds when it comes online ([`BackendOptions::config`]);
+//! - reacts to a pH alert above the maximum with `set_pump` on the acid pump, and to chlorine
+//!   below the minimum with the chlorine pump, and records each command's lifecycle:
+//!   completed, failed, timed out, or late.
+//!
+//! [`ReferenceBackend::activity`] tells the application what happened, for its logs.
+#![forbid(unsafe_code)]
+// A std crate: portability to no_std is not a goal here.
+#![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
+
+mod store;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dese_backend::{DeviceKey, Event, Outcome, Settings};
+use dese_protocol::{
+    Action, CommandId, DeviceConfig, DeviceId, DeviceState, OrgId, PumpState, Sensor, ShareGroup,
+};
+use dese_transport::{BackendClient, BackendHandle, BrokerOptions, Error, Transport};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use store::{Store, Summary};
+
+/// The pumps of the reference device (and of `dese simulate`).
+const ACID_PUMP: u32 = 1;
+const CHLORINE_PUMP: u32 = 2;
+
+/// How the backend runs.
+#[derive(Debug, Clone)]
+pub struct BackendOptions {
+    /// The SQLite file (created when missing).
+    pub db: PathBuf,
+    /// The MQTT client id; reuse it across restarts so that the broker keeps the session.
+    pub client_id: String,
+    /// A shared-subscription group, to split the load with other instances.
+    pub group: Option<ShareGroup>,
+    /// The engine's settings: allowed organizations, command timeout and retries, rate limit.
+    pub settings: Settings,
+    /// Sent to each device when it comes online; `None` sends nothing.
+    pub config: Option<DeviceConfig>,
+    /// Whether alerts start a pump.
+    pub react_to_alerts: bool,
+    /// How long a reaction runs the pump, in seconds.
+    pub pump_seconds: u32,
+}
+
+impl BackendOptions {
+    /// Storage in `db`, every organization, reactions on, no config sent.
+    pub fn new(db: impl Into<PathBuf>) -> Self {
+        Self {
+            db: db.into(),
+            client_id: "dese-reference-backend".to_string(),
+            group: None,
+            settings: Settings::default(),
+            config: None,
+            react_to_alerts: true,
+            pump_seconds: 60,
+        }
+    }
+}
+
+/// What the backend did, for the application's log.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Activity {
+    /// An event of the engine, already stored.
+    Event(Event),
+    /// A command sent in reaction to an alert.
+    Reaction {
+        /// The device.
+        device: DeviceKey,
+        /// The command.
+        action: Action,
+        /// The alert's message.
+        because: String,
+    },
+    /// Config sent to a device that came online.
+    ConfigSent(DeviceKey),
+    /// Writing to the database failed (the event is lost for the database, not for the log).
+    StoreFailed(String),
+}
+
+/// Sends commands and records them: cloneable, usable from any task.
+#[derive(Debug, Clone)]
+pub struct Commander {
+    handle: BackendHandle,
+    store: Arc<Store>,
+}
+
+impl Commander {
+    /// Sends `action` and waits for its outcome (after the engine's timeout and retries); the
+    /// command's name and outcome are stored.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling does not withdraw the command; its outcome is still stored by the event loop.
+    pub async fn send(
+        &self,
+        org: OrgId,
+        device: DeviceId,
+        action: Action,
+    ) -> Result<(CommandId, Outcome), Error> {
+        let key = DeviceKey {
+            org: org.clone(),
+            device: device.clone(),
+        };
+        let name = action.name().to_string();
+        let (id, outcome) = self.handle.send_command(org, device, action).await?;
+        let _ = self.store.command_sent(id.as_str(), &key, &name);
+        Ok((id, outcome))
+    }
+}
+
+/// A running reference backend.
+pub struct ReferenceBackend {
+    commander: Commander,
+    store: Arc<Store>,
+    activity: mpsc::Receiver<Activity>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), Error>>,
+}
+
+impl ReferenceBackend {
+    /// Opens the database, connects, and runs until [`ReferenceBackend::shutdown`].
+    pub fn spawn<T: Transport>(
+        broker: &BrokerOptions,
+        options: BackendOptions,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let store = Arc::new(Store::open(&options.db)?);
+        let client = BackendClient::<T>::spawn(
+            broker,
+            &options.client_id,
+            options.settings.clone(),
+            options.group.clone(),
+        )?;
+        let commander = Commander {
+            handle: client.handle(),
+            store: Arc::clone(&store),
+        };
+        let (activity_tx, activity) = mpsc::channel(1024);
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(
+            EventLoop {
+                client,
+                commander: commander.clone(),
+                store: Arc::clone(&store),
+                options,
+                activity: activity_tx,
+                reacted: HashMap::new(),
+            }
+            .run(stopped),
+        );
+        Ok(Self {
+            commander,
+            store,
+            activity,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// Sends commands and records them.
+    pub fn commander(&self) -> Commander {
+        self.commander.clone()
+    }
+
+    /// The database.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// What happened next. Activity not read is dropped once 1,024 wait (the database has
+    /// it all).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn activity(&mut self) -> Option<Activity> {
+        self.activity.recv().await
+    }
+
+    /// Disconnects and waits for the event loop to end.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: the result is lost if cancelled.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.unwrap_or(Err(Error::Closed))
+    }
+}
+
+struct EventLoop<T> {
+    client: BackendClient<T>,
+    commander: Commander,
+    store: Arc<Store>,
+    options: BackendOptions,
+    activity: mpsc::Sender<Activity>,
+    reacted: HashMap<DeviceKey, Instant>,
+}
+
+impl<T> EventLoop<T> {
+    async fn run(mut self, mut stopped: oneshot::Receiver<()>) -> Result<(), Error> {
+        loop {
+            tokio::select! {
+                event = self.client.next_event() => match event {
+                    Some(event) => self.handle(event).await,
+                    None => return Err(Error::Closed),
+                },
+                _ = &mut stopped => return self.client.shutdown().await,
+            }
+        }
+    }
+
+    async fn handle(&mut self, event: Event) {
+        let stored = match &event {
+            Event::Telemetry { device, telemetry } => self.store.telemetry(device, telemetry),
+            Event::Status { device, status } => self.store.status(device, status),
+            Event::PresenceChanged { device, to, .. } => {
+                if *to == DeviceState::Online {
+                    self.configure(device).await;
+                }
+                self.store.presence(device, Some(*to))
+            }
+            Event::PresenceCleared { device } => self.store.presence(device, None),
+            Event::Alert { device, alert } => {
+                self.react(device, alert);
+                self.store.alert(device, alert)
+            }
+            Event::Command {
+                device,
+                command_id,
+                outcome,
+            } => self
+                .store
+                .command_outcome(command_id.as_str(), device, outcome),
+            Event::LateResponse { device, response } => self.store.late_response(device, response),
+            Event::Dropped {
+                topic,
+                reason,
+                error,
+            } => {
+                eprintln!("dese-backend: refused a message on {topic}: {error}");
+                self.store.dropped(reason.as_str())
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = stored {
+            self.tell(Activity::StoreFailed(e.to_string()));
+        }
+        self.tell(Activity::Event(event));
+    }
+
+    async fn configure(&mut self, device: &DeviceKey) {
+        if let Some(config) = self.options.config.clone() {
+            let sent = self
+                .client
+                .send_config(device.org.clone(), device.device.clone(), config)
+                .await;
+            if sent.is_ok() {
+                self.tell(Activity::ConfigSent(device.clone()));
+            }
+        }
+    }
+
+    /// pH above its maximum: acid. Chlorine below its minimum: chlorine. At most once a
+    /// minute per device, so that a flapping sensor does not flood the device with commands.
+    fn react(&mut self, device: &DeviceKey, alert: &dese_protocol::Alert) {
+        if !self.options.react_to_alerts {
+            return;
+        }
+        let (Some(sensor), Some(value), Some(threshold)) =
+            (&alert.sensor, alert.value, alert.threshold)
+        else {
+            return;
+        };
+        let pump = match sensor {
+            Sensor::Ph if value.get() > threshold.get() => ACID_PUMP,
+            Sensor::Chlorine if value.get() < threshold.get() => CHLORINE_PUMP,
+            _ => return,
+        };
+        let now = Instant::now();
+        if self
+            .reacted
+            .get(device)
+            .is_some_and(|last| now.duration_since(*last) < Duration::from_secs(60))
+        {
+            return;
+        }
+        self.reacted.insert(device.clone(), now);
+        let action = Action::SetPump {
+            pump_id: pump,
+            state: PumpState::On,
+            duration: Some(self.options.pump_seconds),
+        };
+        self.tell(Activity::Reaction {
+            device: device.clone(),
+            action: action.clone(),
+            because: alert.message.clone(),
+        });
+        let commander = self.commander.clone();
+        let (org, id) = (device.org.clone(), device.device.clone());
+        // The outcome arrives as an event and is stored there.
+        tokio::spawn(async move { commander.send(org, id, action).await });
+    }
+
+    fn tell(&self, activity: Activity) {
+        let _ = self.activity.try_send(activity);
+    }
+}

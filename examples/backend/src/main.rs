@@ -1,0 +1,246 @@
+//! `dese-backend`: the reference backend. `dese-backend --help` lists the options.
+#![forbid(unsafe_code)]
+#![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use dese_backend::{Event, Outcome};
+use dese_protocol::{DeviceConfig, Finite, OrgId, Sensor, ShareGroup, Threshold};
+use dese_reference_backend::{Activity, BackendOptions, ReferenceBackend};
+use dese_rumqttc::{BrokerOptions, Rumqttc};
+
+/// The DESE reference backend: every device message into SQLite, presence, thresholds sent to
+/// devices as they come online, pumps started in reaction to alerts.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    after_help = "\
+Examples:
+  dese-backend --db dese.sqlite
+  dese-backend --db a.sqlite --group backends --client-id backend-a   # two instances
+  dese-backend --db b.sqlite --group backends --client-id backend-b   # split the load
+  sqlite3 dese.sqlite 'SELECT device, ph, chlorine FROM telemetry ORDER BY rowid DESC LIMIT 5'"
+)]
+struct Args {
+    /// The broker: mqtt://host[:port] or mqtts://host[:port]
+    #[arg(long, env = "DESE_BROKER", default_value = "mqtt://127.0.0.1:1883")]
+    broker: String,
+    /// The username
+    #[arg(long, env = "DESE_USERNAME", requires = "password")]
+    username: Option<String>,
+    /// The password (prefer the environment variable)
+    #[arg(
+        long,
+        env = "DESE_PASSWORD",
+        hide_env_values = true,
+        requires = "username"
+    )]
+    password: Option<String>,
+    /// The broker's CA, PEM (mqtts://)
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// The SQLite file (created when missing)
+    #[arg(long, default_value = "dese.sqlite")]
+    db: PathBuf,
+    /// The MQTT client id; keep it across restarts so that the broker keeps the session
+    #[arg(long, default_value = "dese-reference-backend")]
+    client_id: String,
+    /// Join this shared-subscription group, to split the load with other instances
+    #[arg(long)]
+    group: Option<String>,
+    /// Serve only this organization (repeatable; default: every organization)
+    #[arg(long = "org")]
+    orgs: Vec<String>,
+    /// How long a command waits for its response, seconds
+    #[arg(long, default_value_t = 30.0)]
+    command_timeout: f64,
+    /// The pH range sent to devices as alert thresholds, MIN:MAX
+    #[arg(long, default_value = "6.8:7.8")]
+    ph_range: String,
+    /// Send no thresholds to devices
+    #[arg(long)]
+    no_config: bool,
+    /// Do not start pumps in reaction to alerts
+    #[arg(long)]
+    no_react: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(run(args)),
+        Err(e) => {
+            eprintln!("dese-backend: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> ExitCode {
+    let options = match options(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("dese-backend: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let broker = match broker(&args) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("dese-backend: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut backend = match ReferenceBackend::spawn::<Rumqttc>(&broker, options) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("dese-backend: {e}");
+            return ExitCode::from(4);
+        }
+    };
+    println!(
+        "dese-backend: storing into {} from {} (Ctrl-C to stop)",
+        args.db.display(),
+        args.broker
+    );
+    let stop = tokio::signal::ctrl_c();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            activity = backend.activity() => match activity {
+                Some(activity) => log(&activity),
+                None => break,
+            },
+            _ = &mut stop => break,
+        }
+    }
+    let summary = backend.store().summary();
+    let ended = backend.shutdown().await;
+    match summary {
+        Ok(s) => println!(
+            "dese-backend: stored {} telemetry, {} statuses, {} alerts; commands {:?}; presence {:?}; refused {:?}",
+            s.telemetry, s.statuses, s.alerts, s.commands, s.presence, s.dropped
+        ),
+        Err(e) => eprintln!("dese-backend: cannot read the database: {e}"),
+    }
+    match ended {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dese-backend: {e}");
+            ExitCode::from(4)
+        }
+    }
+}
+
+fn log(activity: &Activity) {
+    match activity {
+        Activity::Event(Event::PresenceChanged { device, from, to }) => {
+            println!(
+                "{}/{}: {} -> {to}",
+                device.org,
+                device.device,
+                from.map_or("unknown".to_string(), |f| f.to_string())
+            );
+        }
+        Activity::Event(Event::Alert { device, alert }) => {
+            println!(
+                "{}/{}: alert {}: {}",
+                device.org, device.device, alert.severity, alert.message
+            );
+        }
+        Activity::Event(Event::Command {
+            device,
+            command_id,
+            outcome,
+        }) => {
+            let what = match outcome {
+                Outcome::Completed(_) => "completed".to_string(),
+                Outcome::Failed(r) => {
+                    format!("failed: {}", r.error.as_deref().unwrap_or("no reason"))
+                }
+                Outcome::TimedOut { attempts } => format!("timed out after {attempts} attempt(s)"),
+            };
+            println!(
+                "{}/{}: command {command_id} {what}",
+                device.org, device.device
+            );
+        }
+        Activity::Event(Event::LateResponse { device, response }) => {
+            println!(
+                "{}/{}: late response to {}",
+                device.org, device.device, response.command_id
+            );
+        }
+        Activity::Reaction {
+            device,
+            action,
+            because,
+        } => {
+            println!(
+                "{}/{}: sending {} because {because}",
+                device.org,
+                device.device,
+                action.name()
+            );
+        }
+        Activity::ConfigSent(device) => {
+            println!("{}/{}: thresholds sent", device.org, device.device)
+        }
+        Activity::StoreFailed(e) => eprintln!("dese-backend: database write failed: {e}"),
+        _ => {}
+    }
+}
+
+fn broker(args: &Args) -> Result<BrokerOptions, String> {
+    let mut broker = BrokerOptions::parse(&args.broker).map_err(|e| e.to_string())?;
+    if let (Some(user), Some(password)) = (&args.username, &args.password) {
+        broker = broker.with_credentials(user, password);
+    }
+    if let Some(ca) = &args.ca {
+        broker = broker.with_ca(ca).map_err(|e| e.to_string())?;
+    }
+    Ok(broker)
+}
+
+fn options(args: &Args) -> Result<BackendOptions, String> {
+    let mut options = BackendOptions::new(&args.db);
+    options.client_id = args.client_id.clone();
+    options.group = args
+        .group
+        .as_deref()
+        .map(ShareGroup::parse)
+        .transpose()
+        .map_err(|e| format!("--group: {e}"))?;
+    if !args.orgs.is_empty() {
+        let orgs = args
+            .orgs
+            .iter()
+            .map(|o| OrgId::parse(o).map_err(|e| format!("--org {o:?}: {e}")))
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        options.settings.allowed_orgs = Some(orgs);
+    }
+    options.settings.command_timeout = Duration::try_from_secs_f64(args.command_timeout)
+        .map_err(|_| "--command-timeout must be a number of seconds".to_string())?;
+    options.react_to_alerts = !args.no_react;
+    if !args.no_config {
+        let (min, max) = args
+            .ph_range
+            .split_once(':')
+            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+            .ok_or("--ph-range must be MIN:MAX, such as 6.8:7.8")?;
+        let bound = |v: f64| Finite::new(v).map_err(|e| format!("--ph-range: {e}"));
+        let threshold = Threshold {
+            min: Some(bound(min)?),
+            max: Some(bound(max)?),
+        };
+        options.config = Some(DeviceConfig {
+            alert_thresholds: Some(BTreeMap::from([(Sensor::Ph, threshold)])),
+            ..DeviceConfig::default()
+        });
+    }
+    Ok(options)
+}
