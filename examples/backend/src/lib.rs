@@ -237,10 +237,7 @@ impl<T> EventLoop<T> {
                 self.store.presence(device, Some(*to))
             }
             Event::PresenceCleared { device } => self.store.presence(device, None),
-            Event::Alert { device, alert } => {
-                self.react(device, alert);
-                self.store.alert(device, alert)
-            }
+            Event::Alert { device, alert } => self.store.alert(device, alert),
             Event::Command {
                 device,
                 command_id,
@@ -262,7 +259,14 @@ impl<T> EventLoop<T> {
         if let Err(e) = stored {
             self.tell(Activity::StoreFailed(e.to_string()));
         }
+        let alert = match &event {
+            Event::Alert { device, alert } => Some((device.clone(), alert.clone())),
+            _ => None,
+        };
         self.tell(Activity::Event(event));
+        if let Some((device, alert)) = alert {
+            self.react(&device, &alert);
+        }
     }
 
     async fn configure(&mut self, device: &DeviceKey) {
