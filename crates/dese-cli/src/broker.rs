@@ -20,7 +20,7 @@ pub(crate) enum TransportKind {
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Broker")]
 pub(crate) struct BrokerArgs {
-    /// The broker: mqtt://host[:port] (port 1883 by default), or mqtts://host[:port] for TLS
+    /// The broker: mqtt://HOST:PORT (the port is 1883 when left out), or mqtts://HOST:PORT for TLS
     /// (port 8883, needs --ca)
     #[arg(
         long,

@@ -26,7 +26,7 @@ Examples:
   sqlite3 dese.sqlite 'SELECT device, ph, chlorine FROM telemetry ORDER BY rowid DESC LIMIT 5'"
 )]
 struct Args {
-    /// The broker: mqtt://host[:port] or mqtts://host[:port]
+    /// The broker: mqtt://HOST:PORT or mqtts://HOST:PORT
     #[arg(long, env = "DESE_BROKER", default_value = "mqtt://127.0.0.1:1883")]
     broker: String,
     /// The username

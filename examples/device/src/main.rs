@@ -24,7 +24,7 @@ Examples:
       --org acme --device pool-1 --interval-ms 5000"
 )]
 struct Args {
-    /// The broker: mqtt://host[:port] or mqtts://host[:port]
+    /// The broker: mqtt://HOST:PORT or mqtts://HOST:PORT
     #[arg(long, env = "DESE_BROKER", default_value = "mqtt://127.0.0.1:1883")]
     broker: String,
     /// The username

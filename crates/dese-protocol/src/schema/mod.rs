@@ -58,7 +58,7 @@ pub struct File {
     pub contents: String,
 }
 
-/// What [`write`] found for one file.
+/// What [`write()`] found for one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileState {
     /// The file on disk already held these contents.
