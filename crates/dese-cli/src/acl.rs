@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use dese_protocol::{DeviceId, MessageKind, OrgId};
+use dese_protocol::{DeviceId, Direction, MessageKind, OrgId};
 use ring::rand::SecureRandom as _;
 use serde::Deserialize;
 
@@ -135,25 +135,17 @@ fn users(registry: &Registry) -> Result<Vec<User>, String> {
                 })
                 .collect::<Result<_, String>>()?,
         };
-        let mut rules = Vec::new();
-        for org in &orgs {
-            for kind in MessageKind::ALL {
-                let access = if kind.direction() == dese_protocol::Direction::DeviceToBackend {
-                    "read"
-                } else {
-                    "write"
-                };
-                rules.push(format!("topic {access} devices/{org}/+/{kind}"));
-            }
-        }
         users.push(User {
+            rules: orgs
+                .iter()
+                .flat_map(|org| rules(org, "+", Direction::BackendToDevice))
+                .collect(),
             name: username(&entry.username, &what)?,
             hash: hash(
                 entry.password.as_deref(),
                 entry.password_hash.as_deref(),
                 &what,
             )?,
-            rules,
             what,
         });
     }
@@ -170,25 +162,14 @@ fn users(registry: &Registry) -> Result<Vec<User>, String> {
             .username
             .clone()
             .unwrap_or_else(|| format!("{org}/{device}"));
-        let rules = MessageKind::ALL
-            .iter()
-            .map(|kind| {
-                let access = if kind.direction() == dese_protocol::Direction::DeviceToBackend {
-                    "write"
-                } else {
-                    "read"
-                };
-                format!("topic {access} devices/{org}/{device}/{kind}")
-            })
-            .collect();
         users.push(User {
+            rules: rules(org.as_str(), device.as_str(), Direction::DeviceToBackend),
             name: username(&name, &what)?,
             hash: hash(
                 entry.password.as_deref(),
                 entry.password_hash.as_deref(),
                 &what,
             )?,
-            rules,
             what,
         });
     }
@@ -202,6 +183,22 @@ fn users(registry: &Registry) -> Result<Vec<User>, String> {
         }
     }
     Ok(users)
+}
+
+/// The six rules of one party on `devices/{org}/{device}/{kind}`: it writes the kinds that
+/// travel in its `sends` direction and reads the others.
+fn rules(org: &str, device: &str, sends: Direction) -> Vec<String> {
+    MessageKind::ALL
+        .iter()
+        .map(|kind| {
+            let access = if kind.direction() == sends {
+                "write"
+            } else {
+                "read"
+            };
+            format!("topic {access} devices/{org}/{device}/{kind}")
+        })
+        .collect()
 }
 
 /// Mosquitto trims blanks around a topic in its ACL file, so an id that starts or ends with

@@ -68,33 +68,16 @@ pub(crate) struct BrokerArgs {
 impl BrokerArgs {
     /// The transport's broker options: URL, credentials, TLS files (read and checked now).
     pub(crate) fn options(&self) -> Result<BrokerOptions, Failure> {
-        let mut options = BrokerOptions::parse(&self.broker).map_err(usage)?;
-        if let (Some(username), Some(password)) = (&self.username, &self.password) {
-            options = options.with_credentials(username, password);
-        }
-        if let Some(ca) = &self.ca {
-            options = options.with_ca(ca).map_err(usage)?;
-        }
-        if let (Some(cert), Some(key)) = (&self.client_cert, &self.client_key) {
-            options = options.with_client_cert(cert, key).map_err(usage)?;
-        }
-        if options.is_secure() && self.ca.is_none() {
-            return Err(Failure::usage(format!(
-                "{} asks for TLS: give the broker's CA with --ca",
-                self.broker
-            )));
-        }
-        Ok(options)
+        let credentials = self.username.as_deref().zip(self.password.as_deref());
+        let client_cert = self.client_cert.as_deref().zip(self.client_key.as_deref());
+        BrokerOptions::from_parts(&self.broker, credentials, self.ca.as_deref(), client_cert)
+            .map_err(|e| Failure::usage(e.to_string()))
     }
 
     pub(crate) fn connect_timeout(&self) -> Result<Duration, Failure> {
         Duration::try_from_secs_f64(self.connect_timeout)
             .map_err(|_| Failure::usage("--connect-timeout must be a number of seconds"))
     }
-}
-
-fn usage(error: dese_transport::Error) -> Failure {
-    Failure::usage(error.to_string())
 }
 
 /// A client id for one run of a tool: `dese-{role}-{pid}-{nanoseconds}`, so that two runs

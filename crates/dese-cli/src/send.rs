@@ -12,16 +12,6 @@ use crate::broker::{BrokerArgs, TransportKind, client_id, connected};
 use crate::exit::{Exit, Failure};
 use crate::render::message_json;
 
-/// The six commands, for the help text and the check of the name.
-const COMMANDS: [&str; 6] = [
-    "set_pump",
-    "set_ph_target",
-    "set_chlorine_target",
-    "reboot",
-    "reset_config",
-    "calibrate_sensor",
-];
-
 /// Send a command to a device and wait for its response.
 ///
 /// The parameters are checked against the protocol before anything is sent. A value is read as
@@ -169,11 +159,11 @@ async fn send<T: Transport>(args: Args) -> Result<Exit, Failure> {
 /// The typed command, checked exactly as the device will check it: the parameters are put in
 /// a command message and decoded.
 fn action(args: &Args, org: &OrgId, device: &DeviceId) -> Result<Action, Failure> {
-    if !args.allow_unknown && !COMMANDS.contains(&args.command.as_str()) {
+    if !args.allow_unknown && !Action::NAMES.contains(&args.command.as_str()) {
         return Err(Failure::usage(format!(
             "unknown command {:?}: expected one of {} (or --allow-unknown)",
             args.command,
-            COMMANDS.join(", ")
+            Action::NAMES.join(", ")
         )));
     }
     let mut parameters = JsonObject::new();

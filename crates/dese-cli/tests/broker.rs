@@ -24,6 +24,13 @@ fn run(args: &[&str]) -> Output {
     dese().args(args).stdin(Stdio::null()).output().unwrap()
 }
 
+/// `dese send --broker URL --org acme --device DEVICE ARGS...`
+fn send(url: &str, device: &str, args: &[&str]) -> Output {
+    let mut all = vec!["send", "--broker", url, "--org", "acme", "--device", device];
+    all.extend_from_slice(args);
+    run(&all)
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -169,42 +176,30 @@ fn simulate_monitor_and_send_work_together() {
     // Each device comes online (the monitor sees its status) before it is commanded.
     wait_presence(&monitor, "online", &mut seen);
 
-    let ok = run(&[
-        "send",
-        "--broker",
+    let ok = send(
         &url,
-        "--org",
-        "acme",
-        "--device",
         "sim-001",
-        "set_pump",
-        "pump_id=1",
-        "state=on",
-        "duration=60",
-        "--timeout",
-        "10",
-        "--json",
-    ]);
+        &[
+            "set_pump",
+            "pump_id=1",
+            "state=on",
+            "duration=60",
+            "--timeout",
+            "10",
+            "--json",
+        ],
+    );
     assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
     let outcome = json(&text(&ok.stdout));
     assert_eq!(outcome["outcome"], "completed", "{outcome}");
     assert_eq!(outcome["detail"]["response"]["pump_id"], 1, "{outcome}");
     assert_eq!(outcome["detail"]["response"]["state"], "on", "{outcome}");
 
-    let failed = run(&[
-        "send",
-        "--broker",
+    let failed = send(
         &url,
-        "--org",
-        "acme",
-        "--device",
         "sim-002",
-        "set_pump",
-        "pump_id=9",
-        "state=on",
-        "--timeout",
-        "10",
-    ]);
+        &["set_pump", "pump_id=9", "state=on", "--timeout", "10"],
+    );
     assert_eq!(failed.status.code(), Some(1), "{}", text(&failed.stderr));
     assert!(
         text(&failed.stdout).contains("pump 9 does not exist"),
@@ -212,23 +207,20 @@ fn simulate_monitor_and_send_work_together() {
         text(&failed.stdout)
     );
 
-    let paho = run(&[
-        "send",
-        "--broker",
+    let paho = send(
         &url,
-        "--transport",
-        "paho",
-        "--org",
-        "acme",
-        "--device",
         "sim-003",
-        "calibrate_sensor",
-        "sensor_type=ph",
-        "value=7.2",
-        "--timeout",
-        "10",
-        "--json",
-    ]);
+        &[
+            "--transport",
+            "paho",
+            "calibrate_sensor",
+            "sensor_type=ph",
+            "value=7.2",
+            "--timeout",
+            "10",
+            "--json",
+        ],
+    );
     assert_eq!(paho.status.code(), Some(0), "{}", text(&paho.stderr));
     assert_eq!(
         json(&text(&paho.stdout))["detail"]["response"]["sensor_type"],
@@ -236,20 +228,11 @@ fn simulate_monitor_and_send_work_together() {
     );
 
     let started = Instant::now();
-    let ghost = run(&[
-        "send",
-        "--broker",
+    let ghost = send(
         &url,
-        "--org",
-        "acme",
-        "--device",
         "ghost",
-        "reboot",
-        "--timeout",
-        "0.5",
-        "--retries",
-        "1",
-    ]);
+        &["reboot", "--timeout", "0.5", "--retries", "1"],
+    );
     assert_eq!(ghost.status.code(), Some(3), "{}", text(&ghost.stderr));
     assert!(
         text(&ghost.stderr).contains("2 attempt(s)"),
@@ -504,23 +487,14 @@ password = "three"
     })
     .unwrap();
 
-    // The generated password file works for the SDK's own tools, and a wrong password is a
-    // typed refusal (exit 4) rather than a retry loop.
+    // A wrong password against the generated password file is a typed refusal (exit 4),
+    // not a retry loop; the right ones are used by the clients below.
     let url = broker.url();
-    let wrong = run(&[
-        "send",
-        "--broker",
+    let wrong = send(
         &url,
-        "--username",
-        "backend",
-        "--password",
-        "nope",
-        "--org",
-        "acme",
-        "--device",
         "pool-1",
-        "reboot",
-    ]);
+        &["--username", "backend", "--password", "nope", "reboot"],
+    );
     assert_eq!(wrong.status.code(), Some(4), "{}", text(&wrong.stderr));
     assert!(
         text(&wrong.stderr).contains("refused"),

@@ -126,15 +126,7 @@ fn action() -> impl Strategy<Value = Action> {
             value: Finite::new(v).unwrap()
         }),
         ("[a-z_]{1,20}", proptest::option::of(json_value())).prop_map(|(name, p)| {
-            let known = [
-                "set_pump",
-                "set_ph_target",
-                "set_chlorine_target",
-                "reboot",
-                "reset_config",
-                "calibrate_sensor",
-            ];
-            let name = if known.contains(&name.as_str()) {
+            let name = if Action::NAMES.contains(&name.as_str()) {
                 format!("x_{name}")
             } else {
                 name

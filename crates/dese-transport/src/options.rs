@@ -124,6 +124,33 @@ impl BrokerOptions {
         Ok(self)
     }
 
+    /// Everything at once, as a command line gives it: the URL, then the credentials, the CA
+    /// and the client certificate when given (each checked as its own method checks it). An
+    /// `mqtts://` URL without a CA is refused here, before any connection.
+    pub fn from_parts(
+        url: &str,
+        credentials: Option<(&str, &str)>,
+        ca: Option<&Path>,
+        client_cert: Option<(&Path, &Path)>,
+    ) -> Result<Self, Error> {
+        let mut options = Self::parse(url)?;
+        if let Some((username, password)) = credentials {
+            options = options.with_credentials(username, password);
+        }
+        if let Some(ca) = ca {
+            options = options.with_ca(ca)?;
+        }
+        if let Some((cert, key)) = client_cert {
+            options = options.with_client_cert(cert, key)?;
+        }
+        if options.secure && options.tls.is_none() {
+            return Err(Error::tls(format!(
+                "{url} asks for TLS: give the broker's CA certificate"
+            )));
+        }
+        Ok(options)
+    }
+
     /// Whether the URL asked for TLS (`mqtts://`).
     pub fn is_secure(&self) -> bool {
         self.secure
@@ -222,6 +249,16 @@ mod tests {
         assert_eq!(with_ca.tls().unwrap().unwrap().ca, ca);
         let error = with_ca.with_client_cert(&ca, &junk).unwrap_err();
         assert!(error.to_string().contains("PRIVATE KEY"), "{error}");
+
+        let error = BrokerOptions::from_parts("mqtts://h", None, None, None).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Tls);
+        assert!(error.to_string().contains("CA certificate"), "{error}");
+        let error = BrokerOptions::from_parts("mqtts://h", None, Some(&junk), None).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Tls);
+        let all =
+            BrokerOptions::from_parts("mqtts://h", Some(("u", "p")), Some(&ca), None).unwrap();
+        assert_eq!(all.credentials, Some(("u".into(), "p".into())));
+        assert_eq!(all.tls().unwrap().unwrap().ca, ca);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -196,14 +196,13 @@ fn log(activity: &Activity) {
 }
 
 fn broker(args: &Args) -> Result<BrokerOptions, String> {
-    let mut broker = BrokerOptions::parse(&args.broker).map_err(|e| e.to_string())?;
-    if let (Some(user), Some(password)) = (&args.username, &args.password) {
-        broker = broker.with_credentials(user, password);
-    }
-    if let Some(ca) = &args.ca {
-        broker = broker.with_ca(ca).map_err(|e| e.to_string())?;
-    }
-    Ok(broker)
+    BrokerOptions::from_parts(
+        &args.broker,
+        args.username.as_deref().zip(args.password.as_deref()),
+        args.ca.as_deref(),
+        None,
+    )
+    .map_err(|e| e.to_string())
 }
 
 fn options(args: &Args) -> Result<BackendOptions, String> {

@@ -80,25 +80,15 @@ async fn run(args: Args) -> ExitCode {
         eprintln!("dese-device: {message}");
         ExitCode::from(2)
     };
-    let mut broker = match BrokerOptions::parse(&args.broker) {
+    let broker = match BrokerOptions::from_parts(
+        &args.broker,
+        args.username.as_deref().zip(args.password.as_deref()),
+        args.ca.as_deref(),
+        args.client_cert.as_deref().zip(args.client_key.as_deref()),
+    ) {
         Ok(broker) => broker,
         Err(e) => return fail(e.to_string()),
     };
-    if let (Some(user), Some(password)) = (&args.username, &args.password) {
-        broker = broker.with_credentials(user, password);
-    }
-    if let Some(ca) = &args.ca {
-        broker = match broker.with_ca(ca) {
-            Ok(b) => b,
-            Err(e) => return fail(e.to_string()),
-        };
-    }
-    if let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) {
-        broker = match broker.with_client_cert(cert, key) {
-            Ok(b) => b,
-            Err(e) => return fail(e.to_string()),
-        };
-    }
     let (org, device) = match (OrgId::parse(&args.org), DeviceId::parse(&args.device)) {
         (Ok(org), Ok(device)) => (org, device),
         (Err(e), _) => return fail(format!("--org: {e}")),

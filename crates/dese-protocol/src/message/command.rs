@@ -127,6 +127,23 @@ named_enum!(
 );
 
 impl Action {
+    /// The names of the protocol's six commands, in the order the protocol lists them.
+    ///
+    /// ```
+    /// use dese_protocol::Action;
+    ///
+    /// assert_eq!(Action::NAMES[3], Action::Reboot.name());
+    /// assert!(!Action::NAMES.contains(&"dance"));
+    /// ```
+    pub const NAMES: [&'static str; 6] = [
+        "set_pump",
+        "set_ph_target",
+        "set_chlorine_target",
+        "reboot",
+        "reset_config",
+        "calibrate_sensor",
+    ];
+
     /// The `command` field: `set_pump`, `reboot`, or the unknown name.
     pub fn name(&self) -> &str {
         match self {
