@@ -1,0 +1,332 @@
+//! The firmware's MQTT loop, exactly as it runs on the chip, over host TCP against a real
+//! Mosquitto, with a dese-rumqttc backend on the other side.
+//!
+//! Only the two small traits differ from the chip: [`Network`] opens a tokio `TcpStream`
+//! instead of an embassy-net socket, and [`Clock`] reads tokio's clock instead of
+//! embassy-time's.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is a test failure
+#![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)] // tests run on std
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dese_backend::{Event, Outcome, Settings as BackendSettings};
+use dese_device::{Backoff, Device, Instant, Settings};
+use dese_esp32c3::client::{Client, Clock, LinkError, LinkStats, MqttOptions, Network, Report};
+use dese_esp32c3::mqtt::ConnectReturn;
+use dese_esp32c3::sensors::SimulatedProbes;
+use dese_esp32c3::station::{ACID_PUMP, Outputs, Station};
+use dese_protocol::{Action, DeviceState, PumpState, TelemetryInterval, Timestamp};
+use dese_rumqttc::{BackendClient, BrokerOptions};
+use dese_testkit::{Mosquitto, MosquittoConfig};
+use embedded_io_adapters::tokio_1::FromTokio;
+use tokio::net::TcpStream;
+
+/// Host TCP in place of embassy-net.
+struct HostTcp(SocketAddr);
+
+impl Network for HostTcp {
+    type Connection<'a> = FromTokio<TcpStream>;
+    type Error = std::io::Error;
+
+    async fn connect(&mut self) -> std::io::Result<FromTokio<TcpStream>> {
+        let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(self.0))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        stream.set_nodelay(true)?;
+        Ok(FromTokio::new(stream))
+    }
+}
+
+/// tokio's clock in place of embassy-time.
+struct HostClock {
+    start: tokio::time::Instant,
+    rng: u32,
+}
+
+impl Clock for HostClock {
+    fn now(&self) -> Instant {
+        Instant::from_millis(self.start.elapsed().as_millis() as u64)
+    }
+    fn utc(&self) -> Timestamp {
+        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        Timestamp::from_unix_millis(since.as_millis() as i64).unwrap()
+    }
+    fn random(&mut self) -> u32 {
+        self.rng = self.rng.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        self.rng
+    }
+    async fn sleep_until(&self, at: Instant) {
+        tokio::time::sleep_until(self.start + Duration::from_millis(at.as_millis())).await;
+    }
+}
+
+/// Relays that record what they were told.
+#[derive(Clone, Default)]
+struct Relays(Arc<Mutex<Vec<(u32, bool)>>>);
+
+impl Outputs for Relays {
+    fn set_pump(&mut self, pump: u32, on: bool) {
+        self.0.lock().unwrap().push((pump, on));
+    }
+    fn restart(&mut self) {}
+}
+
+fn settings(interval_ms: i64) -> Settings {
+    let mut s = Settings::new(
+        "org-1".parse().unwrap(),
+        "esp32c3-1".parse().unwrap(),
+        "0.1.0",
+    );
+    s.telemetry_interval = TelemetryInterval::new(interval_ms).unwrap();
+    s.backoff = Backoff {
+        base: Duration::from_millis(100),
+        cap: Duration::from_secs(1),
+        ..Backoff::DEFAULT
+    };
+    s
+}
+
+/// Everything the device loop produced, for the assertions after it stopped.
+struct Run {
+    device: Device,
+    link: LinkStats,
+    reports: Vec<Report>,
+}
+
+/// Runs the firmware loop until `stop` fires.
+async fn run_device(
+    addr: SocketAddr,
+    settings: Settings,
+    relays: Relays,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> Run {
+    let mut clock = HostClock {
+        start: tokio::time::Instant::now(),
+        rng: 7,
+    };
+    let mut device = Device::new(settings, clock.now());
+    let mut station = Station::new(SimulatedProbes::new(3), relays);
+    let mut client = Client::new(MqttOptions::default());
+    let mut stop = Box::pin(async {
+        let _ = stop.await;
+    });
+    let mut reports = Vec::new();
+    client
+        .run(
+            &mut device,
+            &mut station,
+            &mut HostTcp(addr),
+            &mut clock,
+            &mut stop,
+            &mut |report| reports.push(report),
+        )
+        .await;
+    Run {
+        link: client.stats(),
+        device,
+        reports,
+    }
+}
+
+async fn next_event(
+    backend: &mut BackendClient,
+    what: &str,
+    mut accept: impl FnMut(&Event) -> bool,
+) -> Event {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let event = tokio::time::timeout_at(deadline, backend.next_event())
+            .await
+            .unwrap_or_else(|_| panic!("no {what} within 15 s"))
+            .expect("the backend closed");
+        if accept(&event) {
+            return event;
+        }
+    }
+}
+
+fn presence(to: DeviceState) -> impl Fn(&Event) -> bool {
+    move |e| matches!(e, Event::PresenceChanged { to: state, .. } if *state == to)
+}
+
+#[tokio::test]
+async fn the_firmware_loop_serves_a_backend_through_a_broker_outage() {
+    // Persistence: the backend's session and its queued messages survive the restart, so that
+    // every telemetry message the broker acknowledged reaches the backend.
+    let mut broker = Mosquitto::start_with(MosquittoConfig {
+        persistence: true,
+        ..MosquittoConfig::default()
+    })
+    .unwrap();
+    let options = BrokerOptions::parse(&broker.url()).unwrap();
+    let backend_settings = BackendSettings {
+        command_timeout: Duration::from_secs(5),
+        retries: 0,
+        ..BackendSettings::default()
+    };
+    let mut backend =
+        BackendClient::spawn(&options, "firmware-test-backend", backend_settings, None).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !backend.is_connected() {
+        assert!(tokio::time::Instant::now() < deadline, "backend connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await; // its subscriptions are in place
+
+    let relays = Relays::default();
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let device = tokio::spawn(run_device(
+        broker.addr(),
+        settings(200),
+        relays.clone(),
+        stopped,
+    ));
+    let handle = backend.handle();
+    let org: dese_protocol::OrgId = "org-1".parse().unwrap();
+    let dev: dese_protocol::DeviceId = "esp32c3-1".parse().unwrap();
+    let mut telemetry = BTreeSet::new();
+    let mut count = |event: &Event| {
+        if let Event::Telemetry { telemetry: t, .. } = event {
+            telemetry.insert(t.timestamp);
+        }
+    };
+
+    next_event(&mut backend, "online status", presence(DeviceState::Online)).await;
+    for _ in 0..3 {
+        let event = next_event(&mut backend, "telemetry", |e| {
+            matches!(e, Event::Telemetry { .. })
+        })
+        .await;
+        let Event::Telemetry {
+            device,
+            telemetry: t,
+        } = &event
+        else {
+            unreachable!()
+        };
+        assert_eq!(device.device.as_str(), "esp32c3-1");
+        assert_eq!(t.metadata.firmware_version, "0.1.0");
+        count(&event);
+    }
+
+    // A command runs on the station and its response is correlated.
+    let pump = Action::SetPump {
+        pump_id: ACID_PUMP,
+        state: PumpState::On,
+        duration: Some(1),
+    };
+    let (_, outcome) = handle
+        .send_command(org.clone(), dev.clone(), pump)
+        .await
+        .unwrap();
+    let Outcome::Completed(response) = outcome else {
+        panic!("set_pump: {outcome:?}")
+    };
+    assert_eq!(response.response.unwrap()["pump_id"], 1);
+    assert!(relays.0.lock().unwrap().contains(&(1, true)));
+    // A pump the station does not have: a failed response that says so.
+    let (_, outcome) = handle
+        .send_command(
+            org.clone(),
+            dev.clone(),
+            Action::SetPump {
+                pump_id: 9,
+                state: PumpState::On,
+                duration: None,
+            },
+        )
+        .await
+        .unwrap();
+    let Outcome::Failed(response) = outcome else {
+        panic!("pump 9: {outcome:?}")
+    };
+    assert!(response.error.unwrap().contains("pump 9 does not exist"));
+
+    // The broker goes away for a second: the loop notices, queues telemetry meanwhile, backs
+    // off, reconnects, says online again and replays the queue in order.
+    broker.stop();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    broker.start_again().unwrap();
+    next_event(&mut backend, "online status after the restart", |e| {
+        count(e);
+        matches!(e, Event::Status { status, .. } if status.status == DeviceState::Online)
+    })
+    .await;
+    for _ in 0..5 {
+        let event = next_event(&mut backend, "telemetry after the restart", |e| {
+            matches!(e, Event::Telemetry { .. })
+        })
+        .await;
+        count(&event);
+    }
+    // The timed pump run ended by itself, on the station's own tick.
+    assert!(relays.0.lock().unwrap().contains(&(1, false)));
+
+    stop.send(()).unwrap();
+    next_event(&mut backend, "offline status", |e| {
+        count(e);
+        matches!(e, Event::Status { status, .. } if status.status == DeviceState::Offline)
+    })
+    .await;
+    let run = device.await.unwrap();
+    // Whatever telemetry is still arriving behind the offline status.
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(500), backend.next_event()).await
+    {
+        count(&event);
+    }
+
+    let stats = run.device.stats();
+    assert_eq!(run.link.connections, 2, "{:?}", run.reports);
+    assert_eq!(run.link.lost, 1, "{:?}", run.reports);
+    assert_eq!(stats.telemetry_dropped + stats.other_dropped, 0);
+    assert_eq!(stats.pending, 0, "everything delivered before the goodbye");
+    assert_eq!(stats.commands_run, 2);
+    assert_eq!(
+        telemetry.len() as u64,
+        stats.telemetry,
+        "every telemetry message the device built reached the backend"
+    );
+    assert!(run.reports.contains(&Report::Stopped));
+    println!(
+        "firmware loop: {} telemetry sent and received, {} connections, {} failed attempts",
+        stats.telemetry, run.link.connections, run.link.failed_attempts
+    );
+    backend.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_typed_and_paced_by_the_backoff() {
+    // No anonymous clients and no password file: Mosquitto refuses every CONNECT.
+    let broker = Mosquitto::start_with(MosquittoConfig {
+        allow_anonymous: false,
+        ..MosquittoConfig::default()
+    })
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let device = tokio::spawn(run_device(
+        broker.addr(),
+        settings(1000),
+        Relays::default(),
+        stopped,
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.send(()).unwrap();
+    let run = device.await.unwrap();
+    let refusals = run
+        .reports
+        .iter()
+        .filter(|r| **r == Report::Disconnected(LinkError::Refused(ConnectReturn::NotAuthorized)))
+        .count();
+    assert!(refusals >= 2, "{:?}", run.reports);
+    // 100 ms doubling to a 1 s cap: about six attempts in 3 s, never a storm.
+    assert!(run.link.failed_attempts <= 10, "{:?}", run.link);
+    assert_eq!(run.link.connections, 0);
+    assert!(!run.reports.contains(&Report::Connected));
+    // The telemetry waits in the outbox, counted, for a connection that never came.
+    assert!(run.device.stats().pending >= 2, "{:?}", run.device.stats());
+}
