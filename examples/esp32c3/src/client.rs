@@ -360,6 +360,19 @@ impl<'o> Client<'o> {
             return End::Lost(LinkError::Io(error.to_string()));
         }
 
+        // Whatever arrived behind the CONNACK.
+        if let Err(error) = self.receive(
+            &mut inbox,
+            &mut session,
+            device,
+            app,
+            clock,
+            &mut tx,
+            report,
+        ) {
+            self.stats.lost += 1;
+            return End::Lost(LinkError::Protocol(error));
+        }
         let end = loop {
             session.queue_transmits(device, &mut tx, report);
             let (_, app_wake) = service(device, app, clock, report);

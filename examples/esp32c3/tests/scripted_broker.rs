@@ -180,8 +180,17 @@ async fn oversized_and_hostile_packets_are_answered_counted_and_survived() {
         .unwrap();
     got.clear();
     read_until(&mut again, &mut got, |b| contains(b, b"org-1:esp32c3-1")).await;
-    again.write_all(&[0x20, 2, 0, 0]).await.unwrap();
-    read_until(&mut again, &mut got, |b| contains(b, b"\"online\"")).await;
+    // A command right behind the CONNACK, in the same segment and before any SUBACK: it runs.
+    let set_target_again = String::from_utf8(set_target.to_vec())
+        .unwrap()
+        .replace("cmd-1", "cmd-2");
+    let mut segment = vec![0x20, 2, 0, 0];
+    segment.extend(command(79, set_target_again.as_bytes()));
+    again.write_all(&segment).await.unwrap();
+    read_until(&mut again, &mut got, |b| {
+        contains(b, b"\"online\"") && contains(b, b"cmd-2") && contains(b, &[0x40, 2, 0, 79])
+    })
+    .await;
 
     stop.send(()).unwrap();
     // The goodbye: the offline status, retained, then DISCONNECT once it is acknowledged.
@@ -207,7 +216,7 @@ async fn oversized_and_hostile_packets_are_answered_counted_and_survived() {
     assert!(reports.contains(&Report::Disconnected(LinkError::Protocol(
         DecodeError::Unexpected { header: 0x10 }
     ))));
-    assert_eq!(stats.commands_run, 1);
+    assert_eq!(stats.commands_run, 2);
     assert_eq!(stats.pending, 0);
     assert_eq!(reports.last(), Some(&Report::Stopped));
 }
