@@ -15,7 +15,7 @@ use core::fmt;
 use core::future::Future;
 use core::time::Duration;
 
-use dese_device::{Device, Event, Instant, MessageId, Transmit};
+use dese_device::{ConnectOptions, Device, Event, Instant, MessageId, Transmit};
 use dese_protocol::Timestamp;
 use embassy_futures::select::{Either3, select, select3};
 use embedded_io_async::{Read, Write};
@@ -261,13 +261,6 @@ impl<'o> Client<'o> {
         F: Future<Output = ()> + Unpin,
     {
         report(Report::Connecting);
-        let mut conn = match net.connect().await {
-            Ok(conn) => conn,
-            Err(error) => {
-                self.stats.failed_attempts += 1;
-                return End::Lost(LinkError::Connect(format!("{error:?}")));
-            }
-        };
         let mut inbox = Inbox {
             buf: vec![0; self.options.max_incoming],
             filled: 0,
@@ -275,74 +268,14 @@ impl<'o> Client<'o> {
         };
         let connect = device.connect_options(clock.utc());
         let keepalive = Duration::from_secs(u64::from(connect.keepalive.get()));
-        let mut tx = Vec::new();
-        let packet = Connect {
-            client_id: &connect.client_id,
-            keepalive: connect.keepalive.get(),
-            clean_session: connect.clean_session,
-            will: Some(Will {
-                topic: &connect.will.topic,
-                payload: &connect.will.payload,
-                retain: connect.will.retain,
-            }),
-            username: self.options.username,
-            password: self.options.password.map(str::as_bytes),
-        };
-        if let Err(error) = encode_connect(&packet, &mut tx) {
-            self.stats.failed_attempts += 1;
-            return End::Lost(LinkError::Connect(error.to_string()));
-        }
-        if let Err(error) = send(&mut conn, &mut tx).await {
-            self.stats.failed_attempts += 1;
-            return End::Lost(error);
-        }
-
-        // The broker's first packet is its CONNACK.
-        let deadline = clock.now() + self.options.connack_timeout;
-        let code = loop {
-            match mqtt::decode(&inbox.buf[..inbox.filled]) {
-                Ok(Some((Incoming::ConnAck { code, .. }, used))) => {
-                    inbox.consume(used);
-                    break code;
-                }
-                Ok(Some((other, _))) => {
-                    self.stats.failed_attempts += 1;
-                    let header = match other {
-                        Incoming::Publish(_) => 0x30,
-                        Incoming::PubAck(_) => 0x40,
-                        Incoming::SubAck { .. } => 0x90,
-                        _ => 0xd0,
-                    };
-                    return End::Lost(LinkError::Protocol(DecodeError::Unexpected { header }));
-                }
-                Ok(None) => {}
-                Err(error) => {
-                    self.stats.failed_attempts += 1;
-                    return End::Lost(LinkError::Protocol(error));
-                }
-            }
-            let spare = &mut inbox.buf[inbox.filled..];
-            match select3(conn.read(spare), clock.sleep_until(deadline), &mut *stop).await {
-                Either3::First(Ok(0)) => {
-                    self.stats.failed_attempts += 1;
-                    return End::Lost(LinkError::Closed);
-                }
-                Either3::First(Ok(n)) => inbox.filled += n,
-                Either3::First(Err(error)) => {
-                    self.stats.failed_attempts += 1;
-                    return End::Lost(LinkError::Io(format!("{error:?}")));
-                }
-                Either3::Second(()) => {
-                    self.stats.failed_attempts += 1;
-                    return End::Lost(LinkError::ConnAckTimeout);
-                }
-                Either3::Third(()) => return End::Stopped,
+        let mut conn = match self.open(net, &connect, clock, stop, &mut inbox).await {
+            Ok(conn) => conn,
+            Err(End::Stopped) => return End::Stopped,
+            Err(lost) => {
+                self.stats.failed_attempts += 1;
+                return lost;
             }
         };
-        if code != ConnectReturn::Accepted {
-            self.stats.failed_attempts += 1;
-            return End::Lost(LinkError::Refused(code));
-        }
         self.stats.connections += 1;
         device.handle_connected(clock.now(), clock.utc());
         report(Report::Connected);
@@ -353,27 +286,28 @@ impl<'o> Client<'o> {
             last_sent: clock.now(),
             ping_sent: None,
         };
+        let mut tx = Vec::new();
         let filters = device.subscriptions().map(|f| f.to_string());
         let filters = [filters[0].as_str(), filters[1].as_str()];
         let id = session.take_id();
         if let Err(error) = encode_subscribe(id, &filters, &mut tx) {
+            self.stats.lost += 1;
             return End::Lost(LinkError::Io(error.to_string()));
         }
 
-        // Whatever arrived behind the CONNACK.
-        if let Err(error) = self.receive(
-            &mut inbox,
-            &mut session,
-            device,
-            app,
-            clock,
-            &mut tx,
-            report,
-        ) {
-            self.stats.lost += 1;
-            return End::Lost(LinkError::Protocol(error));
-        }
         let end = loop {
+            // Everything read so far (the first time, whatever arrived behind the CONNACK).
+            if let Err(error) = self.receive(
+                &mut inbox,
+                &mut session,
+                device,
+                app,
+                clock,
+                &mut tx,
+                report,
+            ) {
+                break End::Lost(LinkError::Protocol(error));
+            }
             session.queue_transmits(device, &mut tx, report);
             let (_, app_wake) = service(device, app, clock, report);
             // Whatever `service` queued goes out in the same write.
@@ -393,34 +327,18 @@ impl<'o> Client<'o> {
             let spare = &mut inbox.buf[inbox.filled..];
             match select3(conn.read(spare), clock.sleep_until(wake), &mut *stop).await {
                 Either3::First(Ok(0)) => break End::Lost(LinkError::Closed),
-                Either3::First(Ok(n)) => {
-                    inbox.filled += n;
-                    if let Err(error) = self.receive(
-                        &mut inbox,
-                        &mut session,
-                        device,
-                        app,
-                        clock,
-                        &mut tx,
-                        report,
-                    ) {
-                        break End::Lost(LinkError::Protocol(error));
-                    }
-                }
+                Either3::First(Ok(n)) => inbox.filled += n,
                 Either3::First(Err(error)) => break End::Lost(LinkError::Io(format!("{error:?}"))),
-                Either3::Second(()) => {
-                    let now = clock.now();
-                    match session.ping_sent {
-                        Some(sent) if now >= sent + pong_timeout(keepalive) => {
-                            break End::Lost(LinkError::PingTimeout);
-                        }
-                        None if now >= session.last_sent + keepalive * 3 / 4 => {
-                            encode_pingreq(&mut tx);
-                            session.ping_sent = Some(now);
-                        }
-                        _ => {}
+                // Pinging is due, or the ping unanswered for too long (other wake-ups are the
+                // engine's or the application's, served at the top of the loop).
+                Either3::Second(()) if clock.now() >= ping_at => {
+                    if session.ping_sent.is_some() {
+                        break End::Lost(LinkError::PingTimeout);
                     }
+                    encode_pingreq(&mut tx);
+                    session.ping_sent = Some(clock.now());
                 }
+                Either3::Second(()) => {}
                 Either3::Third(()) => {
                     self.goodbye(
                         &mut conn,
@@ -440,6 +358,75 @@ impl<'o> Client<'o> {
             self.stats.lost += 1;
         }
         end
+    }
+
+    /// Opens the connection, sends CONNECT with `connect`, and waits for an accepting CONNACK;
+    /// what arrives behind it stays in `inbox`.
+    async fn open<'n, N, C, F>(
+        &self,
+        net: &'n mut N,
+        connect: &ConnectOptions,
+        clock: &C,
+        stop: &mut F,
+        inbox: &mut Inbox,
+    ) -> Result<N::Connection<'n>, End>
+    where
+        N: Network,
+        C: Clock,
+        F: Future<Output = ()> + Unpin,
+    {
+        let mut conn = net
+            .connect()
+            .await
+            .map_err(|error| End::Lost(LinkError::Connect(format!("{error:?}"))))?;
+        let packet = Connect {
+            client_id: &connect.client_id,
+            keepalive: connect.keepalive.get(),
+            clean_session: connect.clean_session,
+            will: Some(Will {
+                topic: &connect.will.topic,
+                payload: &connect.will.payload,
+                retain: connect.will.retain,
+            }),
+            username: self.options.username,
+            password: self.options.password.map(str::as_bytes),
+        };
+        let mut tx = Vec::new();
+        encode_connect(&packet, &mut tx)
+            .map_err(|error| End::Lost(LinkError::Connect(error.to_string())))?;
+        send(&mut conn, &mut tx).await.map_err(End::Lost)?;
+
+        // The broker's first packet is its CONNACK.
+        let deadline = clock.now() + self.options.connack_timeout;
+        loop {
+            match mqtt::decode(&inbox.buf[..inbox.filled]) {
+                Ok(Some((Incoming::ConnAck { code, .. }, used))) => {
+                    inbox.consume(used);
+                    return match code {
+                        ConnectReturn::Accepted => Ok(conn),
+                        refused => Err(End::Lost(LinkError::Refused(refused))),
+                    };
+                }
+                Ok(Some(_)) => {
+                    let header = inbox.buf[0];
+                    return Err(End::Lost(LinkError::Protocol(DecodeError::Unexpected {
+                        header,
+                    })));
+                }
+                Ok(None) => {}
+                Err(error) => return Err(End::Lost(LinkError::Protocol(error))),
+            }
+            let spare = &mut inbox.buf[inbox.filled..];
+            match select3(conn.read(spare), clock.sleep_until(deadline), &mut *stop).await {
+                Either3::First(Ok(0)) => return Err(End::Lost(LinkError::Closed)),
+                Either3::First(Ok(n)) => inbox.filled += n,
+                Either3::First(Err(error)) => {
+                    return Err(End::Lost(LinkError::Io(format!("{error:?}"))));
+                }
+                Either3::Second(()) => return Err(End::Lost(LinkError::ConnAckTimeout)),
+                Either3::Third(()) => return Err(End::Stopped),
+            }
+        }
     }
 
     /// Decodes and handles every complete packet in the inbox.
