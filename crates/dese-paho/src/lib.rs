@@ -19,11 +19,22 @@
 //!   [`BrokerOptions::max_packet_size`] is not used by this transport; the protocol's own
 //!   decoder limit (16 KiB) still applies to every payload.
 //!
-//! Building needs cmake and a C compiler (the `bundled` feature of paho-mqtt builds the C
-//! library) and the OpenSSL headers.
+//! - Paho C 1.3.16 frees a QoS 1 message's topic and payload twice when its socket write fails
+//!   (the broker went away a moment before) and aborts the process: a broker restart while
+//!   telemetry streams is enough (eclipse-paho/paho.mqtt.c issues 1621 and 1622). This
+//!   package's build script builds the C library itself, from the source `paho-mqtt-sys` ships,
+//!   with that fixed; `paho-mqtt` is used without its `bundled` feature. Do not turn `bundled`
+//!   on elsewhere in the same build: it brings the unfixed library back.
+//!
+//! Building needs cmake, a C compiler and the OpenSSL headers. The build script finds the Paho C
+//! source next to this package, in cargo's registry, or at `DESE_PAHO_C_SOURCE`.
 #![forbid(unsafe_code)]
 // A std crate: portability to no_std is not a goal here.
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
+
+// Keeps OpenSSL's libraries on the link line: the Paho C library that build.rs builds calls
+// them, and no Rust code here does.
+extern crate openssl_sys as _;
 
 mod link;
 

@@ -1,8 +1,6 @@
 //! The [`Link`] over paho-mqtt: paho's callbacks and delivery tokens turned into the driver's
 //! events.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dese_transport::{
@@ -27,9 +25,8 @@ impl Transport for Paho {
 /// The paho link: one C client, connected again after each loss.
 ///
 /// Callbacks run on the C library's threads and only send into a channel, so they never block
-/// it. A clean disconnect first waits (at most 2 s) for in-flight publishes to complete: the C
-/// library (1.3.16, bundled by paho-mqtt 0.14) can free a publication twice when a DISCONNECT
-/// cleans a session with QoS 1 messages in flight after reconnections (docs/transports.md).
+/// it. The C library is the one this package's build script builds, with the fix for a double
+/// free after a failed QoS 1 write (docs/transports.md).
 pub struct PahoLink {
     client: paho::AsyncClient,
     recipe: Recipe,
@@ -38,8 +35,6 @@ pub struct PahoLink {
     address: String,
     events: mpsc::UnboundedSender<LinkEvent>,
     incoming: mpsc::UnboundedReceiver<LinkEvent>,
-    /// Publishes whose delivery token has not completed.
-    in_flight: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for PahoLink {
@@ -100,7 +95,6 @@ impl PahoLink {
             address: broker.address(),
             events,
             incoming,
-            in_flight: Arc::new(AtomicUsize::new(0)),
         })
     }
 }
@@ -152,14 +146,10 @@ impl Link for PahoLink {
             return false;
         };
         let events = self.events.clone();
-        let in_flight = self.in_flight.clone();
-        in_flight.fetch_add(1, Ordering::SeqCst);
         // The token completes on the broker's PUBACK; a failed one (the connection dropped)
         // is not an acknowledgement, and the driver replays the message.
         tokio::spawn(async move {
-            let acked = token.await.is_ok();
-            in_flight.fetch_sub(1, Ordering::SeqCst);
-            if acked {
+            if token.await.is_ok() {
                 let _ = events.send(LinkEvent::Acked(tag));
             }
         });
@@ -181,13 +171,13 @@ impl Link for PahoLink {
         if !self.client.is_connected() {
             return;
         }
-        // Let in-flight publishes finish first (see the type's docs), for at most 2 s.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while self.in_flight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let token = self.client.disconnect(None);
-        let _ = tokio::time::timeout(Duration::from_secs(1), token).await;
+        // The C library sends the DISCONNECT once the publishes in flight are acknowledged, or
+        // after 2 s, so that what was already written is not cut off by the goodbye.
+        let options = paho::DisconnectOptionsBuilder::new()
+            .timeout(Duration::from_secs(2))
+            .finalize();
+        let token = self.client.disconnect(options);
+        let _ = tokio::time::timeout(Duration::from_secs(3), token).await;
     }
 }
 

@@ -1,0 +1,180 @@
+//! Builds the Eclipse Paho C library (the source that `paho-mqtt-sys` 0.11.0 ships, Paho C
+//! 1.3.16) with one fix, and points the linker at it.
+//!
+//! The fix: when the socket write of a QoS 1 or 2 PUBLISH fails (the broker went away a moment
+//! earlier), Paho C frees the command's topic and payload although the in-flight message it has
+//! just stored owns the same two buffers; cleaning the session (at the disconnect that follows)
+//! frees them again and the process aborts with "free(): double free detected". A broker restart
+//! while a device streams telemetry is enough (upstream: eclipse-paho/paho.mqtt.c issues 1621 and
+//! 1622, open). The fix hands both buffers to the stored message before the command is freed.
+//!
+//! `paho-mqtt-sys` is used without its `bundled` feature, so it only asks the linker for
+//! `paho-mqtt3as`; this script provides that library. The Paho C source is found next to this
+//! package (a registry or `cargo vendor` layout), in cargo's registry, or at
+//! `DESE_PAHO_C_SOURCE` (a `paho.mqtt.c` directory of version 1.3.16).
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The package that ships the Paho C source, and the source's version.
+const SYS_PACKAGE: &str = "paho-mqtt-sys";
+const SYS_VERSION: &str = "0.11.0";
+const PAHO_C_VERSION: &str = "1.3.16";
+
+/// The file with the fault, the line before which the fix goes, and the fix.
+const FAULTY_FILE: &str = "src/MQTTAsyncUtils.c";
+const ANCHOR: &str = "\t\tfree(p); /* should this be done if the write isn't complete? */\n";
+const FIX: &str = "\t\tif (command->command.details.pub.qos > 0 && rc == SOCKET_ERROR)
+\t\t{
+\t\t\t/* dese-paho: the in-flight message stored by MQTTProtocol_startPublish owns these
+\t\t\t   buffers now; freeing them with the command frees them twice (issue 1621). */
+\t\t\tcommand->command.details.pub.payload = NULL;
+\t\t\tcommand->command.details.pub.destinationName = NULL;
+\t\t}
+";
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=DESE_PAHO_C_SOURCE");
+    if let Err(problem) = build() {
+        panic!("dese-paho: {problem}");
+    }
+}
+
+fn build() -> Result<(), String> {
+    let source = locate()?;
+    let out = PathBuf::from(env::var("OUT_DIR").map_err(|e| format!("OUT_DIR: {e}"))?);
+    let tree = out.join("paho.mqtt.c");
+    if tree.exists() {
+        fs::remove_dir_all(&tree).map_err(|e| format!("{}: {e}", tree.display()))?;
+    }
+    copy_tree(&source, &tree)?;
+    patch(&tree.join(FAULTY_FILE))?;
+
+    let mut config = cmake::Config::new(&tree);
+    config
+        .define("CMAKE_C_STANDARD", "99")
+        .define("PAHO_BUILD_SHARED", "off")
+        .define("PAHO_BUILD_STATIC", "on")
+        .define("PAHO_BUILD_DOCUMENTATION", "off")
+        .define("PAHO_BUILD_SAMPLES", "off")
+        .define("PAHO_ENABLE_TESTING", "off")
+        .define("PAHO_HIGH_PERFORMANCE", "on")
+        .define("PAHO_WITH_SSL", "on")
+        .define("PAHO_WITH_UNIX_SOCKETS", "on");
+    // openssl-sys knows where OpenSSL is (a vendored build, or OPENSSL_DIR); tell cmake too.
+    if let Some(root) = env::var_os("DEP_OPENSSL_INCLUDE")
+        .as_deref()
+        .and_then(|include| Path::new(include).parent())
+    {
+        config.define("OPENSSL_ROOT_DIR", root);
+    }
+    let installed = config.build();
+    let library = ["lib", "lib64"]
+        .iter()
+        .map(|dir| installed.join(dir))
+        .find(|dir| dir.join("libpaho-mqtt3as.a").exists())
+        .ok_or_else(|| {
+            format!(
+                "cmake built Paho C in {} but libpaho-mqtt3as.a is not there",
+                installed.display()
+            )
+        })?;
+    println!("cargo:rustc-link-search=native={}", library.display());
+    Ok(())
+}
+
+/// The `paho.mqtt.c` directory of `paho-mqtt-sys` 0.11.0.
+fn locate() -> Result<PathBuf, String> {
+    if let Some(dir) = env::var_os("DESE_PAHO_C_SOURCE") {
+        let dir = PathBuf::from(dir);
+        return if is_paho_c(&dir) {
+            Ok(dir)
+        } else {
+            Err(format!(
+                "DESE_PAHO_C_SOURCE={} is not a Paho C {PAHO_C_VERSION} source directory",
+                dir.display()
+            ))
+        };
+    }
+    let mut tried = Vec::new();
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
+    if let Some(parent) = manifest.parent() {
+        // A registry or a `cargo vendor` directory holds both packages side by side.
+        tried.push(parent.join(format!("{SYS_PACKAGE}-{SYS_VERSION}")));
+        tried.push(parent.join(SYS_PACKAGE));
+    }
+    let cargo_home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")));
+    if let Some(registries) = cargo_home.map(|home| home.join("registry").join("src")) {
+        if let Ok(entries) = fs::read_dir(&registries) {
+            for entry in entries.flatten() {
+                tried.push(entry.path().join(format!("{SYS_PACKAGE}-{SYS_VERSION}")));
+            }
+        }
+    }
+    tried
+        .iter()
+        .map(|package| package.join("paho.mqtt.c"))
+        .find(|dir| is_paho_c(dir))
+        .ok_or_else(|| {
+            let places: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
+            format!(
+                "the Paho C source of {SYS_PACKAGE} {SYS_VERSION} was not found (looked in: {}); \
+                 set DESE_PAHO_C_SOURCE to its paho.mqtt.c directory",
+                places.join(", ")
+            )
+        })
+}
+
+/// Whether `dir` is the Paho C source of the expected version.
+fn is_paho_c(dir: &Path) -> bool {
+    let part = |name: &str| {
+        fs::read_to_string(dir.join(name))
+            .map(|text| text.trim().to_string())
+            .unwrap_or_default()
+    };
+    let version = format!(
+        "{}.{}.{}",
+        part("version.major"),
+        part("version.minor"),
+        part("version.patch")
+    );
+    version == PAHO_C_VERSION && dir.join(FAULTY_FILE).is_file()
+}
+
+/// Applies the fix. The anchor must occur exactly once, so a different source fails the build
+/// instead of building unfixed.
+fn patch(file: &Path) -> Result<(), String> {
+    let text = fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    if text.matches(ANCHOR).count() != 1 {
+        return Err(format!(
+            "{}: the line the fix goes before is not there exactly once; this Paho C is not \
+             the expected {PAHO_C_VERSION}",
+            file.display()
+        ));
+    }
+    let fixed = text.replacen(ANCHOR, &format!("{FIX}{ANCHOR}"), 1);
+    fs::write(file, fixed).map_err(|e| format!("{}: {e}", file.display()))
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
+    fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    let entries = fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("{}: {e}", from.display()))?;
+        let target = to.join(entry.file_name());
+        let kind = entry
+            .file_type()
+            .map_err(|e| format!("{}: {e}", entry.path().display()))?;
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else if kind.is_file() {
+            fs::copy(entry.path(), &target)
+                .map_err(|e| format!("{}: {e}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
