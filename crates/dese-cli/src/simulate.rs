@@ -244,9 +244,12 @@ async fn drive<T>(
             _ = stop.changed() => break,
         }
     }
-    let last = publish(&client, answered);
+    let mut last = publish(&client, answered);
     let failure = client.last_failure().map(|f| f.to_string());
-    let _ = client.shutdown().await;
+    // The final counters: the outbox delivered before the goodbye, `pending` what was not.
+    if let Ok(stats) = client.shutdown().await {
+        last.stats = stats;
+    }
     (last, failure)
 }
 

@@ -497,6 +497,84 @@ pub async fn restarts<D: Transport, B: Transport>(tag: &str) -> Figures {
     }
 }
 
+/// DESE-D9: a device that shuts down right after queuing many readings delivers them all
+/// before its `offline` status, although most are still in its outbox (beyond the in-flight
+/// window) when the shutdown starts.
+pub async fn shutdown_delivers_outbox<D: Transport, B: Transport>(tag: &str) -> Figures {
+    const READINGS: usize = 400;
+    let started = StdInstant::now();
+    let broker = Mosquitto::start().unwrap();
+    let options = BrokerOptions::parse(&broker.url()).unwrap();
+    let settings = BackendSettings {
+        rate_limit: None,
+        telemetry_window: READINGS,
+        ..BackendSettings::default()
+    };
+    let mut backend =
+        BackendClient::<B>::spawn(&options, &format!("backend-goodbye-{tag}"), settings, None)
+            .unwrap();
+    let mut device_settings = device_settings("org-1", "dev-1", 86_400_000);
+    device_settings.outbox_capacity = READINGS;
+    device_settings.in_flight_window = 8;
+    let device =
+        DeviceClient::<D>::spawn(&options, device_settings, NoSensors, Recorder::default())
+            .unwrap();
+    wait_for(&mut backend, online).await;
+
+    for _ in 0..READINGS {
+        device
+            .publish_readings(Readings {
+                ph: 7.0,
+                chlorine: 1.0,
+                temperature: 20.0,
+                ..Readings::default()
+            })
+            .unwrap();
+    }
+    let last = device.shutdown().await.unwrap();
+    assert_eq!(last.pending, 0, "nothing left undelivered: {last:?}");
+    assert!(last.delivered >= READINGS as u64, "{last:?}");
+
+    let mut readings = BTreeSet::new();
+    let mut after_offline = 0;
+    let mut went_offline = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !(went_offline && readings.len() == READINGS) {
+        match tokio::time::timeout_at(deadline, backend.next_event()).await {
+            Ok(Some(Event::Telemetry { telemetry, .. })) => {
+                readings.insert(telemetry.timestamp);
+                if went_offline {
+                    after_offline += 1;
+                }
+            }
+            Ok(Some(e)) if offline(&e) => went_offline = true,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    assert!(went_offline, "the device said goodbye");
+    assert_eq!(
+        readings.len(),
+        READINGS,
+        "every queued reading was delivered"
+    );
+    assert_eq!(after_offline, 0, "all of them before the offline status");
+    let duplicates = backend
+        .counters()
+        .duplicates
+        .get(&MessageKind::Telemetry)
+        .copied()
+        .unwrap_or(0);
+    backend.shutdown().await.unwrap();
+    Figures {
+        sent: READINGS as u64,
+        received: readings.len() as u64,
+        duplicates,
+        interruptions: 0,
+        elapsed: started.elapsed(),
+    }
+}
+
 /// DESE-D7: a device offline for a while keeps its newest readings (the oldest beyond its
 /// capacity dropped and counted) and replays them in order after reconnecting.
 pub async fn offline_replay<D: Transport, B: Transport>(tag: &str) -> Figures {

@@ -33,6 +33,19 @@ macro_rules! transport {
                 println!("{}: ten Mosquitto restarts: {figures}", stringify!($name));
             }
 
+            // DESE-D9
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn dese_d9_shutdown_delivers_outbox() {
+                let figures = scenarios::shutdown_delivers_outbox::<$transport, $transport>(
+                    stringify!($name),
+                )
+                .await;
+                println!(
+                    "{}: shutdown with a full outbox: {figures}",
+                    stringify!($name)
+                );
+            }
+
             // DESE-D7
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn dese_d7_offline_replay() {

@@ -349,7 +349,7 @@ impl<T> BackendClient<T> {
         self.failure.borrow().clone()
     }
 
-    /// Disconnects cleanly and waits for the client to end, at most 5 s.
+    /// Disconnects cleanly and waits for the client to end, at most 6 s.
     ///
     /// # Cancel safety
     ///

@@ -160,20 +160,24 @@ impl<T> DeviceClient<T> {
             .map_err(|_| Error::Closed)
     }
 
-    /// Says goodbye (a retained `offline` status, then a clean disconnection, which does not
-    /// fire the last will) and waits for the client to end, at most 5 s.
+    /// Delivers what waits in the outbox (for at most 2 s, while connected), says goodbye (a
+    /// retained `offline` status, then a clean disconnection, which does not fire the last
+    /// will), waits for the client to end (at most 6 s in all) and returns its final counters:
+    /// [`Stats::pending`] is what was not delivered.
     ///
     /// # Cancel safety
     ///
     /// Not cancel safe: if cancelled after the goodbye was queued, the client still ends but
     /// the result is lost.
-    pub async fn shutdown(self) -> Result<(), Error> {
-        let control = self.control;
+    pub async fn shutdown(self) -> Result<Stats, Error> {
+        let (control, status) = (self.control, self.status);
         shutdown(
             |done| control.send(Control::Shutdown(done)).is_ok(),
             self.task,
         )
-        .await
+        .await?;
+        let stats = status.borrow().stats;
+        Ok(stats)
     }
 
     /// Waits until the client ends by itself: only when the broker refuses it for good
@@ -204,7 +208,7 @@ fn session(engine: &Device) -> (Duration, Will) {
     )
 }
 
-/// Asks a driver task to end (`request` carries the acknowledgement), waits at most 5 s, and
+/// Asks a driver task to end (`request` carries the acknowledgement), waits at most 6 s, and
 /// returns its result.
 pub(crate) async fn shutdown(
     request: impl FnOnce(oneshot::Sender<()>) -> bool,
@@ -212,7 +216,7 @@ pub(crate) async fn shutdown(
 ) -> Result<(), Error> {
     let (done, finished) = oneshot::channel();
     if request(done) {
-        let _ = tokio::time::timeout(Duration::from_secs(5), finished).await;
+        let _ = tokio::time::timeout(Duration::from_secs(6), finished).await;
     }
     task.abort();
     match task.await {
@@ -284,6 +288,11 @@ impl<L: Link> Driver<L> {
                 self.events_lost += 1;
             }
         }
+        self.report();
+    }
+
+    /// Publishes the engine's counters for [`DeviceClient::stats`].
+    fn report(&self) {
         self.status.send_replace(Status {
             stats: self.engine.stats(),
             events_lost: self.events_lost,
@@ -332,9 +341,23 @@ impl<L: Link> Driver<L> {
         Ok(())
     }
 
-    /// The retained `offline` status, then a clean disconnection; waits (at most 2 s) for the
-    /// status to be acknowledged.
+    /// Delivers the outbox while connected (at most 2 s), then the retained `offline` status
+    /// and a clean disconnection; waits (at most 2 s) for the status to be acknowledged.
+    /// Commands that arrive meanwhile are not run: the device is leaving.
     async fn goodbye(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while self.engine.is_connected() && self.engine.stats().pending > 0 {
+            self.flush();
+            match tokio::time::timeout_at(deadline, self.link.next()).await {
+                Ok(LinkEvent::Acked(tag)) => self.engine.handle_acked(MessageId(tag)),
+                Ok(LinkEvent::Lost(_)) => {
+                    self.engine
+                        .handle_disconnected(self.clock.now(), self.jitter.next());
+                }
+                Ok(LinkEvent::Closed) | Err(_) => break,
+                Ok(LinkEvent::Connected | LinkEvent::Message { .. }) => {}
+            }
+        }
         let connected = self.engine.is_connected();
         let t = self.engine.disconnect(utc_now());
         if connected && self.link.publish(GOODBYE, &t.topic, &t.payload, true) {
@@ -347,5 +370,6 @@ impl<L: Link> Driver<L> {
             }
         }
         self.link.disconnect().await;
+        self.report();
     }
 }

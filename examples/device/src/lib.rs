@@ -92,12 +92,13 @@ impl<T> ReferenceDevice<T> {
         self.client.is_connected()
     }
 
-    /// Says goodbye (a retained `offline` status) and disconnects.
+    /// Delivers the outbox, says goodbye (a retained `offline` status), disconnects and returns
+    /// the final counters (`pending`: what was not delivered).
     ///
     /// # Cancel safety
     ///
     /// Not cancel safe: see [`DeviceClient::shutdown`].
-    pub async fn shutdown(self) -> Result<(), Error> {
+    pub async fn shutdown(self) -> Result<Stats, Error> {
         self.client.shutdown().await
     }
 }

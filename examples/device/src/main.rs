@@ -140,8 +140,12 @@ async fn run(args: Args) -> ExitCode {
         }
     }
     match device_run.shutdown().await {
-        Ok(()) => {
-            println!("{org}/{device}: said goodbye (retained offline status)");
+        Ok(s) => {
+            println!(
+                "{org}/{device}: said goodbye (retained offline status); {} acknowledged, \
+                 {} not delivered",
+                s.delivered, s.pending
+            );
             ExitCode::SUCCESS
         }
         Err(e) => fail(format!("goodbye failed: {e}")),
