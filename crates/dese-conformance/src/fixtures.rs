@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dese_backend::Event;
+use dese_backend::{Counters, Event};
 use dese_device::{CommandHandler, Instant, Readings, SensorReader, Settings};
-use dese_protocol::{Action, JsonObject, TelemetryInterval};
+use dese_protocol::{Action, JsonObject, MessageKind, TelemetryInterval};
 use dese_transport::BackendClient;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
 
@@ -87,6 +87,25 @@ impl SensorReader for Probe {
             ..Readings::default()
         })
     }
+}
+
+/// The reading the streaming scenarios publish: pH 7.0, chlorine 1.0 ppm, 20 °C.
+pub(crate) fn reading() -> Readings {
+    Readings {
+        ph: 7.0,
+        chlorine: 1.0,
+        temperature: 20.0,
+        ..Readings::default()
+    }
+}
+
+/// Telemetry messages the backend flagged as duplicates.
+pub(crate) fn telemetry_duplicates(counters: &Counters) -> u64 {
+    counters
+        .duplicates
+        .get(&MessageKind::Telemetry)
+        .copied()
+        .unwrap_or(0)
 }
 
 /// No periodic readings: the scenario publishes readings itself.

@@ -4,16 +4,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant as StdInstant};
 
 use dese_backend::{Event, Outcome, Settings as BackendSettings};
-use dese_device::{Event as DeviceEvent, Readings};
+use dese_device::Event as DeviceEvent;
 use dese_protocol::{
-    Action, Alert, DeviceConfig, DeviceId, DeviceState, Finite, Keepalive, MessageKind, OrgId, Ph,
-    Ppm, PumpState, Sensor, Severity, ShareGroup, Threshold, Timestamp,
+    Action, Alert, DeviceConfig, DeviceId, DeviceState, Finite, Keepalive, OrgId, Ph, Ppm,
+    PumpState, Sensor, Severity, ShareGroup, Threshold, Timestamp,
 };
 use dese_testkit::{Mosquitto, MosquittoConfig, Proxy};
 use dese_transport::{BackendClient, BrokerOptions, DeviceClient, ErrorKind, Transport};
 
 use crate::fixtures::{
-    Figures, NoSensors, Probe, Recorder, certificates, device_settings, eventually, wait_for,
+    Figures, NoSensors, Probe, Recorder, certificates, device_settings, eventually, reading,
+    telemetry_duplicates, wait_for,
 };
 
 fn ids(org: &str, device: &str) -> (OrgId, DeviceId) {
@@ -451,14 +452,7 @@ pub async fn restarts<D: Transport, B: Transport>(tag: &str) -> Figures {
 
     let every = READINGS / RESTARTS;
     for i in 0..READINGS {
-        device
-            .publish_readings(Readings {
-                ph: 7.0,
-                chlorine: 1.0,
-                temperature: 20.0,
-                ..Readings::default()
-            })
-            .unwrap();
+        device.publish_readings(reading()).unwrap();
         if i % 25 == 0 {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -474,11 +468,7 @@ pub async fn restarts<D: Transport, B: Transport>(tag: &str) -> Figures {
 
     let (received, counters, lost) = reader.await.unwrap();
     let stats = device.stats();
-    let duplicates = counters
-        .duplicates
-        .get(&MessageKind::Telemetry)
-        .copied()
-        .unwrap_or(0);
+    let duplicates = telemetry_duplicates(&counters);
     assert_eq!(stats.telemetry, READINGS as u64);
     assert_eq!(received, READINGS, "every reading reached the backend");
     assert_eq!(stats.telemetry_dropped, 0);
@@ -522,14 +512,7 @@ pub async fn shutdown_delivers_outbox<D: Transport, B: Transport>(tag: &str) -> 
     wait_for(&mut backend, online).await;
 
     for _ in 0..READINGS {
-        device
-            .publish_readings(Readings {
-                ph: 7.0,
-                chlorine: 1.0,
-                temperature: 20.0,
-                ..Readings::default()
-            })
-            .unwrap();
+        device.publish_readings(reading()).unwrap();
     }
     let last = device.shutdown().await.unwrap();
     assert_eq!(last.pending, 0, "nothing left undelivered: {last:?}");
@@ -559,12 +542,7 @@ pub async fn shutdown_delivers_outbox<D: Transport, B: Transport>(tag: &str) -> 
         "every queued reading was delivered"
     );
     assert_eq!(after_offline, 0, "all of them before the offline status");
-    let duplicates = backend
-        .counters()
-        .duplicates
-        .get(&MessageKind::Telemetry)
-        .copied()
-        .unwrap_or(0);
+    let duplicates = telemetry_duplicates(&backend.counters());
     backend.shutdown().await.unwrap();
     Figures {
         sent: READINGS as u64,
@@ -609,14 +587,7 @@ pub async fn offline_replay<D: Transport, B: Transport>(tag: &str) -> Figures {
     )
     .await;
     for _ in 0..OFFLINE {
-        device
-            .publish_readings(Readings {
-                ph: 7.0,
-                chlorine: 1.0,
-                temperature: 20.0,
-                ..Readings::default()
-            })
-            .unwrap();
+        device.publish_readings(reading()).unwrap();
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     eventually(
@@ -659,12 +630,7 @@ pub async fn offline_replay<D: Transport, B: Transport>(tag: &str) -> Figures {
         || format!("{:?}", device.stats()),
     )
     .await;
-    let duplicates = backend
-        .counters()
-        .duplicates
-        .get(&MessageKind::Telemetry)
-        .copied()
-        .unwrap_or(0);
+    let duplicates = telemetry_duplicates(&backend.counters());
     device.shutdown().await.unwrap();
     backend.shutdown().await.unwrap();
     Figures {
@@ -706,14 +672,7 @@ pub async fn shared_group<D: Transport, B: Transport>(url: &str) {
     .unwrap();
     eventually(|| device.is_connected(), || "device connected".into()).await;
     for _ in 0..READINGS {
-        device
-            .publish_readings(Readings {
-                ph: 7.0,
-                chlorine: 1.0,
-                temperature: 20.0,
-                ..Readings::default()
-            })
-            .unwrap();
+        device.publish_readings(reading()).unwrap();
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let mut seen = [BTreeSet::new(), BTreeSet::new()];
