@@ -3,13 +3,16 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use dese_device::Backoff;
 use dese_protocol::{
     Action, Alert, Command, CommandId, CommandResponse, Config, DecodeError, Decoder, DeviceConfig,
     DeviceId, DeviceState, Direction, Message, MessageKind, OrgId, QoS, Reason, ShareGroup, Status,
     Telemetry, Timestamp, Topic, TopicFilter, encode,
 };
 
+use crate::inbox::{Ack, Inbound, Inbox};
 use crate::limit::{Bucket, RateLimit};
+use crate::outbox::{MessageId, Outbox};
 
 /// The backend's tuning.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +40,20 @@ pub struct Settings {
     /// never reuse each other's ids: a few id characters (no `/`, `+`, `#`, controls). Default
     /// `b`.
     pub instance: String,
+    /// How many events the application may hold without acknowledging them
+    /// ([`Backend::ack`]). When it holds that many, [`Backend::has_room`] is false and the
+    /// transport stops reading from the broker, which keeps the rest. Default 256.
+    pub receive_window: usize,
+    /// How many commands, retries and configs may wait for the broker's acknowledgement, queued
+    /// or in flight; beyond it [`Backend::send_command`] and [`Backend::send_config`] refuse with
+    /// [`SendError::OutboxFull`]. Default 16,384 (a config for each of ten thousand devices fits).
+    pub outbox_capacity: usize,
+    /// How many of the backend's publishes may be in flight (handed to the transport, not yet
+    /// acknowledged by the broker) at once. Default 64.
+    pub in_flight_window: usize,
+    /// When to connect again after a lost connection: the devices' rule (exponential, full
+    /// jitter, the attempt count reset only after a connection stayed up).
+    pub backoff: Backoff,
 }
 
 impl Default for Settings {
@@ -51,6 +68,10 @@ impl Default for Settings {
             finished_window: 4096,
             rate_limit: Some(RateLimit::DEFAULT),
             instance: String::from("b"),
+            receive_window: 256,
+            outbox_capacity: 16_384,
+            in_flight_window: 64,
+            backoff: Backoff::DEFAULT,
         }
     }
 }
@@ -65,6 +86,12 @@ pub enum SendError {
     /// The command is not one a device would accept (an unknown action with an empty name, or
     /// parameters too large).
     Encode(dese_protocol::EncodeError),
+    /// [`Settings::outbox_capacity`] messages already wait for the broker (it is down, or slower
+    /// than the sender): nothing was queued.
+    OutboxFull {
+        /// The capacity.
+        capacity: usize,
+    },
 }
 
 impl core::fmt::Display for SendError {
@@ -72,6 +99,10 @@ impl core::fmt::Display for SendError {
         match self {
             Self::Id(e) => write!(f, "cannot make a command id from the instance name: {e}"),
             Self::Encode(e) => write!(f, "cannot encode the command: {e}"),
+            Self::OutboxFull { capacity } => write!(
+                f,
+                "the outbox is full: {capacity} messages already wait for the broker"
+            ),
         }
     }
 }
@@ -81,6 +112,7 @@ impl std::error::Error for SendError {
         match self {
             Self::Id(e) => Some(e),
             Self::Encode(e) => Some(e),
+            Self::OutboxFull { .. } => None,
         }
     }
 }
@@ -116,9 +148,12 @@ pub struct Presence {
     pub last_seen: Instant,
 }
 
-/// A message for the transport to publish.
+/// A message for the transport to publish; report the broker's acknowledgement with
+/// [`Backend::handle_acked`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outgoing {
+pub struct Transmit {
+    /// Identifies it for [`Backend::handle_acked`].
+    pub id: MessageId,
     /// The device's `commands` or `config` topic.
     pub topic: String,
     /// The JSON payload.
@@ -143,10 +178,29 @@ pub enum Outcome {
     },
 }
 
+/// An event, and what the application gives back once the event is safe.
+///
+/// Events of a received message that the application must confirm carry an [`Ack`] (on the
+/// last event of that message, when it produced several: a status's
+/// [`Event::PresenceChanged`] comes before its [`Event::Status`], which carries it). Give it to
+/// [`Backend::ack`] after storing what matters; the broker's acknowledgement waits for it.
+/// Events without one need nothing: refusals and duplicates are acknowledged by the engine,
+/// timeouts and retries come from no message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivered {
+    /// What happened.
+    pub event: Event,
+    /// What to give back to [`Backend::ack`] once the event is safe.
+    pub ack: Option<Ack>,
+}
+
 /// What happened, in the order it happened.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Event {
+    /// Time to open a connection again, after a loss and the backoff (the first connection the
+    /// transport opens by itself).
+    Connect,
     /// New readings.
     Telemetry {
         /// The device.
@@ -282,6 +336,12 @@ pub struct Counters {
     pub late_responses: u64,
     /// Responses to unknown commands.
     pub unknown_responses: u64,
+    /// Copies of timed-out commands taken back before they were published.
+    pub commands_withdrawn: u64,
+    /// Connections the broker accepted.
+    pub connections: u64,
+    /// Connections lost.
+    pub disconnects: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -303,37 +363,79 @@ struct Pending {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Finished {
-    Answered,
+    /// Answered by the response whose event carries this ack.
+    Answered(Option<Ack>),
     TimedOut,
 }
+
+/// The connection, as the engine sees it.
+#[derive(Debug, Clone, Copy)]
+enum Link {
+    /// Down; `retry_at` is when to ask for the next attempt (none while one is under way).
+    Down {
+        retry_at: Option<Instant>,
+        attempt: u32,
+    },
+    Up {
+        since: Instant,
+        attempt: u32,
+    },
+}
+
+/// What became of a received message.
+enum Fate {
+    /// The application must confirm its events.
+    Accepted,
+    /// Refused: the engine acknowledges it.
+    Refused,
+    /// A redelivery: acknowledged once the application has confirmed the original (its ack,
+    /// if the original is still remembered).
+    Duplicate(Option<Ack>),
+}
+
+/// One remembered telemetry message of a device: its timestamp, a digest of its payload, and
+/// the ack of its event.
+type Seen = (Timestamp, u64, Ack);
 
 /// The protocol's behaviour for a backend serving many devices of many organizations, without
 /// IO and without a clock.
 ///
-/// Feed it every message from the subscriptions ([`Backend::handle_message`]) and the time
-/// ([`Backend::handle_timeout`]); send commands with [`Backend::send_command`]. After every
-/// input drain [`Backend::poll_transmit`] (publish), then [`Backend::poll_event`], then ask
-/// [`Backend::poll_timeout`] when to call `handle_timeout`.
+/// Feed it every message from the subscriptions ([`Backend::handle_message`]), the broker's
+/// acknowledgements of what it publishes ([`Backend::handle_acked`]), the connection's ups and
+/// downs ([`Backend::handle_connected`], [`Backend::handle_disconnected`]) and the time
+/// ([`Backend::handle_timeout`]); send commands and config with [`Backend::send_command`] and
+/// [`Backend::send_config`]; give back what the application confirmed with [`Backend::ack`].
+/// After every input drain [`Backend::poll_transmit`] (publish), [`Backend::poll_ack`]
+/// (acknowledge to the broker) and [`Backend::poll_event`], then ask
+/// [`Backend::poll_timeout`] when to call `handle_timeout`. Read the next message from the
+/// broker only while [`Backend::has_room`].
 #[derive(Debug)]
 pub struct Backend {
     settings: Settings,
+    link: Link,
     presence: HashMap<DeviceKey, Presence>,
-    recent_telemetry: HashMap<DeviceKey, VecDeque<Timestamp>>,
+    recent_telemetry: HashMap<DeviceKey, VecDeque<Seen>>,
     buckets: HashMap<DeviceKey, Bucket>,
     pending: HashMap<CommandId, Pending>,
     finished: HashMap<CommandId, Finished>,
     finished_order: VecDeque<CommandId>,
     next_command: u64,
-    transmits: VecDeque<Outgoing>,
-    events: VecDeque<Event>,
+    outbox: Outbox,
+    inbox: Inbox,
+    events: VecDeque<Delivered>,
     counters: Counters,
 }
 
 impl Backend {
-    /// A backend with these settings.
+    /// A backend with these settings, not connected. The transport opens the first connection
+    /// when it is ready ([`Backend::handle_connected`] when it is up); after a loss the engine
+    /// asks for the next one with [`Event::Connect`].
     pub fn new(settings: Settings) -> Self {
         Self {
-            settings,
+            link: Link::Down {
+                retry_at: None,
+                attempt: 0,
+            },
             presence: HashMap::new(),
             recent_telemetry: HashMap::new(),
             buckets: HashMap::new(),
@@ -341,9 +443,11 @@ impl Backend {
             finished: HashMap::new(),
             finished_order: VecDeque::new(),
             next_command: 0,
-            transmits: VecDeque::new(),
+            outbox: Outbox::new(settings.outbox_capacity),
+            inbox: Inbox::default(),
             events: VecDeque::new(),
             counters: Counters::default(),
+            settings,
         }
     }
 
@@ -393,8 +497,34 @@ impl Backend {
         self.pending.len()
     }
 
-    /// Sends `action` to a device: returns its `command_id` and the message to publish. The
-    /// command then ends in an [`Event::Command`] (completed, failed or timed out).
+    /// Whether the link is up.
+    pub fn is_connected(&self) -> bool {
+        matches!(self.link, Link::Up { .. })
+    }
+
+    /// Whether the transport may read the next message from the broker: false while the
+    /// application holds [`Settings::receive_window`] unconfirmed events, or as many received
+    /// messages wait for their acknowledgement. Reading stops, the broker keeps the rest, and
+    /// memory stays bounded.
+    pub fn has_room(&self) -> bool {
+        let window = self.settings.receive_window.max(1);
+        self.inbox.held() < window && self.inbox.owed() < window
+    }
+
+    /// Events the application holds without having confirmed them.
+    pub fn unconfirmed(&self) -> usize {
+        self.inbox.held()
+    }
+
+    /// Messages of the backend's (commands, retries, config) waiting for the broker, queued or
+    /// in flight.
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Sends `action` to a device: queues the command and returns its `command_id`. The command
+    /// then ends in an [`Event::Command`] (completed, failed or timed out); a command that timed
+    /// out is withdrawn, never published afterwards.
     pub fn send_command(
         &mut self,
         now: Instant,
@@ -402,7 +532,8 @@ impl Backend {
         org: OrgId,
         device: DeviceId,
         action: Action,
-    ) -> Result<(CommandId, Outgoing), SendError> {
+    ) -> Result<CommandId, SendError> {
+        self.check_room()?;
         self.next_command += 1;
         let id = format!(
             "cmd-{}-{}-{}",
@@ -421,12 +552,8 @@ impl Backend {
         let payload = encode(&Message::Command(command)).map_err(SendError::Encode)?;
         let topic =
             Topic::new(key.org.clone(), key.device.clone(), MessageKind::Commands).to_string();
-        let outgoing = Outgoing {
-            topic: topic.clone(),
-            payload: payload.clone(),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-        };
+        self.outbox
+            .push(topic.clone(), payload.clone(), Some(command_id.clone()));
         self.pending.insert(
             command_id.clone(),
             Pending {
@@ -440,37 +567,108 @@ impl Backend {
             },
         );
         self.counters.commands_sent += 1;
-        Ok((command_id, outgoing))
+        Ok(command_id)
     }
 
-    /// The message that sends a config to a device (config is not tracked: the protocol has
-    /// no acknowledgement for it).
-    pub fn config_message(
-        &self,
+    /// Sends a config to a device: queues it (config is not tracked: the protocol has no
+    /// acknowledgement for it).
+    pub fn send_config(
+        &mut self,
         utc: Timestamp,
         org: OrgId,
         device: DeviceId,
         config: DeviceConfig,
-    ) -> Result<Outgoing, dese_protocol::EncodeError> {
+    ) -> Result<(), SendError> {
+        self.check_room()?;
         let topic = Topic::new(org, device.clone(), MessageKind::Config).to_string();
         let payload = encode(&Message::Config(Config {
             device_id: device,
             config,
             timestamp: utc,
-        }))?;
-        Ok(Outgoing {
-            topic,
-            payload,
-            qos: QoS::AtLeastOnce,
-            retain: false,
-        })
+        }))
+        .map_err(SendError::Encode)?;
+        self.outbox.push(topic, payload, None);
+        Ok(())
     }
 
-    /// A message arrived on one of the subscriptions. Retained and live messages are treated
-    /// alike: a retained status is how presence is recovered. An older `online` status never
-    /// overrides a newer status; an `offline` one always applies, as a last will carries the
-    /// time its connection opened.
-    pub fn handle_message(&mut self, now: Instant, topic: &str, payload: &[u8]) {
+    fn check_room(&self) -> Result<(), SendError> {
+        if self.outbox.is_full() {
+            return Err(SendError::OutboxFull {
+                capacity: self.outbox.capacity(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The broker accepted a connection: what waits in the outbox goes out, in order.
+    pub fn handle_connected(&mut self, now: Instant) {
+        let attempt = match self.link {
+            Link::Down { attempt, .. } | Link::Up { attempt, .. } => attempt,
+        };
+        self.link = Link::Up {
+            since: now,
+            attempt,
+        };
+        self.counters.connections += 1;
+    }
+
+    /// The connection was lost, or an attempt failed. What was in flight is queued again (except
+    /// withdrawn commands); the acknowledgements owed to the broker on that connection are void
+    /// (the broker delivers those messages again, and they are recognised as duplicates); the
+    /// next attempt waits for the backoff, jittered by `random` (uniform over `u32`).
+    pub fn handle_disconnected(&mut self, now: Instant, random: u32) {
+        let attempt = match self.link {
+            Link::Up { since, attempt } => {
+                self.counters.disconnects += 1;
+                if now.saturating_duration_since(since) >= self.settings.backoff.stable_after {
+                    0
+                } else {
+                    attempt.saturating_add(1)
+                }
+            }
+            Link::Down { attempt, .. } => attempt.saturating_add(1),
+        };
+        self.outbox.requeue_in_flight();
+        self.inbox.void();
+        self.link = Link::Down {
+            retry_at: Some(now + self.settings.backoff.delay(attempt, random)),
+            attempt,
+        };
+    }
+
+    /// The broker acknowledged a message of [`Backend::poll_transmit`].
+    pub fn handle_acked(&mut self, id: MessageId) {
+        self.outbox.ack(id);
+    }
+
+    /// The application confirmed an event ([`Delivered::ack`]): it is safe, and the broker may
+    /// forget the message (see [`Backend::poll_ack`]). False for an ack given back twice.
+    pub fn ack(&mut self, ack: Ack) -> bool {
+        self.inbox.release(ack)
+    }
+
+    /// A message arrived on one of the subscriptions; `inbound` is the transport's name for it,
+    /// handed back by [`Backend::poll_ack`] when it may be acknowledged to the broker.
+    ///
+    /// Retained and live messages are treated alike: a retained status is how presence is
+    /// recovered. An older `online` status never overrides a newer status; an `offline` one
+    /// always applies, as a last will carries the time its connection opened.
+    pub fn handle_message(&mut self, now: Instant, inbound: Inbound, topic: &str, payload: &[u8]) {
+        let ack = self.inbox.next_ack();
+        let before = self.events.len();
+        match self.ingest(now, ack, topic, payload) {
+            Fate::Accepted if self.events.len() > before => {
+                self.inbox.hold(inbound, ack);
+                if let Some(last) = self.events.back_mut() {
+                    last.ack = Some(ack);
+                }
+            }
+            Fate::Accepted | Fate::Refused => self.inbox.settle(inbound, None),
+            Fate::Duplicate(original) => self.inbox.settle(inbound, original),
+        }
+    }
+
+    fn ingest(&mut self, now: Instant, ack: Ack, topic: &str, payload: &[u8]) -> Fate {
         let parsed = match Topic::parse_with(topic, false) {
             Ok(parsed) => parsed,
             Err(error) => {
@@ -515,10 +713,9 @@ impl Backend {
             Ok(message) => message,
             Err(DecodeError::Empty) if parsed.kind() == MessageKind::Status => {
                 if self.presence.remove(&key).is_some() {
-                    self.events
-                        .push_back(Event::PresenceCleared { device: key });
+                    self.push(Event::PresenceCleared { device: key });
                 }
-                return;
+                return Fate::Accepted;
             }
             Err(error) => {
                 return self.drop(
@@ -533,16 +730,30 @@ impl Backend {
         }
         *self.counters.accepted.entry(parsed.kind()).or_default() += 1;
         match message {
-            Message::Telemetry(telemetry) => self.telemetry(key, telemetry),
+            Message::Telemetry(telemetry) => self.telemetry(key, telemetry, digest(payload), ack),
             Message::Status(status) => self.status(now, key, status),
-            Message::CommandResponse(response) => self.response(key, response),
-            Message::Alert(alert) => self.events.push_back(Event::Alert { device: key, alert }),
-            Message::Command(_) | Message::Config(_) => {}
+            Message::CommandResponse(response) => self.response(key, response, ack),
+            Message::Alert(alert) => self.push(Event::Alert { device: key, alert }),
+            Message::Command(_) | Message::Config(_) => Fate::Refused,
         }
     }
 
-    /// Time passed: commands whose answer is overdue are retried or time out.
+    /// Time passed: the next connection attempt when the backoff is over; commands whose answer
+    /// is overdue are retried or time out (and are withdrawn from the outbox).
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Link::Down {
+            retry_at: Some(at),
+            attempt,
+        } = self.link
+        {
+            if now >= at {
+                self.link = Link::Down {
+                    retry_at: None,
+                    attempt,
+                };
+                self.push(Event::Connect);
+            }
+        }
         let due: Vec<CommandId> = self
             .pending
             .iter()
@@ -563,13 +774,15 @@ impl Backend {
                         deadline: now + self.settings.command_timeout,
                     };
                     self.counters.retries += 1;
-                    self.transmits.push_back(Outgoing {
-                        topic: pending.topic.clone(),
-                        payload: pending.payload.clone(),
-                        qos: QoS::AtLeastOnce,
-                        retain: false,
-                    });
-                    self.events.push_back(Event::CommandRetried {
+                    // A copy still queued (the link is down) serves as this attempt too.
+                    if !self.outbox.has_queued(&id) {
+                        self.outbox.push(
+                            pending.topic.clone(),
+                            pending.payload.clone(),
+                            Some(id.clone()),
+                        );
+                    }
+                    self.push(Event::CommandRetried {
                         device: pending.device.clone(),
                         command_id: id.clone(),
                         attempt: pending.attempts,
@@ -585,8 +798,9 @@ impl Backend {
                 }
                 Wait::Answer { .. } => {
                     self.counters.commands_timed_out += 1;
+                    self.counters.commands_withdrawn += self.outbox.withdraw(&id) as u64;
                     self.finish(id.clone(), Finished::TimedOut);
-                    self.events.push_back(Event::Command {
+                    self.push(Event::Command {
                         device: pending.device,
                         command_id: id,
                         outcome: Outcome::TimedOut {
@@ -602,47 +816,84 @@ impl Backend {
         }
     }
 
-    /// Retries to publish.
+    /// The next message to publish (commands, retries, config), while the link is up and the
+    /// in-flight window has room.
     #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Outgoing> {
-        self.transmits.pop_front()
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if !self.is_connected() {
+            return None;
+        }
+        let message = self.outbox.next(self.settings.in_flight_window)?;
+        Some(Transmit {
+            id: message.id,
+            topic: message.topic.clone(),
+            payload: message.payload.clone(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+        })
+    }
+
+    /// The next received message the transport may acknowledge to the broker (PUBACK), in the
+    /// order the messages arrived: a message the engine refused at once; one whose events the
+    /// application confirmed, once every older message may be acknowledged too.
+    #[must_use]
+    pub fn poll_ack(&mut self) -> Option<Inbound> {
+        self.inbox.next_puback()
     }
 
     /// The next event.
     #[must_use]
-    pub fn poll_event(&mut self) -> Option<Event> {
+    pub fn poll_event(&mut self) -> Option<Delivered> {
         self.events.pop_front()
     }
 
     /// When to call [`Backend::handle_timeout`] next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let retry = match self.link {
+            Link::Down {
+                retry_at: Some(at), ..
+            } => Some(at),
+            Link::Down { .. } | Link::Up { .. } => None,
+        };
         self.pending
             .values()
             .map(|p| match p.wait {
                 Wait::Answer { deadline } => deadline,
                 Wait::Retry { at } => at,
             })
+            .chain(retry)
             .min()
     }
 
-    fn telemetry(&mut self, key: DeviceKey, telemetry: Telemetry) {
+    fn push(&mut self, event: Event) -> Fate {
+        self.events.push_back(Delivered { event, ack: None });
+        Fate::Accepted
+    }
+
+    fn telemetry(&mut self, key: DeviceKey, telemetry: Telemetry, digest: u64, ack: Ack) -> Fate {
         let window = self.settings.telemetry_window.max(1);
         let recent = self.recent_telemetry.entry(key.clone()).or_default();
-        if recent.contains(&telemetry.timestamp) {
-            return self.duplicate(key, MessageKind::Telemetry);
+        // The same timestamp and the same bytes: the broker or the device sent it again.
+        // Distinct readings that share a timestamp (whole seconds, 100 ms intervals) differ in
+        // their bytes and are both kept.
+        if let Some(&(_, _, original)) = recent
+            .iter()
+            .find(|(at, seen, _)| *at == telemetry.timestamp && *seen == digest)
+        {
+            return self.duplicate(key, MessageKind::Telemetry, Some(original));
         }
         if recent.len() == window {
             recent.pop_front();
         }
-        recent.push_back(telemetry.timestamp);
-        self.events.push_back(Event::Telemetry {
+        recent.push_back((telemetry.timestamp, digest, ack));
+        self.push(Event::Telemetry {
             device: key,
             telemetry,
-        });
+        })
     }
 
-    fn status(&mut self, now: Instant, key: DeviceKey, status: Status) {
+    fn status(&mut self, now: Instant, key: DeviceKey, status: Status) -> Fate {
         let from = self.presence.get(&key).map(|p| p.state);
         // An older `online` never overrides a newer status: reordered deliveries must not bring
         // a device back online. An `offline` always applies: a last will is stamped when the
@@ -664,20 +915,20 @@ impl Backend {
                 },
             );
             if from != Some(status.status) {
-                self.events.push_back(Event::PresenceChanged {
+                self.push(Event::PresenceChanged {
                     device: key.clone(),
                     from,
                     to: status.status,
                 });
             }
         }
-        self.events.push_back(Event::Status {
+        self.push(Event::Status {
             device: key,
             status,
-        });
+        })
     }
 
-    fn response(&mut self, key: DeviceKey, response: CommandResponse) {
+    fn response(&mut self, key: DeviceKey, response: CommandResponse, ack: Ack) -> Fate {
         let id = response.command_id.clone();
         if let Some(pending) = self.pending.get(&id) {
             if pending.device != key {
@@ -697,7 +948,7 @@ impl Backend {
                 );
             }
             self.pending.remove(&id);
-            self.finish(id.clone(), Finished::Answered);
+            self.finish(id.clone(), Finished::Answered(Some(ack)));
             let outcome = if response.success {
                 self.counters.commands_completed += 1;
                 Outcome::Completed(response)
@@ -705,29 +956,32 @@ impl Backend {
                 self.counters.commands_failed += 1;
                 Outcome::Failed(response)
             };
-            return self.events.push_back(Event::Command {
+            return self.push(Event::Command {
                 device: key,
                 command_id: id,
                 outcome,
             });
         }
         match self.finished.get(&id) {
-            Some(Finished::Answered) => self.duplicate(key, MessageKind::CommandResponse),
+            Some(Finished::Answered(original)) => {
+                let original = *original;
+                self.duplicate(key, MessageKind::CommandResponse, original)
+            }
             Some(Finished::TimedOut) => {
                 self.counters.late_responses += 1;
                 // Reported once; a further copy is a duplicate.
-                self.finished.insert(id, Finished::Answered);
-                self.events.push_back(Event::LateResponse {
+                self.finished.insert(id, Finished::Answered(Some(ack)));
+                self.push(Event::LateResponse {
                     device: key,
                     response,
-                });
+                })
             }
             None => {
                 self.counters.unknown_responses += 1;
-                self.events.push_back(Event::UnknownResponse {
+                self.push(Event::UnknownResponse {
                     device: key,
                     response,
-                });
+                })
             }
         }
     }
@@ -743,24 +997,39 @@ impl Backend {
         }
     }
 
-    fn duplicate(&mut self, key: DeviceKey, kind: MessageKind) {
+    fn duplicate(&mut self, key: DeviceKey, kind: MessageKind, original: Option<Ack>) -> Fate {
         *self.counters.duplicates.entry(kind).or_default() += 1;
-        self.events
-            .push_back(Event::Duplicate { device: key, kind });
+        self.events.push_back(Delivered {
+            event: Event::Duplicate { device: key, kind },
+            ack: None,
+        });
+        Fate::Duplicate(original)
     }
 
-    fn drop(&mut self, topic: &str, reason: DropReason, error: String) {
+    fn drop(&mut self, topic: &str, reason: DropReason, error: String) -> Fate {
         *self.counters.dropped.entry(reason).or_default() += 1;
         let mut shown = String::from(&topic[..floor_boundary(topic, 160)]);
         if shown.len() < topic.len() {
             shown.push('…');
         }
-        self.events.push_back(Event::Dropped {
-            topic: shown,
-            reason,
-            error,
+        self.events.push_back(Delivered {
+            event: Event::Dropped {
+                topic: shown,
+                reason,
+                error,
+            },
+            ack: None,
         });
+        Fate::Refused
     }
+}
+
+/// FNV-1a over the payload: tells apart distinct readings that share a timestamp, and
+/// recognises the byte-identical copies QoS 1 redelivers.
+fn digest(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn floor_boundary(s: &str, max: usize) -> usize {

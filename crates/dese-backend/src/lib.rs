@@ -4,10 +4,15 @@
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
 
 mod backend;
+mod inbox;
 mod limit;
+mod outbox;
 
 pub use backend::{
-    Backend, Counters, DeviceKey, DropReason, Event, Outcome, Outgoing, Presence, SendError,
-    Settings,
+    Backend, Counters, Delivered, DeviceKey, DropReason, Event, Outcome, Presence, SendError,
+    Settings, Transmit,
 };
+pub use dese_device::Backoff;
+pub use inbox::{Ack, Inbound};
 pub use limit::RateLimit;
+pub use outbox::MessageId;

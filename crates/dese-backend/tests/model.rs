@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use dese_backend::{Backend, Event, Outcome, Settings};
+use dese_backend::{Backend, Event, Inbound, Outcome, Settings};
 use dese_protocol::{Action, Timestamp};
 use proptest::prelude::*;
 
@@ -56,15 +56,15 @@ proptest! {
         for op in ops.into_iter().chain([Op::Wait(10_000_000)]) {
             match op {
                 Op::Send => {
-                    let (id, _) = b.send_command(now, utc, "org".parse().unwrap(), "dev".parse().unwrap(), Action::Reboot).unwrap();
+                    let id = b.send_command(now, utc, "org".parse().unwrap(), "dev".parse().unwrap(), Action::Reboot).unwrap();
                     prop_assert!(model.insert(id.to_string(), State::Pending).is_none(), "ids are fresh");
                     sent.push(id.to_string());
                 }
                 Op::Answer(pick, ok) if !sent.is_empty() => {
                     let id = pick.get(&sent).clone();
-                    b.handle_message(now, topic, answer(&id, ok).as_bytes());
+                    b.handle_message(now, Inbound(0), topic, answer(&id, ok).as_bytes());
                     let state = model[&id];
-                    let events: Vec<Event> = std::iter::from_fn(|| b.poll_event()).collect();
+                    let events: Vec<Event> = std::iter::from_fn(|| b.poll_event()).map(|d| d.event).collect();
                     match state {
                         State::Pending => {
                             let completed = matches!(&events[..], [Event::Command { outcome: Outcome::Completed(_), .. }]);
@@ -82,8 +82,8 @@ proptest! {
                     }
                 }
                 Op::Stray => {
-                    b.handle_message(now, topic, answer("cmd-from-nowhere", true).as_bytes());
-                    let events: Vec<Event> = std::iter::from_fn(|| b.poll_event()).collect();
+                    b.handle_message(now, Inbound(0), topic, answer("cmd-from-nowhere", true).as_bytes());
+                    let events: Vec<Event> = std::iter::from_fn(|| b.poll_event()).map(|d| d.event).collect();
                     prop_assert!(matches!(&events[..], [Event::UnknownResponse { .. }]), "{events:?}");
                 }
                 Op::Wait(ms) => {
@@ -92,7 +92,7 @@ proptest! {
                         now = at;
                         b.handle_timeout(now);
                         while b.poll_transmit().is_some() {}
-                        for event in std::iter::from_fn(|| b.poll_event()) {
+                        for event in std::iter::from_fn(|| b.poll_event()).map(|d| d.event) {
                             if let Event::Command { command_id, outcome: Outcome::TimedOut { attempts }, .. } = event {
                                 prop_assert_eq!(attempts, retries + 1);
                                 let state = model.insert(command_id.to_string(), State::TimedOut);

@@ -5,17 +5,22 @@
 
 use std::time::{Duration, Instant};
 
-use dese_backend::{Backend, DropReason, Event, Outcome, RateLimit, Settings};
+use dese_backend::{Backend, DropReason, Event, Inbound, Outcome, RateLimit, Settings};
 use dese_protocol::{Action, DeviceState, MessageKind, OrgId, Reason, ShareGroup, Timestamp};
 
 const TELEMETRY: &str = r#"{"device_id":"esp32-001","timestamp":"2025-01-27T10:00:00Z","organization_id":"org-123","sensors":{"ph":7.2,"chlorine":2.5,"temperature":25.5},"metadata":{"firmware_version":"1.0.0"}}"#;
+
+/// The transport's name for a received message: these tests do not look at acknowledgements.
+const IN: Inbound = Inbound(0);
 
 fn topic(kind: &str) -> String {
     format!("devices/org-123/esp32-001/{kind}")
 }
 
 fn events(backend: &mut Backend) -> Vec<Event> {
-    std::iter::from_fn(|| backend.poll_event()).collect()
+    std::iter::from_fn(|| backend.poll_event())
+        .map(|d| d.event)
+        .collect()
 }
 
 fn utc() -> Timestamp {
@@ -44,11 +49,13 @@ fn dese_t5_tenant_mismatch_is_dropped() {
     let t0 = Instant::now();
     b.handle_message(
         t0,
+        IN,
         "devices/org-999/esp32-001/telemetry",
         TELEMETRY.as_bytes(),
     );
     b.handle_message(
         t0,
+        IN,
         "devices/org-123/esp32-002/telemetry",
         TELEMETRY.as_bytes(),
     );
@@ -75,6 +82,7 @@ fn organizations_outside_the_allow_list_are_dropped() {
     });
     b.handle_message(
         Instant::now(),
+        IN,
         "devices/org-456/esp32-001/telemetry",
         b"not even json",
     );
@@ -117,15 +125,16 @@ fn shared_subscriptions_split_the_load() {
 fn dese_v2_invalid_messages_counted_by_reason() {
     let mut b = Backend::new(Settings::default());
     let t0 = Instant::now();
-    b.handle_message(t0, &topic("telemetry"), b"{");
-    b.handle_message(t0, &topic("telemetry"), br#"{"device_id":"esp32-001"}"#);
+    b.handle_message(t0, IN, &topic("telemetry"), b"{");
+    b.handle_message(t0, IN, &topic("telemetry"), br#"{"device_id":"esp32-001"}"#);
     b.handle_message(
         t0,
+        IN,
         &topic("alert"),
         br#"{"severity":"fatal","message":"x","timestamp":"2025-01-27T10:00:00Z"}"#,
     );
-    b.handle_message(t0, "devices/org-123/esp32-001/commands", b"{}");
-    b.handle_message(t0, "devices/#/x/status", b"{}");
+    b.handle_message(t0, IN, "devices/org-123/esp32-001/commands", b"{}");
+    b.handle_message(t0, IN, "devices/#/x/status", b"{}");
     let c = b.counters();
     assert_eq!(c.dropped[&DropReason::Invalid(Reason::Syntax)], 1);
     assert_eq!(c.dropped[&DropReason::Invalid(Reason::MissingField)], 1);
@@ -141,7 +150,7 @@ fn duplicate_telemetry_is_reported_not_stored() {
     let mut b = Backend::new(Settings::default());
     let t0 = Instant::now();
     for _ in 0..3 {
-        b.handle_message(t0, &topic("telemetry"), TELEMETRY.as_bytes());
+        b.handle_message(t0, IN, &topic("telemetry"), TELEMETRY.as_bytes());
     }
     let e = events(&mut b);
     assert_eq!(
@@ -174,16 +183,19 @@ fn presence_from_status_and_last_will() {
     let t0 = Instant::now();
     b.handle_message(
         t0,
+        IN,
         &topic("status"),
         status("online", "2025-01-27T10:00:00Z").as_bytes(),
     );
     b.handle_message(
         t0,
+        IN,
         &topic("status"),
         status("offline", "2025-01-27T11:00:00Z").as_bytes(),
     );
     b.handle_message(
         t0,
+        IN,
         &topic("status"),
         status("online", "2025-01-27T10:30:00Z").as_bytes(),
     );
@@ -210,11 +222,13 @@ fn presence_from_status_and_last_will() {
     // Back online at 12:00 (connected at 11:59:59, the will stamped then), then the will.
     b.handle_message(
         t0,
+        IN,
         &topic("status"),
         status("online", "2025-01-27T12:00:00Z").as_bytes(),
     );
     b.handle_message(
         t0,
+        IN,
         &topic("status"),
         status("offline", "2025-01-27T11:59:59Z").as_bytes(),
     );
@@ -223,7 +237,7 @@ fn presence_from_status_and_last_will() {
         DeviceState::Offline
     );
     let _ = events(&mut b);
-    b.handle_message(t0, &topic("status"), b"");
+    b.handle_message(t0, IN, &topic("status"), b"");
     assert!(b.presence(&org, &device).is_none());
     assert!(matches!(
         events(&mut b)[..],
@@ -232,7 +246,10 @@ fn presence_from_status_and_last_will() {
 }
 
 fn send(b: &mut Backend, now: Instant) -> String {
-    let (id, out) = b
+    if !b.is_connected() {
+        b.handle_connected(now);
+    }
+    let id = b
         .send_command(
             now,
             utc(),
@@ -241,6 +258,7 @@ fn send(b: &mut Backend, now: Instant) -> String {
             Action::Reboot,
         )
         .unwrap();
+    let out = b.poll_transmit().unwrap();
     assert_eq!(out.topic, topic("commands"));
     id.to_string()
 }
@@ -263,9 +281,15 @@ fn commands_complete_or_fail() {
     let ok = send(&mut b, t0);
     let bad = send(&mut b, t0);
     assert_ne!(ok, bad, "fresh ids");
-    b.handle_message(t0, &topic("command_response"), answer(&ok, true).as_bytes());
     b.handle_message(
         t0,
+        IN,
+        &topic("command_response"),
+        answer(&ok, true).as_bytes(),
+    );
+    b.handle_message(
+        t0,
+        IN,
         &topic("command_response"),
         answer(&bad, false).as_bytes(),
     );
@@ -274,7 +298,12 @@ fn commands_complete_or_fail() {
     assert!(matches!(&o[1], Outcome::Failed(r) if r.error.as_deref() == Some("pump jammed")));
     assert_eq!(b.commands_pending(), 0);
     // The same response again is a duplicate.
-    b.handle_message(t0, &topic("command_response"), answer(&ok, true).as_bytes());
+    b.handle_message(
+        t0,
+        IN,
+        &topic("command_response"),
+        answer(&ok, true).as_bytes(),
+    );
     assert!(matches!(
         events(&mut b)[..],
         [Event::Duplicate {
@@ -298,6 +327,7 @@ fn dese_c1_c2_response_31_s_late_is_reported_late() {
     assert_eq!(outcomes(&mut b), [Outcome::TimedOut { attempts: 1 }]);
     b.handle_message(
         t0 + Duration::from_secs(31),
+        IN,
         &topic("command_response"),
         answer(&id, true).as_bytes(),
     );
@@ -318,7 +348,8 @@ fn dese_c3_retries_keep_the_command_id() {
         ..Settings::default()
     });
     let t0 = Instant::now();
-    let (id, first) = b
+    b.handle_connected(t0);
+    let id = b
         .send_command(
             t0,
             utc(),
@@ -327,6 +358,7 @@ fn dese_c3_retries_keep_the_command_id() {
             Action::Reboot,
         )
         .unwrap();
+    let first = b.poll_transmit().unwrap();
     let mut now = t0;
     let mut resent = Vec::new();
     while let Some(at) = b.poll_timeout() {
@@ -366,6 +398,7 @@ fn dese_c3_retries_keep_the_command_id() {
     b.handle_timeout(now + Duration::from_secs(30)); // times out, retry scheduled at +1 s
     b.handle_message(
         now + Duration::from_millis(30_500),
+        IN,
         &topic("command_response"),
         answer(&id2, true).as_bytes(),
     );
@@ -383,6 +416,7 @@ fn unknown_and_misaddressed_responses() {
     let t0 = Instant::now();
     b.handle_message(
         t0,
+        IN,
         &topic("command_response"),
         answer("cmd-elsewhere", true).as_bytes(),
     );
@@ -393,6 +427,7 @@ fn unknown_and_misaddressed_responses() {
     let id = send(&mut b, t0);
     b.handle_message(
         t0,
+        IN,
         "devices/org-123/esp32-002/command_response",
         answer(&id, true).as_bytes(),
     );
@@ -423,11 +458,12 @@ fn dese_s4_rate_limit_per_device() {
     let t0 = Instant::now();
     for i in 0..8 {
         let payload = TELEMETRY.replace("10:00:00Z", &format!("10:00:0{i}Z"));
-        b.handle_message(t0, &topic("telemetry"), payload.as_bytes());
+        b.handle_message(t0, IN, &topic("telemetry"), payload.as_bytes());
     }
     // Another device is not affected.
     b.handle_message(
         t0,
+        IN,
         "devices/org-123/esp32-002/status",
         status("online", "2025-01-27T10:00:00Z").as_bytes(),
     );
@@ -455,6 +491,7 @@ fn dese_s4_rate_limit_per_device() {
     let later = TELEMETRY.replace("10:00:00Z", "10:00:09Z");
     b.handle_message(
         t0 + Duration::from_secs(2),
+        IN,
         &topic("telemetry"),
         later.as_bytes(),
     );
@@ -486,11 +523,12 @@ fn presence_tracks_the_last_message() {
     let t0 = Instant::now();
     b.handle_message(
         t0,
+        IN,
         &topic("status"),
         status("online", "2025-01-27T10:00:00Z").as_bytes(),
     );
     let later = t0 + Duration::from_secs(45);
-    b.handle_message(later, &topic("telemetry"), TELEMETRY.as_bytes());
+    b.handle_message(later, IN, &topic("telemetry"), TELEMETRY.as_bytes());
     let p = b
         .presence(&"org-123".parse().unwrap(), &"esp32-001".parse().unwrap())
         .unwrap();
@@ -513,7 +551,12 @@ fn answers_to_pending_commands_pass_the_rate_limit() {
     let t0 = Instant::now();
     let ids: Vec<String> = (0..5).map(|_| send(&mut b, t0)).collect();
     for id in &ids {
-        b.handle_message(t0, &topic("command_response"), answer(id, true).as_bytes());
+        b.handle_message(
+            t0,
+            IN,
+            &topic("command_response"),
+            answer(id, true).as_bytes(),
+        );
     }
     assert_eq!(outcomes(&mut b).len(), 5);
     assert!(!b.counters().dropped.contains_key(&DropReason::RateLimited));
@@ -521,6 +564,7 @@ fn answers_to_pending_commands_pass_the_rate_limit() {
     for _ in 0..3 {
         b.handle_message(
             t0,
+            IN,
             &topic("command_response"),
             answer("cmd-nobody-sent", true).as_bytes(),
         );

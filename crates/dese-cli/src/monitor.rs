@@ -191,11 +191,10 @@ async fn watch<T: Transport>(args: Args) -> Result<Exit, Failure> {
         }
     }
     let counters = backend.counters();
-    let lost = backend.events_lost();
     let _ = backend.shutdown().await;
     let summary: Vec<String> = seen.iter().map(|(k, n)| format!("{k} {n}")).collect();
     eprintln!(
-        "dese: {messages} message(s) shown [{}]; dropped by the decoder: {}; events lost (not read in time): {lost}",
+        "dese: {messages} message(s) shown [{}]; dropped by the decoder: {}",
         summary.join(", "),
         counters.dropped.values().sum::<u64>()
     );

@@ -97,7 +97,8 @@ async fn send<T: Transport>(args: Args) -> Result<Exit, Failure> {
         instance: "cli".to_string(),
         ..Settings::default()
     };
-    let backend = BackendClient::<T>::spawn_ephemeral(&broker, &client_id("send"), settings, None)?;
+    let mut backend =
+        BackendClient::<T>::spawn_ephemeral(&broker, &client_id("send"), settings, None)?;
     connected(&backend, &broker, args.broker.connect_timeout()?).await?;
     eprintln!(
         "dese: sending {} to {org}/{device}, waiting up to {timeout:.0?}{}",
@@ -108,11 +109,20 @@ async fn send<T: Transport>(args: Args) -> Result<Exit, Failure> {
             String::new()
         }
     );
-    let wait = backend.send_command(org.clone(), device.clone(), action);
-    let result = tokio::select! {
-        result = wait => result,
-        _ = tokio::signal::ctrl_c() => {
-            return Err(Failure::new(Exit::TimedOut, "interrupted before the device answered"));
+    let handle = backend.handle();
+    let wait = handle.send_command(org.clone(), device.clone(), action);
+    tokio::pin!(wait);
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    // The organization's other traffic is read and let go meanwhile: a client whose events
+    // nobody reads stops reading from the broker, the answer included.
+    let result = loop {
+        tokio::select! {
+            result = &mut wait => break result,
+            _ = backend.next_event() => {}
+            _ = &mut interrupted => {
+                return Err(Failure::new(Exit::TimedOut, "interrupted before the device answered"));
+            }
         }
     };
     let (id, outcome) = result?;

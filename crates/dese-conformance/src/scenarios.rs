@@ -229,7 +229,6 @@ pub async fn lifecycle<D: Transport, B: Transport>(url: &str) {
     assert_eq!(presence.state, DeviceState::Offline);
     let counters = backend.counters();
     assert!(counters.dropped.is_empty(), "{counters:?}");
-    assert_eq!(backend.events_lost(), 0);
     backend.shutdown().await.unwrap();
 }
 
@@ -434,9 +433,8 @@ pub async fn restarts<D: Transport, B: Transport>(tag: &str) -> Figures {
             }
         }
         let counters = backend.counters();
-        let lost = backend.events_lost();
         backend.shutdown().await.unwrap();
-        (readings.len(), counters, lost)
+        (readings.len(), counters)
     });
 
     let mut device_settings = device_settings("org-1", "dev-1", 86_400_000);
@@ -466,7 +464,7 @@ pub async fn restarts<D: Transport, B: Transport>(tag: &str) -> Figures {
         }
     }
 
-    let (received, counters, lost) = reader.await.unwrap();
+    let (received, counters) = reader.await.unwrap();
     let stats = device.stats();
     let duplicates = telemetry_duplicates(&counters);
     assert_eq!(stats.telemetry, READINGS as u64);
@@ -476,7 +474,6 @@ pub async fn restarts<D: Transport, B: Transport>(tag: &str) -> Figures {
         stats.disconnects >= RESTARTS as u64,
         "the restarts did cut the device off"
     );
-    assert_eq!(lost, 0, "no backend event lost");
     device.shutdown().await.unwrap();
     Figures {
         sent: stats.telemetry,
@@ -510,6 +507,28 @@ pub async fn shutdown_delivers_outbox<D: Transport, B: Transport>(tag: &str) -> 
         DeviceClient::<D>::spawn(&options, device_settings, NoSensors, Recorder::default())
             .unwrap();
     wait_for(&mut backend, online).await;
+    // The backend reads as the device delivers: a backend that stopped reading would stop
+    // acknowledging, and with paho (one receive thread for the process) hold up the device too.
+    let reader = tokio::spawn(async move {
+        let mut readings = BTreeSet::new();
+        let mut after_offline = 0;
+        let mut went_offline = false;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !(went_offline && readings.len() == READINGS) {
+            match tokio::time::timeout_at(deadline, backend.next_event()).await {
+                Ok(Some(Event::Telemetry { telemetry, .. })) => {
+                    readings.insert(telemetry.timestamp);
+                    if went_offline {
+                        after_offline += 1;
+                    }
+                }
+                Ok(Some(e)) if offline(&e) => went_offline = true,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        (readings, after_offline, went_offline, backend)
+    });
 
     for _ in 0..READINGS {
         device.publish_readings(reading()).unwrap();
@@ -518,23 +537,7 @@ pub async fn shutdown_delivers_outbox<D: Transport, B: Transport>(tag: &str) -> 
     assert_eq!(last.pending, 0, "nothing left undelivered: {last:?}");
     assert!(last.delivered >= READINGS as u64, "{last:?}");
 
-    let mut readings = BTreeSet::new();
-    let mut after_offline = 0;
-    let mut went_offline = false;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !(went_offline && readings.len() == READINGS) {
-        match tokio::time::timeout_at(deadline, backend.next_event()).await {
-            Ok(Some(Event::Telemetry { telemetry, .. })) => {
-                readings.insert(telemetry.timestamp);
-                if went_offline {
-                    after_offline += 1;
-                }
-            }
-            Ok(Some(e)) if offline(&e) => went_offline = true,
-            Ok(Some(_)) => {}
-            Ok(None) | Err(_) => break,
-        }
-    }
+    let (readings, after_offline, went_offline, backend) = reader.await.unwrap();
     assert!(went_offline, "the device said goodbye");
     assert_eq!(
         readings.len(),

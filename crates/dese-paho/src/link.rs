@@ -1,14 +1,17 @@
 //! The [`Link`] over paho-mqtt: paho's callbacks and delivery tokens turned into the driver's
 //! events.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
+use dese_backend::Inbound;
 use dese_transport::{
     BrokerOptions, ConnectionFailure, Error, ErrorKind, Link, LinkEvent, Session, TlsFiles,
     Transport, Will,
 };
 use paho_mqtt as paho;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// The paho-mqtt transport: `DeviceClient<Paho>` and `BackendClient<Paho>`.
 #[derive(Debug, Clone, Copy)]
@@ -24,15 +27,29 @@ impl Transport for Paho {
 
 /// The paho link: one C client, connected again after each loss.
 ///
-/// Callbacks run on the C library's threads and only send into a channel, so they never block
-/// it. The C library is the one this package's build script builds, with the fix for a double
-/// free after a failed QoS 1 write (docs/transports.md).
+/// Callbacks run on the C library's threads and send into a channel. The C library is the one
+/// this package's build script builds, with the fix for a double free after a failed QoS 1
+/// write (docs/transports.md).
+///
+/// The C library acknowledges a received QoS 1 message (PUBACK) as soon as its message callback
+/// returns, and has no way to defer it. With `manual_acks` (a backend), the callback therefore
+/// waits while [`Session::receive_window`] received messages are not yet acknowledged by the
+/// driver ([`Link::ack`]): at most that many messages are acknowledged to the broker before the
+/// application confirmed them, and reading stops there, as with rumqttc.
+///
+/// The callback waits holding the C library's one receive thread and its global lock, which
+/// every paho client of the process needs for any call. So every call this link makes into the
+/// C library runs on a thread of the link's own, never on the async runtime: a
+/// waiting callback delays those calls, it never stalls the tasks that would give it room.
 pub struct PahoLink {
-    client: paho::AsyncClient,
+    calls: Caller,
     recipe: Recipe,
     secure: bool,
     /// `host:port`, to tell a refused TLS handshake from an unreachable broker.
     address: String,
+    /// Received messages not yet acknowledged by the driver (backends only).
+    gate: Option<Arc<Gate>>,
+    runtime: tokio::runtime::Handle,
     events: mpsc::UnboundedSender<LinkEvent>,
     incoming: mpsc::UnboundedReceiver<LinkEvent>,
 }
@@ -40,9 +57,167 @@ pub struct PahoLink {
 impl std::fmt::Debug for PahoLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PahoLink")
-            .field("server", &self.client.server_uri())
+            .field("address", &self.address)
             .field("client_id", &self.recipe.session.client_id)
             .finish_non_exhaustive()
+    }
+}
+
+type Call = Box<dyn FnOnce(&paho::AsyncClient) + Send>;
+
+/// Runs calls into the C client on a thread of its own, in order; the client is destroyed
+/// there too, when the link is dropped.
+#[derive(Debug)]
+struct Caller(std::sync::mpsc::Sender<Call>);
+
+impl Caller {
+    /// Starts the thread, which creates the client first: creating it takes the C library's
+    /// lock too. A client that cannot be created is reported as a lost connection that cannot
+    /// be retried, and the calls go nowhere.
+    fn start(create: Create) -> Result<Self, Error> {
+        let (calls, queue) = std::sync::mpsc::channel::<Call>();
+        std::thread::Builder::new()
+            .name(format!("paho-{}", create.client_id))
+            .spawn(move || {
+                let events = create.events.clone();
+                let client = match create.client() {
+                    Ok(client) => client,
+                    Err(failure) => {
+                        let _ = events.send(LinkEvent::Lost(failure));
+                        return;
+                    }
+                };
+                while let Ok(call) = queue.recv() {
+                    call(&client);
+                }
+            })
+            .map_err(|e| {
+                Error::Connection(ConnectionFailure::new(
+                    ErrorKind::Io,
+                    format!("cannot start the paho client's thread: {e}"),
+                ))
+            })?;
+        Ok(Self(calls))
+    }
+
+    fn call(&self, call: impl FnOnce(&paho::AsyncClient) + Send + 'static) {
+        // The thread ends only when the link is dropped.
+        let _ = self.0.send(Box::new(call));
+    }
+}
+
+/// What the thread of a [`Caller`] creates its client from.
+struct Create {
+    uri: String,
+    client_id: String,
+    events: mpsc::UnboundedSender<LinkEvent>,
+    gate: Option<Arc<Gate>>,
+}
+
+impl Create {
+    /// The C client, with its callbacks: connection lost, and message arrived (which waits at
+    /// the gate before it lets the C library acknowledge the message).
+    fn client(self) -> Result<paho::AsyncClient, ConnectionFailure> {
+        let client = paho::CreateOptionsBuilder::new_v3()
+            .server_uri(&self.uri)
+            .client_id(&self.client_id)
+            .persistence(paho::PersistenceType::None)
+            .create_client()
+            .map_err(|e| {
+                ConnectionFailure::new(
+                    ErrorKind::Config,
+                    format!(
+                        "the paho client cannot be created for {} as {:?}: {e}",
+                        self.uri, self.client_id
+                    ),
+                )
+            })?;
+        let lost = self.events.clone();
+        client.set_connection_lost_callback(move |_| {
+            let failure = ConnectionFailure::new(ErrorKind::Io, "connection lost");
+            let _ = lost.send(LinkEvent::Lost(failure));
+        });
+        let (arrived, gate) = (self.events, self.gate);
+        let count = AtomicU64::new(0);
+        client.set_message_callback(move |_, message| {
+            if let Some(message) = message {
+                // Returning lets the C library send the PUBACK: first wait for room.
+                if let Some(gate) = &gate {
+                    gate.enter();
+                }
+                let _ = arrived.send(LinkEvent::Message {
+                    topic: message.topic().to_string(),
+                    payload: message.payload().to_vec(),
+                    retain: message.retained(),
+                    delivery: Inbound(count.fetch_add(1, Ordering::Relaxed)),
+                });
+            }
+        });
+        Ok(client)
+    }
+}
+
+/// Bounds the received messages the driver has not acknowledged: the message callback waits
+/// in [`Gate::enter`] while `window` are outstanding.
+#[derive(Debug)]
+struct Gate {
+    state: Mutex<GateState>,
+    room: Condvar,
+}
+
+#[derive(Debug)]
+struct GateState {
+    outstanding: usize,
+    window: usize,
+    /// Cleared when the link closes: nobody will acknowledge any more, and nothing may wait.
+    open: bool,
+}
+
+impl Gate {
+    fn new(window: usize) -> Self {
+        Self {
+            state: Mutex::new(GateState {
+                outstanding: 0,
+                window: window.max(1),
+                open: true,
+            }),
+            room: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for room, then counts one more outstanding message.
+    fn enter(&self) {
+        let mut state = self.lock();
+        while state.open && state.outstanding >= state.window {
+            state = self
+                .room
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        state.outstanding += 1;
+    }
+
+    /// One message acknowledged.
+    fn leave(&self) {
+        let mut state = self.lock();
+        state.outstanding = state.outstanding.saturating_sub(1);
+        self.room.notify_one();
+    }
+
+    /// The connection is gone: the driver acknowledges none of its messages any more (they
+    /// were acknowledged to the broker on receipt).
+    fn reset(&self) {
+        self.lock().outstanding = 0;
+        self.room.notify_all();
+    }
+
+    fn close(&self) {
+        self.lock().open = false;
+        self.room.notify_all();
     }
 }
 
@@ -63,36 +238,25 @@ impl PahoLink {
         };
         // Built once here so that unusable TLS files fail now, not at the first connection.
         recipe.options(recipe.session.keepalive)?;
-        let client = paho::CreateOptionsBuilder::new_v3()
-            .server_uri(&uri)
-            .client_id(&recipe.session.client_id)
-            .persistence(paho::PersistenceType::None)
-            .create_client()
-            .map_err(|_| Error::BrokerUrl {
-                url: uri.clone(),
-                reason: "the paho client cannot be created for this address and client id",
-            })?;
         let (events, incoming) = mpsc::unbounded_channel();
-        let lost = events.clone();
-        client.set_connection_lost_callback(move |_| {
-            let failure = ConnectionFailure::new(ErrorKind::Io, "connection lost");
-            let _ = lost.send(LinkEvent::Lost(failure));
-        });
-        let arrived = events.clone();
-        client.set_message_callback(move |_, message| {
-            if let Some(message) = message {
-                let _ = arrived.send(LinkEvent::Message {
-                    topic: message.topic().to_string(),
-                    payload: message.payload().to_vec(),
-                    retain: message.retained(),
-                });
-            }
-        });
+        let gate = recipe
+            .session
+            .manual_acks
+            .then(|| Arc::new(Gate::new(recipe.session.receive_window)));
+        let create = Create {
+            uri,
+            client_id: recipe.session.client_id.clone(),
+            events: events.clone(),
+            gate: gate.clone(),
+        };
+        let calls = Caller::start(create)?;
         Ok(Self {
-            client,
+            calls,
             recipe,
             secure: broker.is_secure(),
             address: broker.address(),
+            gate,
+            runtime: tokio::runtime::Handle::current(),
             events,
             incoming,
         })
@@ -102,88 +266,137 @@ impl PahoLink {
 impl Link for PahoLink {
     async fn next(&mut self) -> LinkEvent {
         // Cancel safe: the only await is the channel's receive.
-        self.incoming.recv().await.unwrap_or(LinkEvent::Closed)
+        let event = self.incoming.recv().await.unwrap_or(LinkEvent::Closed);
+        if let (LinkEvent::Lost(_), Some(gate)) = (&event, &self.gate) {
+            gate.reset();
+        }
+        event
     }
 
     fn connect(&mut self, keepalive: Duration, will: Option<Will>) {
         if will.is_some() {
             self.recipe.session.will = will;
         }
-        let options = match self.recipe.options(keepalive) {
-            Ok(options) => options,
-            Err(error) => {
-                let failure = ConnectionFailure::new(error.kind(), error.to_string());
-                let _ = self.events.send(LinkEvent::Lost(failure));
-                return;
-            }
-        };
-        let token = self.client.connect(options);
+        let recipe = self.recipe.clone();
         let events = self.events.clone();
         let tls_address = self.secure.then(|| self.address.clone());
-        tokio::spawn(async move {
-            let event = match token.await {
-                Ok(_) => LinkEvent::Connected,
-                Err(error) => LinkEvent::Lost(failure(&error, tls_address).await),
+        let runtime = self.runtime.clone();
+        self.calls.call(move |client| {
+            // Built here: paho's options cannot move between threads.
+            let options = match recipe.options(keepalive) {
+                Ok(options) => options,
+                Err(error) => {
+                    let failure = ConnectionFailure::new(error.kind(), error.to_string());
+                    let _ = events.send(LinkEvent::Lost(failure));
+                    return;
+                }
             };
-            let _ = events.send(event);
+            let token = client.connect(options);
+            runtime.spawn(async move {
+                let event = match token.await {
+                    Ok(_) => LinkEvent::Connected,
+                    Err(error) => LinkEvent::Lost(failure(&error, tls_address).await),
+                };
+                let _ = events.send(event);
+            });
         });
     }
 
     fn subscribe(&mut self, filters: &[String]) {
-        let qos = vec![1; filters.len()];
-        // The outcome is not awaited: a refused subscription shows as messages that never come,
-        // and a lost connection is reported by the callback.
-        drop(self.client.subscribe_many(filters, &qos));
+        let filters = filters.to_vec();
+        self.calls.call(move |client| {
+            let qos = vec![1; filters.len()];
+            // The outcome is not awaited: a refused subscription shows as messages that never
+            // come, and a lost connection is reported by the callback.
+            drop(client.subscribe_many(&filters, &qos));
+        });
+    }
+
+    fn ack(&mut self, _delivery: Inbound) {
+        // The C library acknowledged it when the callback returned; this makes room for the
+        // next one.
+        if let Some(gate) = &self.gate {
+            gate.leave();
+        }
     }
 
     fn publish(&mut self, tag: u64, topic: &str, payload: &[u8], retain: bool) -> bool {
-        let message = if retain {
-            paho::Message::new_retained(topic, payload, 1)
-        } else {
-            paho::Message::new(topic, payload, 1)
-        };
-        let Ok(token) = self.client.try_publish(message) else {
-            return false;
-        };
+        let (topic, payload) = (topic.to_string(), payload.to_vec());
         let events = self.events.clone();
-        // The token completes on the broker's PUBACK; a failed one (the connection dropped)
-        // is not an acknowledgement, and the driver replays the message.
-        tokio::spawn(async move {
-            if token.await.is_ok() {
-                let _ = events.send(LinkEvent::Acked(tag));
-            }
+        let runtime = self.runtime.clone();
+        self.calls.call(move |client| {
+            let message = if retain {
+                paho::Message::new_retained(topic, payload, 1)
+            } else {
+                paho::Message::new(topic, payload, 1)
+            };
+            // Refused (not connected): no acknowledgement comes, and the driver publishes it
+            // again after the next connection.
+            let Ok(token) = client.try_publish(message) else {
+                return;
+            };
+            // The token completes on the broker's PUBACK; a failed one (the connection dropped)
+            // is not an acknowledgement, and the driver replays the message.
+            runtime.spawn(async move {
+                if token.await.is_ok() {
+                    let _ = events.send(LinkEvent::Acked(tag));
+                }
+            });
         });
         true
     }
 
     fn reconnect(&mut self) {
-        let token = self.client.disconnect(None);
         let events = self.events.clone();
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(2), token).await;
-            let failure =
-                ConnectionFailure::new(ErrorKind::Io, "closed to reconnect with a new keepalive");
-            let _ = events.send(LinkEvent::Lost(failure));
+        let runtime = self.runtime.clone();
+        self.calls.call(move |client| {
+            let token = client.disconnect(None);
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(2), token).await;
+                let failure = ConnectionFailure::new(
+                    ErrorKind::Io,
+                    "closed to reconnect with a new keepalive",
+                );
+                let _ = events.send(LinkEvent::Lost(failure));
+            });
         });
     }
 
     async fn disconnect(&mut self) {
-        if !self.client.is_connected() {
-            return;
+        if let Some(gate) = &self.gate {
+            gate.close();
         }
-        // The C library sends the DISCONNECT once the publishes in flight are acknowledged, or
-        // after 2 s, so that what was already written is not cut off by the goodbye.
-        let options = paho::DisconnectOptionsBuilder::new()
-            .timeout(Duration::from_secs(2))
-            .finalize();
-        let token = self.client.disconnect(options);
-        let _ = tokio::time::timeout(Duration::from_secs(3), token).await;
+        let (sent, token) = oneshot::channel();
+        self.calls.call(move |client| {
+            if !client.is_connected() {
+                return;
+            }
+            // The C library sends the DISCONNECT once the publishes in flight are acknowledged,
+            // or after 2 s, so that what was already written is not cut off by the goodbye.
+            let options = paho::DisconnectOptionsBuilder::new()
+                .timeout(Duration::from_secs(2))
+                .finalize();
+            let _ = sent.send(client.disconnect(options));
+        });
+        if let Ok(Ok(token)) = tokio::time::timeout(Duration::from_secs(3), token).await {
+            let _ = tokio::time::timeout(Duration::from_secs(3), token).await;
+        }
+    }
+}
+
+impl Drop for PahoLink {
+    fn drop(&mut self) {
+        // A callback waiting for room must not hold the C library's thread after the link is
+        // gone.
+        if let Some(gate) = &self.gate {
+            gate.close();
+        }
     }
 }
 
 /// What every connection's options are made of: plain data, as paho's builders cannot move
 /// between threads.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Recipe {
     session: Session,
     credentials: Option<(String, String)>,

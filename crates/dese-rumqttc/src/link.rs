@@ -4,12 +4,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+use dese_backend::Inbound;
 use dese_transport::{
     BrokerOptions, ConnectionFailure, Error, ErrorKind, Link, LinkEvent, Session, Transport, Will,
 };
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, EventLoop, LastWill, MqttOptions, Outgoing,
-    Packet, QoS,
+    Packet, Publish, QoS, StateError,
 };
 use tokio::sync::mpsc;
 
@@ -30,9 +31,10 @@ impl Transport for Rumqttc {
 fn mqtt_options(broker: &BrokerOptions, session: &Session) -> Result<MqttOptions, Error> {
     let mut options = MqttOptions::new(&session.client_id, broker.host.clone(), broker.port);
     options
-        .set_max_packet_size(broker.max_packet_size, broker.max_packet_size)
+        .set_max_packet_size(broker.max_incoming_packet_size, broker.max_packet_size)
         .set_keep_alive(session.keepalive)
         .set_clean_session(session.clean_session)
+        .set_manual_acks(session.manual_acks)
         // rumqttc's own in-flight limit: more than any engine's window, so it never waits.
         .set_inflight(1024);
     if let Some(will) = &session.will {
@@ -50,9 +52,14 @@ fn mqtt_options(broker: &BrokerOptions, session: &Session) -> Result<MqttOptions
     Ok(options)
 }
 
-/// How many requests rumqttc's channel holds; the driver uses `try_publish`, so a full
-/// channel means a message stays in the driver's outbox for the next connection.
+/// How many requests rumqttc's channel holds: far more than the engines' in-flight windows and
+/// receive windows together, so `try_publish` and `try_ack` never find it full.
 const REQUESTS: usize = 4096;
+
+/// How many of rumqttc's events wait for the driver. When the driver stops reading (its
+/// application is behind) the poll task blocks on this channel and stops reading the socket:
+/// the broker keeps the rest.
+const INCOMING: usize = 64;
 
 /// One rumqttc client and the task that polls its event loop.
 ///
@@ -68,6 +75,9 @@ pub struct RumqttcLink {
     sent: VecDeque<u64>,
     /// Messages written, by packet id, waiting for their PUBACK.
     pkids: HashMap<u16, u64>,
+    /// Connections so far: a received message is named by this and its packet id, so that an
+    /// acknowledgement meant for an earlier connection is recognised.
+    generation: u64,
 }
 
 impl RumqttcLink {
@@ -77,15 +87,17 @@ impl RumqttcLink {
         // Without it a command round trip on loopback waits for Nagle's algorithm: 40 ms+.
         network.set_tcp_nodelay(broker.tcp_nodelay);
         eventloop.set_network_options(network);
-        let (incoming_tx, incoming) = mpsc::channel(REQUESTS);
+        let (incoming_tx, incoming) = mpsc::channel(INCOMING);
         let (go, go_rx) = mpsc::channel(1);
-        tokio::spawn(poll(eventloop, incoming_tx, go_rx));
+        let limits = (broker.max_incoming_packet_size, broker.max_packet_size);
+        tokio::spawn(poll(eventloop, incoming_tx, go_rx, limits));
         Self {
             client,
             incoming,
             go,
             sent: VecDeque::new(),
             pkids: HashMap::new(),
+            generation: 0,
         }
     }
 }
@@ -98,9 +110,13 @@ impl Link for RumqttcLink {
                 return LinkEvent::Closed;
             };
             match event {
-                Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => return LinkEvent::Connected,
+                Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => {
+                    self.generation += 1;
+                    return LinkEvent::Connected;
+                }
                 Ok(rumqttc::Event::Incoming(Packet::Publish(p))) => {
                     return LinkEvent::Message {
+                        delivery: Inbound(self.generation << 16 | u64::from(p.pkid)),
                         topic: p.topic,
                         payload: p.payload.to_vec(),
                         retain: p.retain,
@@ -134,6 +150,19 @@ impl Link for RumqttcLink {
         for filter in filters {
             let _ = self.client.try_subscribe(filter, QoS::AtLeastOnce);
         }
+    }
+
+    fn ack(&mut self, delivery: Inbound) {
+        let pkid = (delivery.0 & 0xffff) as u16;
+        // QoS 0 (packet id 0) needs no acknowledgement; an earlier connection's is void.
+        if pkid == 0 || delivery.0 >> 16 != self.generation {
+            return;
+        }
+        let mut publish = Publish::new("", QoS::AtLeastOnce, Vec::new());
+        publish.pkid = pkid;
+        // The channel holds far more than the receive window: never full. A request still in
+        // it when the connection drops is discarded before the next one (see `poll`).
+        let _ = self.client.try_ack(&publish);
     }
 
     fn publish(&mut self, tag: u64, topic: &str, payload: &[u8], retain: bool) -> bool {
@@ -177,6 +206,9 @@ fn last_will(will: &Will) -> LastWill {
     )
 }
 
+/// The largest remaining length an MQTT 3.1.1 packet can declare (256 MiB).
+const MQTT_MAX_PACKET: usize = 268_435_455;
+
 /// What the next connection uses.
 #[derive(Debug)]
 struct Next {
@@ -193,9 +225,28 @@ impl Next {
     }
 }
 
+/// The size of a packet the broker sent that was over the client's limit.
+fn oversized(error: &ConnectionError) -> Option<usize> {
+    match error {
+        ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size),
+        )) => Some(*size),
+        _ => None,
+    }
+}
+
 /// The shared category of a rumqttc failure.
 fn failure(error: &ConnectionError) -> ConnectionFailure {
     use ConnectReturnCode as Code;
+    if let Some(size) = oversized(error) {
+        return ConnectionFailure::new(
+            ErrorKind::Io,
+            format!(
+                "the broker sent a packet of {size} bytes, over the client's limit: the next \
+                 connection takes it once, to refuse it (set the broker's message_size_limit)"
+            ),
+        );
+    }
     let kind = match error {
         ConnectionError::ConnectionRefused(
             Code::BadUserNamePassword | Code::NotAuthorized | Code::BadClientId,
@@ -208,10 +259,17 @@ fn failure(error: &ConnectionError) -> ConnectionFailure {
 
 /// Polls the event loop; after a failure, waits for the driver's go (with the keepalive and
 /// will of the next connection) before polling again, which reconnects.
+///
+/// A packet over the client's size limit fails the connection before the client reads it, and
+/// with a persistent session the broker delivers it again at once: one such message would stop
+/// the client for good. The next connection therefore accepts that one size (at most MQTT's
+/// own limit), so the engine receives the message, refuses it and has it acknowledged; the
+/// connection after it has the usual limit again.
 async fn poll(
     mut eventloop: EventLoop,
     events: mpsc::Sender<Result<rumqttc::Event, ConnectionError>>,
     mut go: mpsc::Receiver<Next>,
+    (usual, outgoing): (usize, usize),
 ) {
     let Some(next) = go.recv().await else {
         return;
@@ -219,6 +277,7 @@ async fn poll(
     next.apply(&mut eventloop.mqtt_options);
     loop {
         let result = eventloop.poll().await;
+        let raise = result.as_ref().err().and_then(oversized);
         let failed = result.is_err();
         if events.send(result).await.is_err() {
             return;
@@ -228,6 +287,10 @@ async fn poll(
                 return;
             };
             next.apply(&mut eventloop.mqtt_options);
+            let incoming = raise.map_or(usual, |size| size.clamp(usual, MQTT_MAX_PACKET));
+            eventloop
+                .mqtt_options
+                .set_max_packet_size(incoming, outgoing);
             // Requests made while the link was down (still in rumqttc's channel or pending)
             // would be written after the reconnection, ahead of the driver's replay, and shift
             // the order in which packet ids are matched to messages: a PUBACK would then be

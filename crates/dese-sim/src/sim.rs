@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant as StdInstant};
 
-use dese_backend::{Backend, Event as BackendEvent, SendError, Settings as BackendSettings};
+use dese_backend::{
+    Backend, Event as BackendEvent, Inbound, SendError, Settings as BackendSettings,
+};
 use dese_device::{CommandHandler, Device, Event as DeviceEvent, Instant, SensorReader, Settings};
 use dese_protocol::{Action, CommandId, DeviceId, OrgId, Timestamp, Topic, TopicFilter};
 
@@ -100,17 +102,21 @@ pub struct Sim {
     backend: Backend,
     backend_subscriptions: Vec<TopicFilter>,
     to_backend: VecDeque<(String, Vec<u8>)>,
+    /// Names each delivery to the backend, as a transport would.
+    deliveries: u64,
     backend_events: Vec<BackendEvent>,
 }
 
 impl Sim {
     /// A simulation starting at `2025-01-27T10:00:00Z`, with a backend and no devices yet.
     pub fn new(seed: u64, network: Network, backend: BackendSettings) -> Self {
-        let backend = Backend::new(backend);
+        let mut backend = Backend::new(backend);
         let backend_subscriptions = backend.subscriptions(None);
+        let origin = StdInstant::now();
+        backend.handle_connected(origin);
         Self {
             now: Instant::ZERO,
-            origin: StdInstant::now(),
+            origin,
             utc_origin: 1_737_972_000_000,
             rng: Rng(seed | 1),
             network,
@@ -119,6 +125,7 @@ impl Sim {
             backend,
             backend_subscriptions,
             to_backend: VecDeque::new(),
+            deliveries: 0,
             backend_events: Vec::new(),
         }
     }
@@ -202,8 +209,8 @@ impl Sim {
     pub fn send_command(&mut self, index: usize, action: Action) -> Result<CommandId, SendError> {
         let (org, device) = self.devices[index].key.clone();
         let (now, utc) = (self.backend_now(), self.utc());
-        let (id, out) = self.backend.send_command(now, utc, org, device, action)?;
-        self.publish_to_devices(&out.topic, &out.payload);
+        let id = self.backend.send_command(now, utc, org, device, action)?;
+        self.drain_backend();
         Ok(id)
     }
 
@@ -213,8 +220,11 @@ impl Sim {
         self.backend = Backend::new(settings);
         self.backend_subscriptions = self.backend.subscriptions(None);
         let now = self.backend_now();
+        self.backend.handle_connected(now);
         for (topic, payload) in self.retained.clone() {
-            self.backend.handle_message(now, &topic, &payload);
+            self.deliveries += 1;
+            self.backend
+                .handle_message(now, Inbound(self.deliveries), &topic, &payload);
         }
         self.drain_backend();
     }
@@ -348,16 +358,27 @@ impl Sim {
     fn deliver_to_backend(&mut self) {
         let now = self.backend_now();
         while let Some((topic, payload)) = self.to_backend.pop_front() {
-            self.backend.handle_message(now, &topic, &payload);
+            self.deliveries += 1;
+            self.backend
+                .handle_message(now, Inbound(self.deliveries), &topic, &payload);
         }
     }
 
+    /// The backend's publishes reach the devices (the broker acknowledges each at once); its
+    /// events are recorded and confirmed, as an application that stored them would; the
+    /// broker's acknowledgements need no delivery here.
     fn drain_backend(&mut self) {
         while let Some(out) = self.backend.poll_transmit() {
+            self.backend.handle_acked(out.id);
             self.publish_to_devices(&out.topic, &out.payload);
         }
-        self.backend_events
-            .extend(std::iter::from_fn(|| self.backend.poll_event()));
+        while let Some(delivered) = self.backend.poll_event() {
+            if let Some(ack) = delivered.ack {
+                self.backend.ack(ack);
+            }
+            self.backend_events.push(delivered.event);
+        }
+        while self.backend.poll_ack().is_some() {}
     }
 
     /// A message from the backend reaches the devices subscribed to its topic, if connected:

@@ -5,10 +5,11 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use dese_backend::{
-    Backend, Counters, DeviceKey, Event, Outcome, Outgoing, Presence, SendError, Settings,
+    Ack, Backend, Counters, Delivered, DeviceKey, Event, MessageId, Outcome, Presence, SendError,
+    Settings,
 };
-use dese_device::Backoff;
 use dese_protocol::{Action, CommandId, DeviceConfig, DeviceId, OrgId, ShareGroup};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -17,10 +18,6 @@ use crate::device::shutdown;
 use crate::error::{ConnectionFailure, Error};
 use crate::link::{Link, LinkEvent, Session, Transport};
 use crate::options::BrokerOptions;
-
-/// How many events wait for [`BackendClient::next_event`] before new ones are dropped (and
-/// counted in [`BackendClient::events_lost`]).
-const EVENT_BUFFER: usize = 4096;
 
 type Answer = Result<(CommandId, oneshot::Receiver<Outcome>), SendError>;
 
@@ -35,8 +32,10 @@ enum Control {
         org: OrgId,
         device: DeviceId,
         config: DeviceConfig,
-        reply: oneshot::Sender<Result<(), dese_protocol::EncodeError>>,
+        reply: oneshot::Sender<Result<(), SendError>>,
     },
+    Ack(Ack),
+    Acks(Vec<Ack>),
     Query(Box<dyn FnOnce(&Backend) + Send>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -44,20 +43,43 @@ enum Control {
 #[derive(Debug, Clone, Default)]
 struct Status {
     counters: Counters,
-    events_lost: u64,
+    backlog: Backlog,
     connected: bool,
+}
+
+/// What the backend holds, as of its last step: all of it bounded by the settings, so that a
+/// slow application costs a known amount of memory and the broker keeps the rest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Events handed to the application (or waiting for it in the client) that it has not
+    /// confirmed: at most [`Settings::receive_window`].
+    pub unconfirmed: usize,
+    /// Commands, retries and configs waiting for the broker, queued or in flight: at most
+    /// [`Settings::outbox_capacity`].
+    pub outbox: usize,
 }
 
 /// A backend on a real broker: the [`Backend`] engine driven over the transport `T`, in a task
 /// of its own.
 ///
 /// It subscribes after every connection (to every organization, the allowed ones, or a
-/// shared-subscription group), reconnects with backoff and jitter, and keeps what it publishes
-/// (commands, retries, config) until the broker acknowledges it, publishing again after a
-/// reconnection what was not acknowledged.
+/// shared-subscription group), reconnects when the engine says so (backoff with jitter),
+/// publishes what the engine hands out and reports the broker's acknowledgements to it, so
+/// that commands and config stay in the engine's outbox until the broker has them.
+///
+/// **Nothing the broker handed over is lost.** A received message is acknowledged to the broker
+/// only once the application has confirmed its events: explicitly ([`BackendClient::next_delivery`]
+/// and [`BackendClient::ack`], after a database commit), or by asking for the next event
+/// ([`BackendClient::next_event`], for simple consumers). When the application falls behind the
+/// client stops reading from the broker, which keeps the rest: no event is ever dropped to
+/// make room. (The paho transport differs: its C library acknowledges on receipt; see
+/// `dese_paho`.)
 pub struct BackendClient<T> {
     handle: BackendHandle,
-    events: mpsc::Receiver<Event>,
+    events: mpsc::Receiver<Delivered>,
+    /// The ack of the last event [`BackendClient::next_event`] returned: given back at the next
+    /// call.
+    auto: Option<Ack>,
     status: watch::Receiver<Status>,
     failure: watch::Receiver<Option<ConnectionFailure>>,
     task: JoinHandle<Result<(), Error>>,
@@ -68,9 +90,10 @@ impl<T: Transport> BackendClient<T> {
     /// Connects as `client_id` and runs the engine; `group` makes the subscriptions shared, so
     /// that several instances split the messages.
     ///
-    /// The session is persistent (MQTT clean session off): while the backend reconnects, the
-    /// broker keeps the QoS 1 messages of its subscriptions for it, and a broker with
-    /// persistence keeps them across its own restarts. Reuse the same `client_id` for that.
+    /// The session is persistent (MQTT clean session off): while the backend reconnects, or is
+    /// stopped, the broker keeps the QoS 1 messages of its subscriptions for it (up to its
+    /// `max_queued_messages`), and a broker with persistence keeps them across its own
+    /// restarts. Reuse the same `client_id` for that.
     pub fn spawn(
         broker: &BrokerOptions,
         client_id: &str,
@@ -100,19 +123,23 @@ impl<T: Transport> BackendClient<T> {
         group: Option<ShareGroup>,
         clean_session: bool,
     ) -> Result<Self, Error> {
-        let mut link = T::open(
+        let window = settings.receive_window.max(1);
+        let link = T::open(
             broker,
             Session {
                 client_id: client_id.to_string(),
                 keepalive: KEEPALIVE,
                 clean_session,
                 will: None,
+                manual_acks: true,
+                receive_window: window,
             },
         )?;
-        link.connect(KEEPALIVE, None);
         let engine = Backend::new(settings);
         let (control, control_rx) = mpsc::unbounded_channel();
-        let (events_tx, events) = mpsc::channel(EVENT_BUFFER);
+        // As many as the application may hold unconfirmed: the engine stops the reading before
+        // the channel could hold more.
+        let (events_tx, events) = mpsc::channel(window);
         let (status_tx, status) = watch::channel(Status {
             counters: engine.counters().clone(),
             ..Status::default()
@@ -124,20 +151,17 @@ impl<T: Transport> BackendClient<T> {
             group,
             control: control_rx,
             events: events_tx,
+            backlog: VecDeque::new(),
             status: status_tx,
             failure: failure_tx,
             waiting: HashMap::new(),
-            outbox: VecDeque::new(),
-            next_tag: 0,
-            connected: false,
-            attempt: 0,
             jitter: Jitter::new(),
-            events_lost: 0,
         };
         let task = tokio::spawn(driver.run());
         Ok(Self {
             handle: BackendHandle { control },
             events,
+            auto: None,
             status,
             failure,
             task,
@@ -175,7 +199,8 @@ impl BackendHandle {
     /// # Cancel safety
     ///
     /// Cancelling after the command was handed to the engine does not withdraw it: it is still
-    /// sent and tracked, and its outcome still appears among the events.
+    /// sent and tracked, and its outcome still appears among the events. A command that times
+    /// out is withdrawn: it is never published after its `TimedOut` outcome.
     pub async fn send_command(
         &self,
         org: OrgId,
@@ -223,7 +248,26 @@ impl BackendHandle {
         answer
             .await
             .map_err(|_| Error::Closed)?
-            .map_err(|e| Error::Send(SendError::Encode(e)))
+            .map_err(Error::Send)
+    }
+
+    /// Confirms an event of [`BackendClient::next_delivery`]: it is safe, and its message may be
+    /// acknowledged to the broker (in arrival order, once every older one may be too).
+    pub fn ack(&self, ack: Ack) -> Result<(), Error> {
+        self.control
+            .send(Control::Ack(ack))
+            .map_err(|_| Error::Closed)
+    }
+
+    /// Confirms several events at once ([`BackendHandle::ack`]), as after a database commit.
+    pub fn ack_all(&self, acks: impl IntoIterator<Item = Ack>) -> Result<(), Error> {
+        let acks: Vec<Ack> = acks.into_iter().collect();
+        if acks.is_empty() {
+            return Ok(());
+        }
+        self.control
+            .send(Control::Acks(acks))
+            .map_err(|_| Error::Closed)
     }
 
     /// What the engine knows of a device's presence.
@@ -318,24 +362,59 @@ impl<T> BackendClient<T> {
         self.handle.devices().await
     }
 
-    /// The next event: telemetry, statuses, alerts, command outcomes, duplicates, drops.
+    /// The next event: telemetry, statuses, alerts, command outcomes, duplicates, drops. The
+    /// event returned by the previous call is confirmed now (its message acknowledged to the
+    /// broker): for consumers that have handled an event by the time they ask for the next.
+    /// Use [`BackendClient::next_delivery`] to confirm only after storing.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: an event not returned stays for the next call.
     pub async fn next_event(&mut self) -> Option<Event> {
+        let delivered = self.next_delivery().await?;
+        self.auto = delivered.ack;
+        Some(delivered.event)
+    }
+
+    /// The next event, with the [`Ack`] to give back ([`BackendClient::ack`],
+    /// [`BackendHandle::ack_all`]) once it is safe. Until then the broker keeps its message and
+    /// delivers it again if this client goes away; the client holds at most
+    /// [`Settings::receive_window`] unconfirmed events and stops reading from the broker there.
+    /// Confirming in any order is fine: the client acknowledges to the broker in arrival order.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an event not returned stays for the next call.
+    pub async fn next_delivery(&mut self) -> Option<Delivered> {
+        if let Some(ack) = self.auto.take() {
+            let _ = self.handle.ack(ack);
+        }
         self.events.recv().await
     }
 
-    /// The engine's counters (accepted, dropped by reason, duplicates, commands), as of its
-    /// last step.
+    /// The next event if one is waiting, without waiting: to fill a batch with what has
+    /// arrived ([`BackendClient::next_delivery`] otherwise).
+    pub fn try_next_delivery(&mut self) -> Option<Delivered> {
+        if let Some(ack) = self.auto.take() {
+            let _ = self.handle.ack(ack);
+        }
+        self.events.try_recv().ok()
+    }
+
+    /// Confirms an event of [`BackendClient::next_delivery`] ([`BackendHandle::ack`]).
+    pub fn ack(&self, ack: Ack) -> Result<(), Error> {
+        self.handle.ack(ack)
+    }
+
+    /// The engine's counters (accepted, dropped by reason, duplicates, commands, connections),
+    /// as of its last step.
     pub fn counters(&self) -> Counters {
         self.status.borrow().counters.clone()
     }
 
-    /// Events dropped because nobody read them.
-    pub fn events_lost(&self) -> u64 {
-        self.status.borrow().events_lost
+    /// What the client holds, as of its last step.
+    pub fn backlog(&self) -> Backlog {
+        self.status.borrow().backlog
     }
 
     /// Whether the backend is connected to the broker.
@@ -377,148 +456,195 @@ impl<T> BackendClient<T> {
     }
 }
 
+/// What woke the driver.
+enum Woke {
+    Link(LinkEvent),
+    /// The channel had room for an event of the backlog.
+    Room,
+    Timer,
+    Control(Option<Control>),
+}
+
 struct Driver<L> {
     engine: Backend,
     link: L,
     group: Option<ShareGroup>,
     control: mpsc::UnboundedReceiver<Control>,
-    events: mpsc::Sender<Event>,
+    events: mpsc::Sender<Delivered>,
+    /// Events taken from the engine that the channel had no room for, oldest first. While it
+    /// is not empty the driver reads nothing from the broker, so it holds at most what one
+    /// message (or one timer) produced.
+    backlog: VecDeque<Delivered>,
     status: watch::Sender<Status>,
     failure: watch::Sender<Option<ConnectionFailure>>,
     waiting: HashMap<CommandId, oneshot::Sender<Outcome>>,
-    /// Published, not yet acknowledged, oldest first: published again after a reconnection.
-    outbox: VecDeque<(u64, Outgoing)>,
-    next_tag: u64,
-    connected: bool,
-    attempt: u32,
     jitter: Jitter,
-    events_lost: u64,
 }
 
 impl<L: Link> Driver<L> {
     async fn run(mut self) -> Result<(), Error> {
-        let mut reconnect_at: Option<tokio::time::Instant> = None;
+        // The first connection; the engine asks for every later one (Event::Connect).
+        self.link.connect(KEEPALIVE, None);
         loop {
-            while let Some(out) = self.engine.poll_transmit() {
-                self.publish(out);
-            }
-            self.drain_events();
+            self.flush();
+            let reading = self.backlog.is_empty() && self.engine.has_room();
             let wake = self
                 .engine
                 .poll_timeout()
                 .map(tokio::time::Instant::from_std);
-            tokio::select! {
-                event = self.link.next() => match event {
-                    LinkEvent::Connected => {
-                        self.connected = true;
-                        self.attempt = 0;
-                        self.failure.send_replace(None);
-                        let filters: Vec<String> = self
-                            .engine
-                            .subscriptions(self.group.as_ref())
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect();
-                        self.link.subscribe(&filters);
-                        // What the broker never acknowledged goes out again, in order.
-                        for (tag, out) in &self.outbox {
-                            self.link.publish(*tag, &out.topic, &out.payload, out.retain);
-                        }
+            let woke = tokio::select! {
+                event = self.link.next(), if reading => Woke::Link(event),
+                permit = self.events.reserve(), if !self.backlog.is_empty() => {
+                    if let (Ok(permit), Some(delivered)) = (permit, self.backlog.pop_front()) {
+                        permit.send(delivered);
                     }
-                    LinkEvent::Message { topic, payload, .. } => {
-                        self.engine.handle_message(std::time::Instant::now(), &topic, &payload);
-                    }
-                    LinkEvent::Acked(tag) => self.outbox.retain(|(queued, _)| *queued != tag),
-                    LinkEvent::Lost(failure) => {
-                        self.connected = false;
-                        if failure.kind.is_final() {
-                            self.failure.send_replace(Some(failure.clone()));
-                            return Err(Error::Connection(failure));
-                        }
-                        self.failure.send_replace(Some(failure));
-                        let delay = Backoff::DEFAULT.delay(self.attempt, self.jitter.next());
-                        self.attempt = self.attempt.saturating_add(1);
-                        reconnect_at = Some(tokio::time::Instant::now() + delay);
-                    }
-                    LinkEvent::Closed => return Err(Error::Closed),
-                },
-                () = sleep_until(reconnect_at) => {
-                    reconnect_at = None;
-                    self.link.connect(KEEPALIVE, None);
+                    Woke::Room
                 }
-                () = sleep_until(wake) => {
-                    self.engine.handle_timeout(std::time::Instant::now());
+                () = sleep_until(wake) => Woke::Timer,
+                control = self.control.recv() => Woke::Control(control),
+            };
+            match woke {
+                Woke::Link(event) => self.on_link(event)?,
+                Woke::Room => {}
+                Woke::Timer => self.engine.handle_timeout(std::time::Instant::now()),
+                Woke::Control(Some(Control::Shutdown(done))) => {
+                    self.link.disconnect().await;
+                    let _ = done.send(());
+                    return Ok(());
                 }
-                control = self.control.recv() => match control {
-                    Some(Control::Command { org, device, action, reply }) => {
-                        let sent = self.engine.send_command(std::time::Instant::now(), utc_now(), org, device, action);
-                        match sent {
-                            Ok((id, out)) => {
-                                let (tx, rx) = oneshot::channel();
-                                self.waiting.insert(id.clone(), tx);
-                                self.publish(out);
-                                let _ = reply.send(Ok((id, rx)));
-                            }
-                            Err(error) => {
-                                let _ = reply.send(Err(error));
-                            }
-                        }
-                    }
-                    Some(Control::Config { org, device, config, reply }) => {
-                        match self.engine.config_message(utc_now(), org, device, config) {
-                            Ok(out) => {
-                                self.publish(out);
-                                let _ = reply.send(Ok(()));
-                            }
-                            Err(error) => {
-                                let _ = reply.send(Err(error));
-                            }
-                        }
-                    }
-                    Some(Control::Query(query)) => query(&self.engine),
-                    Some(Control::Shutdown(done)) => {
-                        self.link.disconnect().await;
-                        let _ = done.send(());
-                        return Ok(());
-                    }
-                    None => {
-                        self.link.disconnect().await;
-                        return Ok(());
-                    }
-                },
+                Woke::Control(Some(control)) => self.on_control(control),
+                Woke::Control(None) => {
+                    self.link.disconnect().await;
+                    return Ok(());
+                }
             }
         }
     }
 
-    fn publish(&mut self, out: Outgoing) {
-        self.next_tag += 1;
-        if self.connected {
-            self.link
-                .publish(self.next_tag, &out.topic, &out.payload, out.retain);
-        }
-        self.outbox.push_back((self.next_tag, out));
-    }
-
-    fn drain_events(&mut self) {
-        while let Some(event) = self.engine.poll_event() {
-            if let Event::Command {
-                command_id,
-                outcome,
+    fn on_link(&mut self, event: LinkEvent) -> Result<(), Error> {
+        let now = std::time::Instant::now();
+        match event {
+            LinkEvent::Connected => {
+                self.failure.send_replace(None);
+                self.engine.handle_connected(now);
+                let filters: Vec<String> = self
+                    .engine
+                    .subscriptions(self.group.as_ref())
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                self.link.subscribe(&filters);
+            }
+            LinkEvent::Message {
+                topic,
+                payload,
+                delivery,
                 ..
-            } = &event
-            {
-                if let Some(waiter) = self.waiting.remove(command_id) {
-                    let _ = waiter.send(outcome.clone());
+            } => self.engine.handle_message(now, delivery, &topic, &payload),
+            LinkEvent::Acked(tag) => self.engine.handle_acked(MessageId(tag)),
+            LinkEvent::Lost(failure) => {
+                self.engine.handle_disconnected(now, self.jitter.next());
+                let done = failure.kind.is_final();
+                self.failure.send_replace(Some(failure.clone()));
+                if done {
+                    return Err(Error::Connection(failure));
                 }
             }
-            if self.events.try_send(event).is_err() {
-                self.events_lost += 1;
+            LinkEvent::Closed => return Err(Error::Closed),
+        }
+        Ok(())
+    }
+
+    fn on_control(&mut self, control: Control) {
+        match control {
+            Control::Command {
+                org,
+                device,
+                action,
+                reply,
+            } => {
+                let now = std::time::Instant::now();
+                let answer = self
+                    .engine
+                    .send_command(now, utc_now(), org, device, action)
+                    .map(|id| {
+                        let (tx, rx) = oneshot::channel();
+                        self.waiting.insert(id.clone(), tx);
+                        (id, rx)
+                    });
+                let _ = reply.send(answer);
             }
+            Control::Config {
+                org,
+                device,
+                config,
+                reply,
+            } => {
+                let _ = reply.send(self.engine.send_config(utc_now(), org, device, config));
+            }
+            Control::Ack(ack) => {
+                self.engine.ack(ack);
+            }
+            Control::Acks(acks) => {
+                for ack in acks {
+                    self.engine.ack(ack);
+                }
+            }
+            Control::Query(query) => query(&self.engine),
+            Control::Shutdown(_) => {}
+        }
+    }
+
+    /// Hands the engine's output on: publishes, acknowledgements to the broker, events (with
+    /// command outcomes to their waiters at once, even while the application is behind).
+    fn flush(&mut self) {
+        while let Some(t) = self.engine.poll_transmit() {
+            // A message the client would not take stays in flight in the engine and is
+            // published again after the next connection.
+            let _ = self.link.publish(t.id.0, &t.topic, &t.payload, t.retain);
+        }
+        while let Some(delivered) = self.engine.poll_event() {
+            match &delivered.event {
+                Event::Connect => self.link.connect(KEEPALIVE, None),
+                Event::Command {
+                    command_id,
+                    outcome,
+                    ..
+                } => {
+                    if let Some(waiter) = self.waiting.remove(command_id) {
+                        let _ = waiter.send(outcome.clone());
+                    }
+                }
+                _ => {}
+            }
+            self.backlog.push_back(delivered);
+        }
+        while let Some(delivered) = self.backlog.pop_front() {
+            match self.events.try_send(delivered) {
+                Ok(()) => {}
+                Err(TrySendError::Full(delivered)) => {
+                    self.backlog.push_front(delivered);
+                    break;
+                }
+                // Nobody reads the events any more (the client is gone, handles remain):
+                // nobody will confirm them either.
+                Err(TrySendError::Closed(delivered)) => {
+                    if let Some(ack) = delivered.ack {
+                        self.engine.ack(ack);
+                    }
+                }
+            }
+        }
+        while let Some(delivery) = self.engine.poll_ack() {
+            self.link.ack(delivery);
         }
         self.status.send_replace(Status {
             counters: self.engine.counters().clone(),
-            events_lost: self.events_lost,
-            connected: self.connected,
+            backlog: Backlog {
+                unconfirmed: self.engine.unconfirmed(),
+                outbox: self.engine.outbox_len(),
+            },
+            connected: self.engine.is_connected(),
         });
     }
 }

@@ -82,6 +82,9 @@ impl<T: Transport> DeviceClient<T> {
                 keepalive,
                 clean_session: connect.clean_session,
                 will: Some(will),
+                // The device engine answers a command as it handles it: acknowledged on receipt.
+                manual_acks: false,
+                receive_window: 0,
             },
         )?;
         let (control, control_rx) = mpsc::unbounded_channel();
@@ -321,6 +324,7 @@ impl<L: Link> Driver<L> {
                 topic,
                 payload,
                 retain,
+                ..
             } => {
                 let (now, utc) = (self.clock.now(), utc_now());
                 self.engine

@@ -27,8 +27,8 @@ mod error;
 mod link;
 mod options;
 
-pub use backend::{BackendClient, BackendHandle};
+pub use backend::{BackendClient, BackendHandle, Backlog};
 pub use device::DeviceClient;
 pub use error::{ConnectionFailure, Error, ErrorKind};
 pub use link::{Link, LinkEvent, Session, Transport, Will};
-pub use options::{BrokerOptions, TlsFiles};
+pub use options::{BROKER_MESSAGE_SIZE_LIMIT, BrokerOptions, TlsFiles};

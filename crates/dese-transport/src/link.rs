@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use dese_backend::Inbound;
+
 use crate::error::{ConnectionFailure, Error};
 use crate::options::BrokerOptions;
 
@@ -33,6 +35,15 @@ pub struct Session {
     /// The last will of the first connection ([`Link::connect`] gives each one's), published
     /// with QoS 1 by the broker when the connection dies unannounced.
     pub will: Option<Will>,
+    /// Whether a received message is acknowledged to the broker only when the driver says so
+    /// ([`Link::ack`]): the backend's way, so that the broker keeps what the application has
+    /// not confirmed. Off, the MQTT client acknowledges on receipt (the device's way: the device
+    /// engine answers a command as it handles it).
+    pub manual_acks: bool,
+    /// With `manual_acks`: at most this many received messages wait for [`Link::ack`]; a link
+    /// whose MQTT client acknowledges on receipt anyway (paho) stops reading from the broker
+    /// beyond it, so that the messages acknowledged but not yet confirmed stay bounded.
+    pub receive_window: usize,
 }
 
 /// A last will.
@@ -60,6 +71,9 @@ pub enum LinkEvent {
         payload: Vec<u8>,
         /// The retain flag as delivered.
         retain: bool,
+        /// The link's name for it, for [`Link::ack`]: unique for the link's lifetime, so that an
+        /// acknowledgement meant for an earlier connection is recognised and ignored.
+        delivery: Inbound,
     },
     /// The broker acknowledged (PUBACK) the message published with this tag.
     Acked(u64),
@@ -87,6 +101,11 @@ pub trait Link: Send + 'static {
 
     /// Subscribes to these filters with QoS 1.
     fn subscribe(&mut self, filters: &[String]);
+
+    /// Acknowledges a received message to the broker (PUBACK), with `manual_acks`. The driver
+    /// calls it in the order the messages arrived. A delivery of an earlier connection is
+    /// ignored: after a reconnection the broker delivers those messages again.
+    fn ack(&mut self, delivery: Inbound);
 
     /// Publishes with QoS 1; the broker's acknowledgement arrives as [`LinkEvent::Acked`] with
     /// `tag`. Returns false when the message could not even be handed to the client (the

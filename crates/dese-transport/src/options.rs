@@ -4,6 +4,15 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Error;
 
+/// The `message_size_limit` the broker configuration of this SDK sets (`dese acl`), and what
+/// the operator docs recommend: 256 KiB. The broker refuses larger payloads; smaller ones that
+/// are still over the decoder's 16 KiB reach the backend, which refuses and counts them.
+pub const BROKER_MESSAGE_SIZE_LIMIT: usize = 256 * 1024;
+
+/// A PUBLISH with a payload of [`BROKER_MESSAGE_SIZE_LIMIT`]: the payload, the topic (at most
+/// 65,535 bytes and its 2-byte length), the packet id, and room for the fixed header.
+const MAX_INCOMING_PACKET: usize = BROKER_MESSAGE_SIZE_LIMIT + 65_535 + 2 + 2 + 5;
+
 /// How to reach the broker.
 ///
 /// ```
@@ -23,10 +32,16 @@ pub struct BrokerOptions {
     pub port: u16,
     /// Username and password, when the broker wants them.
     pub credentials: Option<(String, String)>,
-    /// The largest packet sent or received, where the MQTT client lets it be set (rumqttc: its
-    /// own default is 10 KiB). A DESE message is at most 16 KiB (the decoder's limit), so the
-    /// default here is 20 KiB.
+    /// The largest packet sent, where the MQTT client lets it be set (rumqttc: its own default
+    /// is 10 KiB). A DESE message is at most 16 KiB (the decoder's limit), so the default here
+    /// is 20 KiB.
     pub max_packet_size: usize,
+    /// The largest packet received, where the MQTT client lets it be set (rumqttc). Far above
+    /// the decoder's 16 KiB on purpose: an oversized message must reach the engine, to be
+    /// refused with its reason and acknowledged, never stall the client. The default,
+    /// [`BROKER_MESSAGE_SIZE_LIMIT`] plus the largest topic and the headers, takes any message a
+    /// broker configured with that `message_size_limit` forwards.
+    pub max_incoming_packet_size: usize,
     /// TCP_NODELAY (on by default): without it, small packets wait for Nagle's algorithm and a
     /// command's round trip on loopback grows by tens of milliseconds. The paho C library
     /// always sets it.
@@ -75,6 +90,7 @@ impl BrokerOptions {
             port,
             credentials: None,
             max_packet_size: 20 * 1024,
+            max_incoming_packet_size: MAX_INCOMING_PACKET,
             tcp_nodelay: true,
             secure,
             tls: None,

@@ -4,7 +4,11 @@
 //! that several instances split the load) with [`dese_transport::BackendClient`], and:
 //!
 //! - stores telemetry, statuses (last wills included), presence, alerts and command outcomes
-//!   in SQLite ([`Store`]);
+//!   in SQLite ([`Store`]), in batches of one transaction each, and confirms the events to the
+//!   SDK only after the commit, so that the broker forgets a message only once it is stored; a
+//!   copy delivered again (after a crash, a lost connection) is stored once;
+//! - when a write fails, says so loudly, confirms nothing and writes the batch again until it
+//!   succeeds: meanwhile the SDK stops reading and the broker keeps the rest;
 //! - counts refused messages by reason and logs them, never storing them as data;
 //! - sends each device its thresholds when it comes online ([`BackendOptions::config`]);
 //! - reacts to a pH alert above the maximum with `set_pump` on the acid pump, and to chlorine
@@ -23,7 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dese_backend::{DeviceKey, Event, Outcome, Settings};
+use dese_backend::{Delivered, DeviceKey, Event, Outcome, Settings};
 use dese_protocol::{
     Action, CommandId, DeviceConfig, DeviceId, DeviceState, OrgId, PumpState, Sensor, ShareGroup,
 };
@@ -31,7 +35,7 @@ use dese_transport::{BackendClient, BackendHandle, BrokerOptions, Error, Transpo
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use store::{Store, Summary};
+pub use store::{Store, Summary, Written};
 
 /// The pumps of the reference device (and of `dese simulate`).
 const ACID_PUMP: u32 = 1;
@@ -54,6 +58,13 @@ pub struct BackendOptions {
     pub react_to_alerts: bool,
     /// How long a reaction runs the pump, in seconds.
     pub pump_seconds: u32,
+    /// The most events one transaction stores. Default 500.
+    pub batch_max: usize,
+    /// How long a batch waits for more events once none is waiting. Default zero: a batch is
+    /// written as soon as the events that have arrived are taken, which is fastest when the
+    /// broker limits how many messages it sends before their acknowledgement (Mosquitto's
+    /// `max_inflight_messages`), as brokers do.
+    pub batch_linger: Duration,
 }
 
 impl BackendOptions {
@@ -67,6 +78,8 @@ impl BackendOptions {
             config: None,
             react_to_alerts: true,
             pump_seconds: 60,
+            batch_max: 500,
+            batch_linger: Duration::ZERO,
         }
     }
 }
@@ -88,8 +101,16 @@ pub enum Activity {
     },
     /// Config sent to a device that came online.
     ConfigSent(DeviceKey),
-    /// Writing to the database failed (the event is lost for the database, not for the log).
-    StoreFailed(String),
+    /// Writing a batch to the database failed: it is not confirmed (the broker keeps its
+    /// messages) and is written again after a pause.
+    StoreFailed {
+        /// The database's error.
+        error: String,
+        /// Events in the batch.
+        events: usize,
+        /// Failed attempts so far for this batch.
+        attempt: u32,
+    },
 }
 
 /// Sends commands and records them: cloneable, usable from any task.
@@ -118,7 +139,9 @@ impl Commander {
         };
         let name = action.name().to_string();
         let (id, outcome) = self.handle.send_command(org, device, action).await?;
-        let _ = self.store.command_sent(id.as_str(), &key, &name);
+        if let Err(e) = self.store.command_sent(id.as_str(), &key, &name) {
+            eprintln!("dese-backend: cannot record command {id}: {e}");
+        }
         Ok((id, outcome))
     }
 }
@@ -139,6 +162,9 @@ impl ReferenceBackend {
         options: BackendOptions,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let store = Arc::new(Store::open(&options.db)?);
+        if options.batch_max == 0 {
+            return Err("batch_max must be at least 1".into());
+        }
         let client = BackendClient::<T>::spawn(
             broker,
             &options.client_id,
@@ -216,51 +242,110 @@ struct EventLoop<T> {
 impl<T> EventLoop<T> {
     async fn run(mut self, mut stopped: oneshot::Receiver<()>) -> Result<(), Error> {
         loop {
-            tokio::select! {
-                event = self.client.next_event() => match event {
-                    Some(event) => self.handle(event).await,
+            let first = tokio::select! {
+                delivered = self.client.next_delivery() => match delivered {
+                    Some(delivered) => delivered,
                     None => return Err(Error::Closed),
                 },
                 _ = &mut stopped => return self.client.shutdown().await,
+            };
+            let batch = self.fill(first).await;
+            let Some((batch, written)) = self.write(batch, &mut stopped).await else {
+                // Stopped before the batch was stored: nothing confirmed, the broker keeps it.
+                return self.client.shutdown().await;
+            };
+            // Stored: the broker may forget these messages now.
+            self.client
+                .handle()
+                .ack_all(batch.iter().filter_map(|d| d.ack))?;
+            for (delivered, new) in batch.into_iter().zip(written.new) {
+                self.after_commit(delivered.event, new).await;
             }
         }
     }
 
-    async fn handle(&mut self, event: Event) {
-        let stored = match &event {
-            Event::Telemetry { device, telemetry } => self.store.telemetry(device, telemetry),
-            Event::Status { device, status } => self.store.status(device, status),
-            Event::PresenceChanged { device, to, .. } => {
-                if *to == DeviceState::Online {
-                    self.configure(device).await;
+    /// A batch: `first`, then what else has arrived, up to `batch_max` events, waiting at most
+    /// `batch_linger` for more.
+    async fn fill(&mut self, first: Delivered) -> Vec<Delivered> {
+        let mut batch = vec![first];
+        let linger_until = tokio::time::Instant::now() + self.options.batch_linger;
+        while batch.len() < self.options.batch_max {
+            if let Some(delivered) = self.client.try_next_delivery() {
+                batch.push(delivered);
+                continue;
+            }
+            match tokio::time::timeout_at(linger_until, self.client.next_delivery()).await {
+                Ok(Some(delivered)) => batch.push(delivered),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        batch
+    }
+
+    /// Writes the batch in one transaction (on a blocking thread), again and again while it
+    /// fails (the broker keeps the messages meanwhile); `None` if stopped first.
+    async fn write(
+        &mut self,
+        mut batch: Vec<Delivered>,
+        stopped: &mut oneshot::Receiver<()>,
+    ) -> Option<(Vec<Delivered>, Written)> {
+        let mut pause = Duration::from_millis(100);
+        let mut attempt = 0;
+        loop {
+            let store = Arc::clone(&self.store);
+            let written = tokio::task::spawn_blocking(move || {
+                let events: Vec<&Event> = batch.iter().map(|d| &d.event).collect();
+                let result = store.write(&events).map_err(|e| e.to_string());
+                (batch, result)
+            })
+            .await;
+            let Ok((back, result)) = written else {
+                eprintln!(
+                    "dese-backend: the database writer panicked; stopping, nothing confirmed"
+                );
+                return None;
+            };
+            batch = back;
+            match result {
+                Ok(written) => return Some((batch, written)),
+                Err(e) => {
+                    attempt += 1;
+                    eprintln!(
+                        "dese-backend: DATABASE WRITE FAILED (attempt {attempt}, {} events not \
+                         confirmed, the broker keeps them; retrying in {pause:?}): {e}",
+                        batch.len()
+                    );
+                    self.tell(Activity::StoreFailed {
+                        error: e,
+                        events: batch.len(),
+                        attempt,
+                    });
                 }
-                self.store.presence(device, Some(*to))
             }
-            Event::PresenceCleared { device } => self.store.presence(device, None),
-            Event::Alert { device, alert } => self.store.alert(device, alert),
-            Event::Command {
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                _ = &mut *stopped => return None,
+            }
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// What follows a stored event: thresholds to a device that came online, a pump for a new
+    /// alert (not for a copy delivered again), the log.
+    async fn after_commit(&mut self, event: Event, new: bool) {
+        match &event {
+            Event::PresenceChanged {
                 device,
-                command_id,
-                outcome,
-            } => self
-                .store
-                .command_outcome(command_id.as_str(), device, outcome),
-            Event::LateResponse { device, response } => self.store.late_response(device, response),
-            Event::Dropped {
-                topic,
-                reason,
-                error,
-            } => {
+                to: DeviceState::Online,
+                ..
+            } => self.configure(device).await,
+            Event::Dropped { topic, error, .. } => {
                 eprintln!("dese-backend: refused a message on {topic}: {error}");
-                self.store.dropped(reason.as_str())
             }
-            _ => Ok(()),
-        };
-        if let Err(e) = stored {
-            self.tell(Activity::StoreFailed(e.to_string()));
+            _ => {}
         }
         let alert = match &event {
-            Event::Alert { device, alert } => Some((device.clone(), alert.clone())),
+            Event::Alert { device, alert } if new => Some((device.clone(), alert.clone())),
             _ => None,
         };
         self.tell(Activity::Event(event));

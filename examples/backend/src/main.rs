@@ -190,7 +190,8 @@ fn log(activity: &Activity) {
         Activity::ConfigSent(device) => {
             println!("{}/{}: thresholds sent", device.org, device.device)
         }
-        Activity::StoreFailed(e) => eprintln!("dese-backend: database write failed: {e}"),
+        // Said loudly by the backend itself, with each retry.
+        Activity::StoreFailed { .. } => {}
         _ => {}
     }
 }

@@ -1,43 +1,54 @@
-//! Where the reference backend keeps what it learns: one SQLite file.
+//! Where the reference backend keeps what it learns: one SQLite file, written in batches, one
+//! transaction each, every insert idempotent.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use dese_backend::{DeviceKey, Outcome};
+use dese_backend::{DeviceKey, Event, Outcome};
 use dese_protocol::{Alert, CommandResponse, DeviceState, Status, Telemetry};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
+/// The schema's version, kept in SQLite's `user_version`.
+const VERSION: i64 = 1;
+
+/// A reading, a status and an alert each have a unique key, so that the copy the broker delivers
+/// again after a crash or a lost connection is stored once. Two distinct readings that share a
+/// timestamp (whole seconds, 100 ms intervals) differ in their digest and are both kept.
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS telemetry (
+CREATE TABLE telemetry (
     org TEXT NOT NULL, device TEXT NOT NULL, timestamp TEXT NOT NULL,
     ph REAL NOT NULL, chlorine REAL NOT NULL, temperature REAL NOT NULL,
     orp INTEGER, tds INTEGER, flow_rate REAL, battery INTEGER, signal_strength INTEGER,
-    firmware_version TEXT NOT NULL
+    firmware_version TEXT NOT NULL,
+    digest INTEGER NOT NULL,
+    UNIQUE (org, device, timestamp, digest)
 );
-CREATE INDEX IF NOT EXISTS telemetry_device ON telemetry (org, device, timestamp);
-CREATE TABLE IF NOT EXISTS status (
+CREATE TABLE status (
     org TEXT NOT NULL, device TEXT NOT NULL, state TEXT NOT NULL, timestamp TEXT NOT NULL,
-    firmware_version TEXT NOT NULL
+    firmware_version TEXT NOT NULL,
+    UNIQUE (org, device, timestamp, state)
 );
-CREATE TABLE IF NOT EXISTS presence (
+CREATE TABLE presence (
     org TEXT NOT NULL, device TEXT NOT NULL, state TEXT NOT NULL,
     PRIMARY KEY (org, device)
 );
-CREATE TABLE IF NOT EXISTS alerts (
+CREATE TABLE alerts (
     org TEXT NOT NULL, device TEXT NOT NULL, severity TEXT NOT NULL, message TEXT NOT NULL,
-    sensor TEXT, value REAL, threshold REAL, timestamp TEXT NOT NULL
+    sensor TEXT, value REAL, threshold REAL, timestamp TEXT NOT NULL,
+    digest INTEGER NOT NULL,
+    UNIQUE (org, device, timestamp, digest)
 );
-CREATE TABLE IF NOT EXISTS commands (
+CREATE TABLE commands (
     command_id TEXT PRIMARY KEY, org TEXT NOT NULL, device TEXT NOT NULL, command TEXT,
     outcome TEXT NOT NULL, attempts INTEGER, response TEXT, error TEXT
 );
-CREATE TABLE IF NOT EXISTS dropped (
+CREATE TABLE dropped (
     reason TEXT PRIMARY KEY, count INTEGER NOT NULL
 );
 ";
 
-/// The database. Every method is one short statement; callers on an async runtime may call
-/// them directly.
+/// The database. Each write is one transaction; callers on an async runtime may call the
+/// methods directly (SQLite on a local file, in WAL mode, commits in well under a millisecond).
 #[derive(Debug)]
 pub struct Store {
     db: Mutex<Connection>,
@@ -60,12 +71,43 @@ pub struct Summary {
     pub presence: Vec<(String, u64)>,
 }
 
+/// What one batch stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Written {
+    /// For each event of the batch, in order: whether it added something new (false for a
+    /// copy already stored, and for events that store nothing).
+    pub new: Vec<bool>,
+}
+
 impl Store {
-    /// Opens (or creates) the database at `path`.
+    /// Opens (or creates) the database at `path`. A file made by another version of this
+    /// schema is refused, naming the versions.
     pub fn open(path: &Path) -> rusqlite::Result<Self> {
         let db = Connection::open(path)?;
         db.pragma_update(None, "journal_mode", "WAL")?;
-        db.execute_batch(SCHEMA)?;
+        // In WAL mode, NORMAL survives a crash of the process (what is committed stays); only a
+        // power loss may lose the last transactions, which the broker then delivers again.
+        db.pragma_update(None, "synchronous", "NORMAL")?;
+        let version: i64 = db.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        let tables: i64 = db.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+            [],
+            |row| row.get(0),
+        )?;
+        match (version, tables) {
+            (VERSION, _) => {}
+            (0, 0) => {
+                db.execute_batch(SCHEMA)?;
+                db.pragma_update(None, "user_version", VERSION)?;
+            }
+            (found, _) => {
+                return Err(rusqlite::Error::InvalidParameterName(format!(
+                    "{} holds schema version {found}, this backend writes version {VERSION}: \
+                     move the file away or use another --db",
+                    path.display()
+                )));
+            }
+        }
         Ok(Self { db: Mutex::new(db) })
     }
 
@@ -73,77 +115,17 @@ impl Store {
         self.db.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// One telemetry message.
-    pub fn telemetry(&self, device: &DeviceKey, t: &Telemetry) -> rusqlite::Result<()> {
-        let s = &t.sensors;
-        self.db().execute(
-            "INSERT INTO telemetry VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![
-                device.org.as_str(),
-                device.device.as_str(),
-                t.timestamp.to_string(),
-                s.ph.get(),
-                s.chlorine.get(),
-                s.temperature.get(),
-                s.orp,
-                s.tds,
-                s.flow_rate.map(|f| f.get()),
-                t.metadata.battery.map(|b| b.get()),
-                t.metadata.signal_strength.map(|r| r.get()),
-                t.metadata.firmware_version,
-            ],
-        )?;
-        Ok(())
-    }
-
-    /// One status message, last wills included.
-    pub fn status(&self, device: &DeviceKey, s: &Status) -> rusqlite::Result<()> {
-        self.db().execute(
-            "INSERT INTO status VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                device.org.as_str(),
-                device.device.as_str(),
-                s.status.as_str(),
-                s.timestamp.to_string(),
-                s.firmware_version
-            ],
-        )?;
-        Ok(())
-    }
-
-    /// A device's presence now.
-    pub fn presence(&self, device: &DeviceKey, state: Option<DeviceState>) -> rusqlite::Result<()> {
-        let db = self.db();
-        match state {
-            Some(state) => db.execute(
-                "INSERT INTO presence VALUES (?1, ?2, ?3)
-                 ON CONFLICT (org, device) DO UPDATE SET state = excluded.state",
-                params![device.org.as_str(), device.device.as_str(), state.as_str()],
-            )?,
-            None => db.execute(
-                "DELETE FROM presence WHERE org = ?1 AND device = ?2",
-                params![device.org.as_str(), device.device.as_str()],
-            )?,
-        };
-        Ok(())
-    }
-
-    /// One alert.
-    pub fn alert(&self, device: &DeviceKey, a: &Alert) -> rusqlite::Result<()> {
-        self.db().execute(
-            "INSERT INTO alerts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                device.org.as_str(),
-                device.device.as_str(),
-                a.severity.as_str(),
-                a.message,
-                a.sensor.as_ref().map(|s| s.as_str().to_string()),
-                a.value.map(|v| v.get()),
-                a.threshold.map(|v| v.get()),
-                a.timestamp.to_string()
-            ],
-        )?;
-        Ok(())
+    /// Stores a batch of events in one transaction: every row or none. Telemetry, statuses,
+    /// presence, alerts, command outcomes and refusals; other events store nothing.
+    pub fn write(&self, events: &[&Event]) -> rusqlite::Result<Written> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let mut new = Vec::with_capacity(events.len());
+        for event in events {
+            new.push(write_event(&tx, event)?);
+        }
+        tx.commit()?;
+        Ok(Written { new })
     }
 
     /// A command's name, when this backend sent it.
@@ -152,66 +134,6 @@ impl Store {
             "INSERT INTO commands (command_id, org, device, command, outcome) VALUES (?1, ?2, ?3, ?4, 'pending')
              ON CONFLICT (command_id) DO UPDATE SET command = excluded.command",
             params![id, device.org.as_str(), device.device.as_str(), name],
-        )?;
-        Ok(())
-    }
-
-    /// How a command ended.
-    pub fn command_outcome(
-        &self,
-        id: &str,
-        device: &DeviceKey,
-        outcome: &Outcome,
-    ) -> rusqlite::Result<()> {
-        let (label, attempts, response) = match outcome {
-            Outcome::Completed(r) => ("completed", None, Some(r)),
-            Outcome::Failed(r) => ("failed", None, Some(r)),
-            Outcome::TimedOut { attempts } => ("timed_out", Some(*attempts), None),
-        };
-        self.finish(id, device, label, attempts, response)
-    }
-
-    /// A response that came after its command timed out: the device did run it.
-    pub fn late_response(&self, device: &DeviceKey, r: &CommandResponse) -> rusqlite::Result<()> {
-        self.finish(r.command_id.as_str(), device, "late", None, Some(r))
-    }
-
-    fn finish(
-        &self,
-        id: &str,
-        device: &DeviceKey,
-        outcome: &str,
-        attempts: Option<u32>,
-        response: Option<&CommandResponse>,
-    ) -> rusqlite::Result<()> {
-        let data = response
-            .and_then(|r| r.response.clone())
-            .map(|d| serde_json::Value::Object(d).to_string());
-        let error = response.and_then(|r| r.error.clone());
-        self.db().execute(
-            "INSERT INTO commands (command_id, org, device, outcome, attempts, response, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (command_id) DO UPDATE SET outcome = excluded.outcome,
-                 attempts = coalesce(excluded.attempts, attempts),
-                 response = excluded.response, error = excluded.error",
-            params![
-                id,
-                device.org.as_str(),
-                device.device.as_str(),
-                outcome,
-                attempts,
-                data,
-                error
-            ],
-        )?;
-        Ok(())
-    }
-
-    /// One message refused, counted by reason (never stored as data).
-    pub fn dropped(&self, reason: &str) -> rusqlite::Result<()> {
-        self.db().execute(
-            "INSERT INTO dropped VALUES (?1, 1) ON CONFLICT (reason) DO UPDATE SET count = count + 1",
-            params![reason],
         )?;
         Ok(())
     }
@@ -253,4 +175,154 @@ impl Store {
             )?,
         })
     }
+}
+
+/// One event's rows; true when it added something not stored before.
+fn write_event(tx: &Transaction<'_>, event: &Event) -> rusqlite::Result<bool> {
+    Ok(match event {
+        Event::Telemetry { device, telemetry } => telemetry_row(tx, device, telemetry)? > 0,
+        Event::Status { device, status } => status_row(tx, device, status)? > 0,
+        Event::PresenceChanged { device, to, .. } => presence_row(tx, device, Some(*to))? > 0,
+        Event::PresenceCleared { device } => presence_row(tx, device, None)? > 0,
+        Event::Alert { device, alert } => alert_row(tx, device, alert)? > 0,
+        Event::Command {
+            device,
+            command_id,
+            outcome,
+        } => {
+            let (label, attempts, response) = match outcome {
+                Outcome::Completed(r) => ("completed", None, Some(r)),
+                Outcome::Failed(r) => ("failed", None, Some(r)),
+                Outcome::TimedOut { attempts } => ("timed_out", Some(*attempts), None),
+            };
+            finish(tx, command_id.as_str(), device, label, attempts, response)? > 0
+        }
+        Event::LateResponse { device, response } => {
+            finish(tx, response.command_id.as_str(), device, "late", None, Some(response))? > 0
+        }
+        // Counted, never stored as data. A refused message the broker delivers again (it was
+        // not yet acknowledged when the backend stopped) is counted again.
+        Event::Dropped { reason, .. } => {
+            tx.execute(
+                "INSERT INTO dropped VALUES (?1, 1) ON CONFLICT (reason) DO UPDATE SET count = count + 1",
+                params![reason.as_str()],
+            )? > 0
+        }
+        _ => false,
+    })
+}
+
+fn telemetry_row(
+    tx: &Transaction<'_>,
+    device: &DeviceKey,
+    t: &Telemetry,
+) -> rusqlite::Result<usize> {
+    let s = &t.sensors;
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO telemetry VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        device.org.as_str(),
+        device.device.as_str(),
+        t.timestamp.to_string(),
+        s.ph.get(),
+        s.chlorine.get(),
+        s.temperature.get(),
+        s.orp,
+        s.tds,
+        s.flow_rate.map(|f| f.get()),
+        t.metadata.battery.map(|b| b.get()),
+        t.metadata.signal_strength.map(|r| r.get()),
+        t.metadata.firmware_version,
+        digest(&serde_json::to_vec(t).unwrap_or_default()),
+    ])
+}
+
+fn status_row(tx: &Transaction<'_>, device: &DeviceKey, s: &Status) -> rusqlite::Result<usize> {
+    tx.prepare_cached("INSERT OR IGNORE INTO status VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![
+            device.org.as_str(),
+            device.device.as_str(),
+            s.status.as_str(),
+            s.timestamp.to_string(),
+            s.firmware_version
+        ])
+}
+
+fn presence_row(
+    tx: &Transaction<'_>,
+    device: &DeviceKey,
+    state: Option<DeviceState>,
+) -> rusqlite::Result<usize> {
+    match state {
+        Some(state) => tx
+            .prepare_cached(
+                "INSERT INTO presence VALUES (?1, ?2, ?3)
+                 ON CONFLICT (org, device) DO UPDATE SET state = excluded.state",
+            )?
+            .execute(params![
+                device.org.as_str(),
+                device.device.as_str(),
+                state.as_str()
+            ]),
+        None => tx
+            .prepare_cached("DELETE FROM presence WHERE org = ?1 AND device = ?2")?
+            .execute(params![device.org.as_str(), device.device.as_str()]),
+    }
+}
+
+fn alert_row(tx: &Transaction<'_>, device: &DeviceKey, a: &Alert) -> rusqlite::Result<usize> {
+    tx.prepare_cached("INSERT OR IGNORE INTO alerts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")?
+        .execute(params![
+            device.org.as_str(),
+            device.device.as_str(),
+            a.severity.as_str(),
+            a.message,
+            a.sensor.as_ref().map(|s| s.as_str().to_string()),
+            a.value.map(|v| v.get()),
+            a.threshold.map(|v| v.get()),
+            a.timestamp.to_string(),
+            digest(&serde_json::to_vec(a).unwrap_or_default()),
+        ])
+}
+
+fn finish(
+    tx: &Transaction<'_>,
+    id: &str,
+    device: &DeviceKey,
+    outcome: &str,
+    attempts: Option<u32>,
+    response: Option<&CommandResponse>,
+) -> rusqlite::Result<usize> {
+    let data = response
+        .and_then(|r| r.response.clone())
+        .map(|d| serde_json::Value::Object(d).to_string());
+    let error = response.and_then(|r| r.error.clone());
+    tx.prepare_cached(
+        "INSERT INTO commands (command_id, org, device, outcome, attempts, response, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (command_id) DO UPDATE SET outcome = excluded.outcome,
+             attempts = coalesce(excluded.attempts, attempts),
+             response = excluded.response, error = excluded.error",
+    )?
+    .execute(params![
+        id,
+        device.org.as_str(),
+        device.device.as_str(),
+        outcome,
+        attempts,
+        data,
+        error
+    ])
+}
+
+/// FNV-1a over a message's canonical encoding (what the SDK would send for it): the same
+/// reading gives the same digest whatever JSON it arrived as, in this process and the next (it
+/// is stored).
+fn digest(bytes: &[u8]) -> i64 {
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    // SQLite integers are signed: the same 64 bits.
+    hash as i64
 }
