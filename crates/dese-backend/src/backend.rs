@@ -42,7 +42,9 @@ pub struct Settings {
     pub instance: String,
     /// How many events the application may hold without acknowledging them
     /// ([`Backend::ack`]). When it holds that many, [`Backend::has_room`] is false and the
-    /// transport stops reading from the broker, which keeps the rest. Default 256.
+    /// transport stops reading from the broker, which keeps the rest. Default 1,024. An
+    /// application that stores in batches wants it a few times its batch, so that one batch
+    /// commits while the next arrives.
     pub receive_window: usize,
     /// How many commands, retries and configs may wait for the broker's acknowledgement, queued
     /// or in flight; beyond it [`Backend::send_command`] and [`Backend::send_config`] refuse with
@@ -68,7 +70,7 @@ impl Default for Settings {
             finished_window: 4096,
             rate_limit: Some(RateLimit::DEFAULT),
             instance: String::from("b"),
-            receive_window: 256,
+            receive_window: 1024,
             outbox_capacity: 16_384,
             in_flight_window: 64,
             backoff: Backoff::DEFAULT,
@@ -697,11 +699,15 @@ impl Backend {
         let awaited = parsed.kind() == MessageKind::CommandResponse
             && self.pending.values().any(|p| p.device == key);
         if let (Some(limit), false) = (self.settings.rate_limit, awaited) {
-            let bucket = self
+            // Looked up before inserting: the key is cloned only for a device new to the map.
+            if !self.buckets.contains_key(&key) {
+                self.buckets.insert(key.clone(), Bucket::new(limit, now));
+            }
+            let fresh = self
                 .buckets
-                .entry(key.clone())
-                .or_insert_with(|| Bucket::new(limit, now));
-            if !bucket.take(limit, now) {
+                .get_mut(&key)
+                .is_some_and(|bucket| bucket.take(limit, now));
+            if !fresh {
                 return self.drop(
                     topic,
                     DropReason::RateLimited,
@@ -873,20 +879,25 @@ impl Backend {
 
     fn telemetry(&mut self, key: DeviceKey, telemetry: Telemetry, digest: u64, ack: Ack) -> Fate {
         let window = self.settings.telemetry_window.max(1);
-        let recent = self.recent_telemetry.entry(key.clone()).or_default();
-        // The same timestamp and the same bytes: the broker or the device sent it again.
-        // Distinct readings that share a timestamp (whole seconds, 100 ms intervals) differ in
-        // their bytes and are both kept.
-        if let Some(&(_, _, original)) = recent
-            .iter()
-            .find(|(at, seen, _)| *at == telemetry.timestamp && *seen == digest)
-        {
-            return self.duplicate(key, MessageKind::Telemetry, Some(original));
+        // Looked up before inserting: the key is cloned only for a device new to the map.
+        if !self.recent_telemetry.contains_key(&key) {
+            self.recent_telemetry.insert(key.clone(), VecDeque::new());
         }
-        if recent.len() == window {
-            recent.pop_front();
+        if let Some(recent) = self.recent_telemetry.get_mut(&key) {
+            // The same timestamp and the same bytes: the broker or the device sent it again.
+            // Distinct readings that share a timestamp (whole seconds, 100 ms intervals) differ
+            // in their bytes and are both kept.
+            if let Some(&(_, _, original)) = recent
+                .iter()
+                .find(|(at, seen, _)| *at == telemetry.timestamp && *seen == digest)
+            {
+                return self.duplicate(key, MessageKind::Telemetry, Some(original));
+            }
+            if recent.len() == window {
+                recent.pop_front();
+            }
+            recent.push_back((telemetry.timestamp, digest, ack));
         }
-        recent.push_back((telemetry.timestamp, digest, ack));
         self.push(Event::Telemetry {
             device: key,
             telemetry,

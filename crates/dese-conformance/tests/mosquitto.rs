@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 
-use dese_conformance::scenarios;
+use dese_conformance::{delivery, scenarios};
 use dese_paho::Paho;
 use dese_rumqttc::Rumqttc;
 use dese_testkit::Mosquitto;
@@ -85,6 +85,25 @@ macro_rules! transport {
             async fn dese_d6_backoff_not_a_storm() {
                 scenarios::failing_broker_backoff::<$transport>().await;
             }
+
+            // DESE-V3
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn dese_v3_oversized_messages() {
+                let figures = delivery::oversized::<$transport>(stringify!($name)).await;
+                println!("{}: oversized messages: {figures}", stringify!($name));
+            }
+
+            // DESE-C1
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn dese_c1_timed_out_command_is_withdrawn() {
+                delivery::timed_out_command_is_withdrawn::<$transport, $transport>().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn bulk_config_to_ten_thousand_devices() {
+                let figures = delivery::bulk_config::<$transport>(stringify!($name)).await;
+                println!("{}: bulk config: {figures}", stringify!($name));
+            }
         }
     };
 }
@@ -93,5 +112,18 @@ transport!(rumqttc, Rumqttc);
 // The restart scenario aborted the paho process with a double free in the Paho C library until
 // dese-paho built the library with a fix (crates/dese-paho/build.rs, docs/transports.md).
 transport!(paho, Paho);
+
+// DESE-D9: rumqttc acknowledges to the broker only what the application confirmed, in
+// arrival order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rumqttc_acknowledges_after_confirmation() {
+    delivery::acknowledged_after_confirmation::<Rumqttc>("rumqttc").await;
+}
+
+// DESE-D9: the Paho C library acknowledges on receipt; the receive window bounds how many.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paho_acknowledges_within_the_window() {
+    delivery::acknowledged_within_the_window::<Paho>("paho").await;
+}
 pair!(rumqttc_device_paho_backend, Rumqttc, Paho);
 pair!(paho_device_rumqttc_backend, Paho, Rumqttc);

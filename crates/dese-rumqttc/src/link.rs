@@ -206,6 +206,16 @@ fn last_will(will: &Will) -> LastWill {
     )
 }
 
+/// Whether the link needs to see `event`: the rest (pings, the acknowledgements the client
+/// itself writes, SUBACKs) would only cost the driver a wake-up per message.
+fn wanted(event: &rumqttc::Event) -> bool {
+    matches!(
+        event,
+        rumqttc::Event::Incoming(Packet::ConnAck(_) | Packet::Publish(_) | Packet::PubAck(_))
+            | rumqttc::Event::Outgoing(Outgoing::Publish(_) | Outgoing::Disconnect)
+    )
+}
+
 /// The largest remaining length an MQTT 3.1.1 packet can declare (256 MiB).
 const MQTT_MAX_PACKET: usize = 268_435_455;
 
@@ -243,7 +253,8 @@ fn failure(error: &ConnectionError) -> ConnectionFailure {
             ErrorKind::Io,
             format!(
                 "the broker sent a packet of {size} bytes, over the client's limit: the next \
-                 connection takes it once, to refuse it (set the broker's message_size_limit)"
+                 connections take that size, to refuse the message (set the broker's \
+                 message_size_limit)"
             ),
         );
     }
@@ -261,15 +272,17 @@ fn failure(error: &ConnectionError) -> ConnectionFailure {
 /// will of the next connection) before polling again, which reconnects.
 ///
 /// A packet over the client's size limit fails the connection before the client reads it, and
-/// with a persistent session the broker delivers it again at once: one such message would stop
-/// the client for good. The next connection therefore accepts that one size (at most MQTT's
-/// own limit), so the engine receives the message, refuses it and has it acknowledged; the
-/// connection after it has the usual limit again.
+/// with a persistent session (or a retained message, at every subscription) the broker
+/// delivers it again at once: one such message would stop the client for good. From the next
+/// connection on the client therefore accepts packets of that size, rounded up to a power of
+/// two (at most MQTT's own limit),
+/// so the engine receives the message, refuses it and has it acknowledged: one reconnection per
+/// larger size, never a loop.
 async fn poll(
     mut eventloop: EventLoop,
     events: mpsc::Sender<Result<rumqttc::Event, ConnectionError>>,
     mut go: mpsc::Receiver<Next>,
-    (usual, outgoing): (usize, usize),
+    (mut incoming, outgoing): (usize, usize),
 ) {
     let Some(next) = go.recv().await else {
         return;
@@ -277,6 +290,9 @@ async fn poll(
     next.apply(&mut eventloop.mqtt_options);
     loop {
         let result = eventloop.poll().await;
+        if result.as_ref().is_ok_and(|event| !wanted(event)) {
+            continue;
+        }
         let raise = result.as_ref().err().and_then(oversized);
         let failed = result.is_err();
         if events.send(result).await.is_err() {
@@ -287,7 +303,10 @@ async fn poll(
                 return;
             };
             next.apply(&mut eventloop.mqtt_options);
-            let incoming = raise.map_or(usual, |size| size.clamp(usual, MQTT_MAX_PACKET));
+            // The next power of two: the message's neighbours (a longer topic) fit too.
+            if let Some(size) = raise {
+                incoming = incoming.max(size.next_power_of_two().min(MQTT_MAX_PACKET));
+            }
             eventloop
                 .mqtt_options
                 .set_max_packet_size(incoming, outgoing);

@@ -10,12 +10,15 @@
 //!
 //! The same harness serves the engines' integration tests and the desktop simulator.
 //!
+//! [`fleet`] builds the messages of many devices for a backend's tests and benchmarks.
+//!
 //! [`water`] is the simulated pool that `dese simulate`, the desktop reference device and the
 //! quickstart run: water whose pH and chlorine drift, pumps that move them, noisy probes.
 #![forbid(unsafe_code)]
 // A std crate: portability to no_std is not a goal here.
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
 
+pub mod fleet;
 mod sim;
 pub mod water;
 

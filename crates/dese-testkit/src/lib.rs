@@ -8,6 +8,9 @@
 //! [`Proxy`] stands between a client and a broker and can cut the link without a goodbye, as a
 //! power loss would.
 //!
+//! [`raw`] has plain MQTT clients with no DESE logic: a publisher that sends anything
+//! (oversized, malformed, retained), and a bare subscriber to measure the SDK against.
+//!
 //! With the `rumqttd` feature, [`EmbeddedBroker`] runs a rumqttd broker inside the process, on a
 //! free loopback port proven to be its own.
 
@@ -17,6 +20,7 @@
 
 mod mosquitto;
 mod proxy;
+pub mod raw;
 #[cfg(feature = "rumqttd")]
 mod rumqttd;
 

@@ -156,6 +156,8 @@ impl<T: Transport> BackendClient<T> {
             failure: failure_tx,
             waiting: HashMap::new(),
             jitter: Jitter::new(),
+            reported: tokio::time::Instant::now(),
+            stale: true,
         };
         let task = tokio::spawn(driver.run());
         Ok(Self {
@@ -428,12 +430,18 @@ impl<T> BackendClient<T> {
         self.failure.borrow().clone()
     }
 
-    /// Disconnects cleanly and waits for the client to end, at most 6 s.
+    /// Disconnects cleanly and waits for the client to end, at most 6 s. The last event of
+    /// [`BackendClient::next_event`] is confirmed first (the application asks for no more);
+    /// events of [`BackendClient::next_delivery`] not confirmed by then are delivered again by
+    /// the broker to the next session.
     ///
     /// # Cancel safety
     ///
     /// Not cancel safe: if cancelled, the client still ends but the result is lost.
     pub async fn shutdown(self) -> Result<(), Error> {
+        if let Some(ack) = self.auto {
+            let _ = self.handle.ack(ack);
+        }
         let control = self.handle.control;
         shutdown(
             |done| control.send(Control::Shutdown(done)).is_ok(),
@@ -461,6 +469,8 @@ enum Woke {
     Link(LinkEvent),
     /// The channel had room for an event of the backlog.
     Room,
+    /// The counters are due to be published.
+    Report,
     Timer,
     Control(Option<Control>),
 }
@@ -479,6 +489,9 @@ struct Driver<L> {
     failure: watch::Sender<Option<ConnectionFailure>>,
     waiting: HashMap<CommandId, oneshot::Sender<Outcome>>,
     jitter: Jitter,
+    /// When the counters were last published, and whether they changed since.
+    reported: tokio::time::Instant,
+    stale: bool,
 }
 
 impl<L: Link> Driver<L> {
@@ -501,11 +514,13 @@ impl<L: Link> Driver<L> {
                     Woke::Room
                 }
                 () = sleep_until(wake) => Woke::Timer,
+                () = sleep_until(self.stale.then_some(self.reported + REPORT_EVERY)) => Woke::Report,
                 control = self.control.recv() => Woke::Control(control),
             };
             match woke {
                 Woke::Link(event) => self.on_link(event)?,
                 Woke::Room => {}
+                Woke::Report => self.report(tokio::time::Instant::now()),
                 Woke::Timer => self.engine.handle_timeout(std::time::Instant::now()),
                 Woke::Control(Some(Control::Shutdown(done))) => {
                     self.link.disconnect().await;
@@ -596,13 +611,15 @@ impl<L: Link> Driver<L> {
     }
 
     /// Hands the engine's output on: publishes, acknowledgements to the broker, events (with
-    /// command outcomes to their waiters at once, even while the application is behind).
+    /// command outcomes to their waiters at once, even while the application is behind), and
+    /// the counters.
     fn flush(&mut self) {
         while let Some(t) = self.engine.poll_transmit() {
             // A message the client would not take stays in flight in the engine and is
             // published again after the next connection.
             let _ = self.link.publish(t.id.0, &t.topic, &t.payload, t.retain);
         }
+        let mut outcomes = Vec::new();
         while let Some(delivered) = self.engine.poll_event() {
             match &delivered.event {
                 Event::Connect => self.link.connect(KEEPALIVE, None),
@@ -612,7 +629,7 @@ impl<L: Link> Driver<L> {
                     ..
                 } => {
                     if let Some(waiter) = self.waiting.remove(command_id) {
-                        let _ = waiter.send(outcome.clone());
+                        outcomes.push((waiter, outcome.clone()));
                     }
                 }
                 _ => {}
@@ -638,6 +655,24 @@ impl<L: Link> Driver<L> {
         while let Some(delivery) = self.engine.poll_ack() {
             self.link.ack(delivery);
         }
+        // Before the outcomes: whoever a command wakes sees counters that include it.
+        let now = tokio::time::Instant::now();
+        let changed = self.engine.is_connected() != self.status.borrow().connected;
+        if changed || !outcomes.is_empty() || now >= self.reported + REPORT_EVERY {
+            self.report(now);
+        } else {
+            self.stale = true;
+        }
+        for (waiter, outcome) in outcomes {
+            let _ = waiter.send(outcome);
+        }
+    }
+
+    /// Publishes the counters for [`BackendClient::counters`] and [`BackendClient::backlog`]:
+    /// at most every [`REPORT_EVERY`] while messages stream (copying the counters for every
+    /// message would cost more than handling it), at once when the connection or a command
+    /// changed.
+    fn report(&mut self, now: tokio::time::Instant) {
         self.status.send_replace(Status {
             counters: self.engine.counters().clone(),
             backlog: Backlog {
@@ -646,5 +681,10 @@ impl<L: Link> Driver<L> {
             },
             connected: self.engine.is_connected(),
         });
+        self.reported = now;
+        self.stale = false;
     }
 }
+
+/// How stale [`BackendClient::counters`] may be while messages stream.
+const REPORT_EVERY: Duration = Duration::from_millis(5);

@@ -58,7 +58,7 @@ pub struct BackendOptions {
     pub react_to_alerts: bool,
     /// How long a reaction runs the pump, in seconds.
     pub pump_seconds: u32,
-    /// The most events one transaction stores. Default 500.
+    /// The most events one transaction stores. Default 512.
     pub batch_max: usize,
     /// How long a batch waits for more events once none is waiting. Default zero: a batch is
     /// written as soon as the events that have arrived are taken, which is fastest when the
@@ -68,17 +68,22 @@ pub struct BackendOptions {
 }
 
 impl BackendOptions {
-    /// Storage in `db`, every organization, reactions on, no config sent.
+    /// Storage in `db`, every organization, reactions on, no config sent; batches of up to 512
+    /// events and a receive window of 2,048 (four batches: one commits while the next arrive;
+    /// `docs/performance.md` has the figures).
     pub fn new(db: impl Into<PathBuf>) -> Self {
         Self {
             db: db.into(),
             client_id: "dese-reference-backend".to_string(),
             group: None,
-            settings: Settings::default(),
+            settings: Settings {
+                receive_window: 2048,
+                ..Settings::default()
+            },
             config: None,
             react_to_alerts: true,
             pump_seconds: 60,
-            batch_max: 500,
+            batch_max: 512,
             batch_linger: Duration::ZERO,
         }
     }

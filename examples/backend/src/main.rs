@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use dese_backend::{Event, Outcome};
+use dese_paho::Paho;
 use dese_protocol::{DeviceConfig, Finite, OrgId, Sensor, ShareGroup, Threshold};
 use dese_reference_backend::{Activity, BackendOptions, ReferenceBackend};
 use dese_rumqttc::{BrokerOptions, Rumqttc};
@@ -23,7 +24,7 @@ Examples:
   dese-backend --db dese.sqlite
   dese-backend --db a.sqlite --group backends --client-id backend-a   # two instances
   dese-backend --db b.sqlite --group backends --client-id backend-b   # split the load
-  sqlite3 dese.sqlite 'SELECT device, ph, chlorine FROM telemetry ORDER BY rowid DESC LIMIT 5'"
+  sqlite3 dese.sqlite 'SELECT device, ph, chlorine FROM telemetry ORDER BY timestamp DESC LIMIT 5'"
 )]
 struct Args {
     /// The broker: mqtt://HOST:PORT or mqtts://HOST:PORT
@@ -67,6 +68,30 @@ struct Args {
     /// Do not start pumps in reaction to alerts
     #[arg(long)]
     no_react: bool,
+    /// The most events one database transaction stores
+    #[arg(long, default_value_t = 512)]
+    batch_max: usize,
+    /// How long a batch waits for more events once none is waiting, milliseconds
+    #[arg(long, default_value_t = 0)]
+    batch_linger_ms: u64,
+    /// How many events may wait for their database commit; reading from the broker stops
+    /// there, and the broker keeps the rest. With --transport paho, also the most a crash can
+    /// lose
+    #[arg(long, default_value_t = 2048)]
+    receive_window: usize,
+    /// The MQTT client library
+    #[arg(long, value_enum, default_value_t = TransportKind::Rumqttc)]
+    transport: TransportKind,
+}
+
+/// Which MQTT client library carries the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TransportKind {
+    /// rumqttc: pure Rust; acknowledges a message to the broker after its database commit
+    Rumqttc,
+    /// paho-mqtt: the Eclipse Paho C library, which acknowledges on receipt: a crash may lose
+    /// up to --receive-window messages
+    Paho,
 }
 
 fn main() -> ExitCode {
@@ -95,7 +120,11 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut backend = match ReferenceBackend::spawn::<Rumqttc>(&broker, options) {
+    let spawned = match args.transport {
+        TransportKind::Rumqttc => ReferenceBackend::spawn::<Rumqttc>(&broker, options),
+        TransportKind::Paho => ReferenceBackend::spawn::<Paho>(&broker, options),
+    };
+    let mut backend = match spawned {
         Ok(b) => b,
         Err(e) => {
             eprintln!("dese-backend: {e}");
@@ -226,6 +255,15 @@ fn options(args: &Args) -> Result<BackendOptions, String> {
     options.settings.command_timeout = Duration::try_from_secs_f64(args.command_timeout)
         .map_err(|_| "--command-timeout must be a number of seconds".to_string())?;
     options.react_to_alerts = !args.no_react;
+    if args.batch_max == 0 {
+        return Err("--batch-max must be at least 1".to_string());
+    }
+    if args.receive_window == 0 {
+        return Err("--receive-window must be at least 1".to_string());
+    }
+    options.batch_max = args.batch_max;
+    options.batch_linger = Duration::from_millis(args.batch_linger_ms);
+    options.settings.receive_window = args.receive_window;
     if !args.no_config {
         let (min, max) = args
             .ph_range

@@ -6,14 +6,15 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use dese_backend::{DeviceKey, Event, Outcome};
 use dese_protocol::{Alert, CommandResponse, DeviceState, Status, Telemetry};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Statement, Transaction, params};
 
 /// The schema's version, kept in SQLite's `user_version`.
 const VERSION: i64 = 1;
 
 /// A reading, a status and an alert each have a unique key, so that the copy the broker delivers
 /// again after a crash or a lost connection is stored once. Two distinct readings that share a
-/// timestamp (whole seconds, 100 ms intervals) differ in their digest and are both kept.
+/// timestamp (whole seconds, 100 ms intervals) differ in their digest and are both kept. The
+/// key's index also serves the usual query, a device's readings over time.
 const SCHEMA: &str = "
 CREATE TABLE telemetry (
     org TEXT NOT NULL, device TEXT NOT NULL, timestamp TEXT NOT NULL,
@@ -121,8 +122,12 @@ impl Store {
         let mut db = self.db();
         let tx = db.transaction()?;
         let mut new = Vec::with_capacity(events.len());
-        for event in events {
-            new.push(write_event(&tx, event)?);
+        {
+            // Prepared once a batch: most events are readings.
+            let mut readings = tx.prepare(INSERT_READING)?;
+            for event in events {
+                new.push(write_event(&tx, &mut readings, event)?);
+            }
         }
         tx.commit()?;
         Ok(Written { new })
@@ -177,10 +182,16 @@ impl Store {
     }
 }
 
+const INSERT_READING: &str = "INSERT OR IGNORE INTO telemetry VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+
 /// One event's rows; true when it added something not stored before.
-fn write_event(tx: &Transaction<'_>, event: &Event) -> rusqlite::Result<bool> {
+fn write_event(
+    tx: &Transaction<'_>,
+    readings: &mut Statement<'_>,
+    event: &Event,
+) -> rusqlite::Result<bool> {
     Ok(match event {
-        Event::Telemetry { device, telemetry } => telemetry_row(tx, device, telemetry)? > 0,
+        Event::Telemetry { device, telemetry } => telemetry_row(readings, device, telemetry)? > 0,
         Event::Status { device, status } => status_row(tx, device, status)? > 0,
         Event::PresenceChanged { device, to, .. } => presence_row(tx, device, Some(*to))? > 0,
         Event::PresenceCleared { device } => presence_row(tx, device, None)? > 0,
@@ -213,15 +224,12 @@ fn write_event(tx: &Transaction<'_>, event: &Event) -> rusqlite::Result<bool> {
 }
 
 fn telemetry_row(
-    tx: &Transaction<'_>,
+    readings: &mut Statement<'_>,
     device: &DeviceKey,
     t: &Telemetry,
 ) -> rusqlite::Result<usize> {
     let s = &t.sensors;
-    tx.prepare_cached(
-        "INSERT OR IGNORE INTO telemetry VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-    )?
-    .execute(params![
+    readings.execute(params![
         device.org.as_str(),
         device.device.as_str(),
         t.timestamp.to_string(),
@@ -234,7 +242,7 @@ fn telemetry_row(
         t.metadata.battery.map(|b| b.get()),
         t.metadata.signal_strength.map(|r| r.get()),
         t.metadata.firmware_version,
-        digest(&serde_json::to_vec(t).unwrap_or_default()),
+        reading_digest(t),
     ])
 }
 
@@ -316,13 +324,63 @@ fn finish(
     ])
 }
 
-/// FNV-1a over a message's canonical encoding (what the SDK would send for it): the same
-/// reading gives the same digest whatever JSON it arrived as, in this process and the next (it
-/// is stored).
+/// FNV-1a over a reading's values (not its JSON): the same reading gives the same digest
+/// whatever JSON it arrived as, in this process and the next (it is stored).
+fn reading_digest(t: &Telemetry) -> i64 {
+    let (s, m) = (&t.sensors, &t.metadata);
+    let mut hash = Fnv::default();
+    for value in [
+        Some(s.ph.get()),
+        Some(s.chlorine.get()),
+        Some(s.temperature.get()),
+        s.flow_rate.map(|f| f.get()),
+    ] {
+        hash.option(value.map(f64::to_bits));
+    }
+    hash.option(s.orp.map(|v| i64::from(v) as u64));
+    hash.option(s.tds.map(u64::from));
+    hash.option(m.battery.map(|b| u64::from(b.get())));
+    hash.option(m.signal_strength.map(|r| i64::from(r.get()) as u64));
+    hash.bytes(m.firmware_version.as_bytes());
+    hash.signed()
+}
+
+/// FNV-1a over the canonical encoding of an alert (what the SDK would send for it).
 fn digest(bytes: &[u8]) -> i64 {
-    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
-    });
-    // SQLite integers are signed: the same 64 bits.
-    hash as i64
+    let mut hash = Fnv::default();
+    hash.bytes(bytes);
+    hash.signed()
+}
+
+/// 64-bit FNV-1a: small, and the same in every process (the digests are stored).
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn bytes(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    /// A value that may be absent: absent and zero differ.
+    fn option(&mut self, value: Option<u64>) {
+        match value {
+            Some(v) => {
+                self.bytes(&[1]);
+                self.bytes(&v.to_le_bytes());
+            }
+            None => self.bytes(&[0]),
+        }
+    }
+
+    /// SQLite integers are signed: the same 64 bits.
+    fn signed(&self) -> i64 {
+        self.0 as i64
+    }
 }

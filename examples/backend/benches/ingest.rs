@@ -1,0 +1,225 @@
+//! The reference backend's stored readings per second against a raw rumqttc subscriber's
+//! received rate, in one run through one Mosquitto on loopback.
+//!
+//!     cargo bench -p dese-reference-backend --bench ingest     # 20,000 readings, 3 rounds
+//!
+//! Each round queues the same burst (1,000 devices, 20 readings each) at the broker for a
+//! persistent session that is away, then starts the consumer and times how long it takes to
+//! drain it: the raw subscriber counts what arrives (rumqttc acknowledges on receipt); the
+//! reference backend decodes, checks and deduplicates every message, stores it in SQLite in
+//! batches and acknowledges each message after its commit. Both on a broker that sends any
+//! number of messages ahead of their acknowledgement, then on Mosquitto's default of 20.
+//!
+//! Without `--bench` (as `cargo test --benches` runs it) it does 2,000 readings, one round.
+//! `DESE_INGEST_ONLY=backend` (or `raw`) runs one side only, for a profiler.
+
+#![allow(missing_docs)]
+#![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
+
+use std::time::{Duration, Instant};
+
+use dese_protocol::OrgId;
+use dese_reference_backend::{BackendOptions, ReferenceBackend};
+use dese_rumqttc::{BrokerOptions, Rumqttc};
+use dese_sim::fleet;
+use dese_testkit::raw::{Publisher, Subscriber};
+use dese_testkit::{Mosquitto, MosquittoConfig};
+
+const DEVICES: u64 = 1_000;
+
+/// CPU time used so far by every thread of a process, in nanoseconds (Linux's schedstat).
+fn cpu_ns(pid: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// What one consumer's drain measured.
+#[derive(Debug, Clone, Copy)]
+struct Drain {
+    /// Readings per second.
+    rate: f64,
+    /// CPU per reading, microseconds: this process (the consumer) and the broker.
+    cpu_us: (f64, f64),
+}
+
+impl Drain {
+    /// Times `drain` and counts the CPU both processes spent meanwhile.
+    async fn measure<F: std::future::Future<Output = ()>>(
+        broker: &Mosquitto,
+        readings: u64,
+        drain: F,
+    ) -> Self {
+        let broker_pid = broker.pid().map(|p| p.to_string()).unwrap_or_default();
+        let (ours, theirs) = (cpu_ns("self"), cpu_ns(&broker_pid));
+        let started = Instant::now();
+        drain.await;
+        let elapsed = started.elapsed();
+        let per = |ns: u64| ns as f64 / 1_000.0 / readings as f64;
+        Self {
+            rate: readings as f64 / elapsed.as_secs_f64(),
+            cpu_us: (
+                per(cpu_ns("self") - ours),
+                per(cpu_ns(&broker_pid) - theirs),
+            ),
+        }
+    }
+}
+
+async fn queue_burst(broker: &Mosquitto, readings: u64) {
+    let org: OrgId = "acme".parse().expect("org");
+    let mut publisher = Publisher::connect(broker.addr(), "fleet")
+        .await
+        .expect("publisher");
+    for n in 0..readings {
+        let device = fleet::device((n % DEVICES) as usize);
+        let seq = n / DEVICES;
+        let (topic, payload) = fleet::telemetry(&org, &device, seq);
+        publisher
+            .publish(&topic, payload, false)
+            .await
+            .expect("publish");
+    }
+    assert!(publisher.flush(Duration::from_secs(120)).await, "queued");
+    publisher.disconnect().await;
+}
+
+/// The raw subscriber's drain.
+async fn raw(broker: &Mosquitto, readings: u64) -> Drain {
+    let filter = "devices/+/+/telemetry";
+    Subscriber::connect(broker.addr(), "raw", filter)
+        .await
+        .expect("subscriber")
+        .disconnect()
+        .await;
+    queue_burst(broker, readings).await;
+    let mut done = None;
+    let drain = Drain::measure(broker, readings, async {
+        let subscriber = Subscriber::connect(broker.addr(), "raw", filter)
+            .await
+            .expect("subscriber");
+        assert!(
+            subscriber
+                .wait_for(readings, Duration::from_secs(120))
+                .await,
+            "the raw subscriber got {} of {readings}",
+            subscriber.received()
+        );
+        done = Some(subscriber);
+    })
+    .await;
+    if let Some(subscriber) = done {
+        subscriber.disconnect().await;
+    }
+    drain
+}
+
+/// The reference backend's drain: every reading stored.
+async fn backend(broker: &Mosquitto, dir: &std::path::Path, readings: u64, round: usize) -> Drain {
+    let db = dir.join(format!("ingest-{}-{round}.sqlite", broker.port()));
+    let options = || {
+        let mut options = BackendOptions::new(&db);
+        options.client_id = "ingest".to_string();
+        options.config = None;
+        options.react_to_alerts = false;
+        options
+    };
+    let broker_options = BrokerOptions::parse(&broker.url()).expect("url");
+    let first = ReferenceBackend::spawn::<Rumqttc>(&broker_options, options()).expect("backend");
+    tokio::time::sleep(Duration::from_millis(500)).await; // the session and its subscriptions
+    first.shutdown().await.expect("shutdown");
+    queue_burst(broker, readings).await;
+    // A connection of its own (SQLite in WAL mode: readers do not block the writer).
+    let count = rusqlite::Connection::open(&db).expect("db");
+    let mut done = None;
+    let drain = Drain::measure(broker, readings, async {
+        let backend =
+            ReferenceBackend::spawn::<Rumqttc>(&broker_options, options()).expect("backend");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            // The highest rowid, not count(*), which scans the table: rows are only added.
+            let stored: u64 = count
+                .query_row("SELECT coalesce(max(rowid), 0) FROM telemetry", [], |row| {
+                    row.get(0)
+                })
+                .expect("count");
+            if stored >= readings {
+                break;
+            }
+            assert!(Instant::now() < deadline, "stored {stored} of {readings}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        done = Some(backend);
+    })
+    .await;
+    if let Some(backend) = done {
+        backend.shutdown().await.expect("shutdown");
+    }
+    drain
+}
+
+async fn compare(inflight: u32, readings: u64, rounds: usize, dir: &std::path::Path) {
+    // A broker per round: no session of an earlier round collects this round's burst.
+    let broker = || {
+        Mosquitto::start_with(MosquittoConfig {
+            max_inflight_messages: inflight,
+            ..MosquittoConfig::default()
+        })
+        .expect("mosquitto")
+    };
+    let window = if inflight == 0 {
+        "any number".to_string()
+    } else {
+        inflight.to_string()
+    };
+    let only = std::env::var("DESE_INGEST_ONLY").unwrap_or_default();
+    let skipped = Drain {
+        rate: f64::NAN,
+        cpu_us: (f64::NAN, f64::NAN),
+    };
+    let mut ratios = Vec::new();
+    for round in 0..rounds {
+        let raw = match only.as_str() {
+            "backend" => skipped,
+            _ => raw(&broker(), readings).await,
+        };
+        let stored = match only.as_str() {
+            "raw" => skipped,
+            _ => backend(&broker(), dir, readings, round).await,
+        };
+        let ratio = stored.rate / raw.rate;
+        println!(
+            "broker sends {window} ahead of acks, {readings} readings: raw subscriber {:.0}/s \
+             (CPU per reading {:.1} µs, broker {:.1} µs), reference backend stored {:.0}/s \
+             (CPU {:.1} µs, broker {:.1} µs), ratio {ratio:.2}x",
+            raw.rate, raw.cpu_us.0, raw.cpu_us.1, stored.rate, stored.cpu_us.0, stored.cpu_us.1
+        );
+        ratios.push(ratio);
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "broker sends {window} ahead of acks: median ratio stored / raw {:.2}x over {rounds} round(s)",
+        ratios[ratios.len() / 2]
+    );
+}
+
+fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let (readings, rounds) = if bench { (20_000, 3) } else { (2_000, 1) };
+    let dir = std::env::temp_dir().join(format!("dese-ingest-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        compare(0, readings, rounds, &dir).await;
+        compare(20, readings, rounds, &dir).await;
+    });
+    let _ = std::fs::remove_dir_all(dir);
+}
