@@ -338,7 +338,8 @@ pub struct Counters {
     pub late_responses: u64,
     /// Responses to unknown commands.
     pub unknown_responses: u64,
-    /// Copies of timed-out commands taken back before they were published.
+    /// Copies of finished commands (timed out, or answered while a retry waited for the link)
+    /// taken back before they were published.
     pub commands_withdrawn: u64,
     /// Connections the broker accepted.
     pub connections: u64,
@@ -780,8 +781,11 @@ impl Backend {
                         deadline: now + self.settings.command_timeout,
                     };
                     self.counters.retries += 1;
-                    // A copy still queued (the link is down) serves as this attempt too.
+                    // A copy still queued (the link is down) serves as this attempt too;
+                    // otherwise a new copy replaces the one still in flight, if any, so that a
+                    // command has one copy in the outbox at most.
                     if !self.outbox.has_queued(&id) {
+                        self.outbox.withdraw(&id);
                         self.outbox.push(
                             pending.topic.clone(),
                             pending.payload.clone(),
@@ -959,6 +963,8 @@ impl Backend {
                 );
             }
             self.pending.remove(&id);
+            // A retry still waiting for the link is not needed any more.
+            self.counters.commands_withdrawn += self.outbox.withdraw(&id) as u64;
             self.finish(id.clone(), Finished::Answered(Some(ack)));
             let outcome = if response.success {
                 self.counters.commands_completed += 1;
