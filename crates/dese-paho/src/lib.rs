@@ -16,8 +16,15 @@
 //! - paho's file persistence is off: the driver's outbox is the one source of truth.
 //! - the C library sets TCP_NODELAY on every socket itself.
 //! - MQTT 3.1.1 has no maximum packet size to negotiate and paho has no setting for it:
-//!   [`BrokerOptions::max_packet_size`] is not used by this transport; the protocol's own
-//!   decoder limit (16 KiB) still applies to every payload.
+//!   [`BrokerOptions::max_packet_size`] is not used by this transport, and it takes a message of
+//!   any size; the protocol's own decoder limit (16 KiB) still applies to every payload.
+//! - the C library acknowledges a received message (PUBACK) when its message callback returns
+//!   and cannot defer it: for a backend the callback waits while the receive window's worth of
+//!   messages are not yet confirmed by the application, so at most that many are acknowledged
+//!   ahead of the application, and a crash loses at most that many (rumqttc: none). Every call
+//!   into the C library runs on a thread of the link's own, because a waiting callback holds
+//!   the library's global lock; a paho backend that falls behind delays every paho client of
+//!   the process.
 //!
 //! - Paho C 1.3.16 frees a QoS 1 message's topic and payload twice when its socket write fails
 //!   (the broker went away a moment before) and aborts the process: a broker restart while

@@ -16,13 +16,20 @@
 //! What this transport does about rumqttc's own behaviour:
 //!
 //! - `publish` only means queued, and rumqttc clears its queue when it reconnects without a
-//!   stored session: the driver keeps every message until its PUBACK and replays the rest.
+//!   stored session: the engines keep every message until its PUBACK and replay the rest.
 //! - rumqttc has no reconnect backoff: the poll task reconnects only when the engine's backoff
 //!   says so.
 //! - publishing from the polling task can deadlock on a full request channel: the poll task
-//!   does nothing but poll, and the driver only uses `try_publish`.
-//! - the maximum packet size is set from [`BrokerOptions::max_packet_size`] (20 KiB), not left
-//!   at rumqttc's 10 KiB; TCP_NODELAY is on.
+//!   does nothing but poll, and the driver only uses `try_publish` and `try_ack`.
+//! - rumqttc acknowledges a message on receipt by default: a backend's session uses manual
+//!   acknowledgement, and the link sends a PUBACK only when the backend engine releases it (in
+//!   arrival order, after the application confirmed), only on the connection the message came
+//!   on.
+//! - a packet over rumqttc's maximum would fail every connection, as the broker sends it again:
+//!   the maximum incoming packet is [`BrokerOptions::max_incoming_packet_size`] (320 KiB), far
+//!   above the decoder's 16 KiB, and a larger packet makes the next connections accept its
+//!   size; the outgoing maximum is [`BrokerOptions::max_packet_size`] (20 KiB), not rumqttc's
+//!   10 KiB. TCP_NODELAY is on.
 #![forbid(unsafe_code)]
 // A std crate: portability to no_std is not a goal here.
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]

@@ -13,9 +13,16 @@
 //! ```
 //!
 //! A transport only moves bytes: it opens a [`Link`] that connects when told, publishes with
-//! QoS 1, reports each broker acknowledgement, and reports incoming messages and lost
-//! connections as [`LinkEvent`]s. Everything the protocol decides (status on connect, outbox,
-//! replay, backoff, deduplication, command tracking) happens once, in the driver tasks here.
+//! QoS 1, reports each broker acknowledgement, acknowledges a received message when told, and
+//! reports incoming messages and lost connections as [`LinkEvent`]s. Everything the protocol
+//! decides (status on connect, outbox, replay, backoff, deduplication, command tracking, what
+//! may be acknowledged to the broker and when) happens once, in the engines; the driver tasks
+//! here move bytes and time between a link and an engine.
+//!
+//! The backend's promise: a message the broker handed over is acknowledged only once the
+//! application has confirmed it ([`BackendClient::next_delivery`], [`BackendClient::ack`]), and
+//! an application that falls behind makes the client stop reading instead of dropping events
+//! (docs/backend.md in the repository).
 #![forbid(unsafe_code)]
 // A std crate: portability to no_std is not a goal here.
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
