@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use dese_device::Backoff;
+use dese_device::{Backoff, MessageId};
 use dese_protocol::{
     Action, Alert, Command, CommandId, CommandResponse, Config, DecodeError, Decoder, DeviceConfig,
     DeviceId, DeviceState, Direction, Message, MessageKind, OrgId, QoS, Reason, ShareGroup, Status,
@@ -12,7 +12,7 @@ use dese_protocol::{
 
 use crate::inbox::{Ack, Inbound, Inbox};
 use crate::limit::{Bucket, RateLimit};
-use crate::outbox::{MessageId, Outbox};
+use crate::outbox::Outbox;
 
 /// The backend's tuning.
 #[derive(Debug, Clone, PartialEq)]
@@ -620,21 +620,18 @@ impl Backend {
     /// (the broker delivers those messages again, and they are recognised as duplicates); the
     /// next attempt waits for the backoff, jittered by `random` (uniform over `u32`).
     pub fn handle_disconnected(&mut self, now: Instant, random: u32) {
+        let backoff = self.settings.backoff;
         let attempt = match self.link {
             Link::Up { since, attempt } => {
                 self.counters.disconnects += 1;
-                if now.saturating_duration_since(since) >= self.settings.backoff.stable_after {
-                    0
-                } else {
-                    attempt.saturating_add(1)
-                }
+                backoff.next_attempt(attempt, Some(now.saturating_duration_since(since)))
             }
-            Link::Down { attempt, .. } => attempt.saturating_add(1),
+            Link::Down { attempt, .. } => backoff.next_attempt(attempt, None),
         };
         self.outbox.requeue_in_flight();
         self.inbox.void();
         self.link = Link::Down {
-            retry_at: Some(now + self.settings.backoff.delay(attempt, random)),
+            retry_at: Some(now + backoff.delay(attempt, random)),
             attempt,
         };
     }

@@ -12,7 +12,8 @@ pub use backend::{
     Backend, Counters, Delivered, DeviceKey, DropReason, Event, Outcome, Presence, SendError,
     Settings, Transmit,
 };
-pub use dese_device::Backoff;
+// The devices' reconnection rule, and their name for a message handed to the transport: one
+// type each for both engines.
+pub use dese_device::{Backoff, MessageId};
 pub use inbox::{Ack, Inbound};
 pub use limit::RateLimit;
-pub use outbox::MessageId;

@@ -4,12 +4,8 @@
 
 use std::collections::VecDeque;
 
+use dese_device::MessageId;
 use dese_protocol::CommandId;
-
-/// Identifies one message handed to the transport, for
-/// [`Backend::handle_acked`](crate::Backend::handle_acked).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MessageId(pub u64);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Queued {

@@ -189,7 +189,7 @@ pub struct SlowConsumer {
     pub max_unconfirmed: usize,
     /// The process's resident memory: at the start, and the most at any sample, in KiB.
     pub rss_kib: (u64, u64),
-    /// How long the devices sent, and how long the whole run took.
+    /// How long the devices sent.
     pub sending: Duration,
     /// The whole run.
     pub elapsed: Duration,

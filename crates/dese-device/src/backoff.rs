@@ -45,6 +45,26 @@ impl Backoff {
         self.base.saturating_mul(factor).min(self.cap)
     }
 
+    /// The attempt count after a loss: it starts over when the connection that was lost had
+    /// stayed up for [`Backoff::stable_after`], and grows by one otherwise, and after a failed
+    /// attempt (`stayed_up` is `None`).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use dese_device::Backoff;
+    ///
+    /// let backoff = Backoff::DEFAULT;
+    /// assert_eq!(backoff.next_attempt(3, None), 4);
+    /// assert_eq!(backoff.next_attempt(3, Some(Duration::from_secs(5))), 4);
+    /// assert_eq!(backoff.next_attempt(3, Some(Duration::from_secs(30))), 0);
+    /// ```
+    pub fn next_attempt(&self, attempt: u32, stayed_up: Option<Duration>) -> u32 {
+        match stayed_up {
+            Some(up) if up >= self.stable_after => 0,
+            _ => attempt.saturating_add(1),
+        }
+    }
+
     /// The wait before attempt `attempt`, for a uniformly random `random`.
     pub fn delay(&self, attempt: u32, random: u32) -> Duration {
         let ceiling = u64::try_from(self.ceiling(attempt).as_millis()).unwrap_or(u64::MAX);

@@ -363,16 +363,13 @@ impl Device {
     /// The link went down, or a connection attempt failed. What was in flight is queued again;
     /// the next attempt waits for the backoff, jittered by `random` (uniform over `u32`).
     pub fn handle_disconnected(&mut self, now: Instant, random: u32) {
+        let backoff = self.settings.backoff;
         let attempt = match self.link {
             Link::Up { since, attempt } => {
                 self.stats.disconnects += 1;
-                if now.saturating_since(since) >= self.settings.backoff.stable_after {
-                    0
-                } else {
-                    attempt.saturating_add(1)
-                }
+                backoff.next_attempt(attempt, Some(now.saturating_since(since)))
             }
-            Link::Down { attempt, .. } => attempt.saturating_add(1),
+            Link::Down { attempt, .. } => backoff.next_attempt(attempt, None),
             Link::Closed => return,
         };
         self.outbox.requeue_in_flight();

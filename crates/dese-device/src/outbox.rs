@@ -6,7 +6,8 @@ use alloc::vec::Vec;
 
 use dese_protocol::MessageKind;
 
-/// Identifies one message handed to the transport, for [`Device::handle_acked`].
+/// Identifies one message handed to the transport, for the engine's `handle_acked`
+/// ([`Device::handle_acked`], and the backend engine's, which uses this type too).
 ///
 /// [`Device::handle_acked`]: crate::Device::handle_acked
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -85,27 +85,45 @@ async fn wait_for(counts: &Counts, within: Duration, done: impl Fn(&Counts) -> b
     true
 }
 
+/// A client of `client_id` on a loopback broker, its event loop polled by a task; `subscribe`
+/// is requested before the CONNACK is awaited (at most 10 s).
+async fn start(
+    addr: SocketAddr,
+    client_id: &str,
+    clean_session: bool,
+    subscribe: Option<&str>,
+) -> std::io::Result<(AsyncClient, Arc<Counts>, JoinHandle<()>)> {
+    if !addr.ip().is_loopback() {
+        return Err(std::io::Error::other(
+            "the raw clients only talk to loopback",
+        ));
+    }
+    let (client, eventloop) = AsyncClient::new(options(addr, client_id, clean_session), 1024);
+    let counts = Arc::new(Counts::default());
+    let task = poll(eventloop, Arc::clone(&counts));
+    if let Some(filter) = subscribe {
+        client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .map_err(std::io::Error::other)?;
+    }
+    let connected = wait_for(&counts, Duration::from_secs(10), |c| {
+        c.connected.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    if !connected {
+        task.abort();
+        return Err(std::io::Error::other(format!(
+            "no CONNACK from {addr} within 10 s"
+        )));
+    }
+    Ok((client, counts, task))
+}
+
 impl Publisher {
     /// Connects (clean session) to a loopback broker and waits for its CONNACK, at most 10 s.
     pub async fn connect(addr: SocketAddr, client_id: &str) -> std::io::Result<Self> {
-        if !addr.ip().is_loopback() {
-            return Err(std::io::Error::other(
-                "the publisher only talks to loopback",
-            ));
-        }
-        let (client, eventloop) = AsyncClient::new(options(addr, client_id, true), 1024);
-        let counts = Arc::new(Counts::default());
-        let task = poll(eventloop, Arc::clone(&counts));
-        let connected = wait_for(&counts, Duration::from_secs(10), |c| {
-            c.connected.load(Ordering::SeqCst) > 0
-        })
-        .await;
-        if !connected {
-            task.abort();
-            return Err(std::io::Error::other(format!(
-                "no CONNACK from {addr} within 10 s"
-            )));
-        }
+        let (client, counts, task) = start(addr, client_id, true, None).await?;
         Ok(Self {
             client,
             sent: 0,
@@ -160,28 +178,7 @@ impl Subscriber {
     /// Connects to a loopback broker with a persistent session and subscribes to `filter` with
     /// QoS 1; waits for the CONNACK, at most 10 s.
     pub async fn connect(addr: SocketAddr, client_id: &str, filter: &str) -> std::io::Result<Self> {
-        if !addr.ip().is_loopback() {
-            return Err(std::io::Error::other(
-                "the subscriber only talks to loopback",
-            ));
-        }
-        let (client, eventloop) = AsyncClient::new(options(addr, client_id, false), 1024);
-        let counts = Arc::new(Counts::default());
-        let task = poll(eventloop, Arc::clone(&counts));
-        client
-            .subscribe(filter, QoS::AtLeastOnce)
-            .await
-            .map_err(std::io::Error::other)?;
-        let connected = wait_for(&counts, Duration::from_secs(10), |c| {
-            c.connected.load(Ordering::SeqCst) > 0
-        })
-        .await;
-        if !connected {
-            task.abort();
-            return Err(std::io::Error::other(format!(
-                "no CONNACK from {addr} within 10 s"
-            )));
-        }
+        let (client, counts, task) = start(addr, client_id, false, Some(filter)).await?;
         Ok(Self {
             client,
             counts,
