@@ -46,9 +46,10 @@ pub struct Settings {
     /// application that stores in batches wants it a few times its batch, so that one batch
     /// commits while the next arrives.
     pub receive_window: usize,
-    /// How many commands, retries and configs may wait for the broker's acknowledgement, queued
-    /// or in flight; beyond it [`Backend::send_command`] and [`Backend::send_config`] refuse with
-    /// [`SendError::OutboxFull`]. Default 16,384 (a config for each of ten thousand devices fits).
+    /// How many commands and configs may wait for the broker's acknowledgement, queued or in
+    /// flight; beyond it [`Backend::send_command`] and [`Backend::send_config`] refuse with
+    /// [`SendError::OutboxFull`]. A retry may add one copy per pending command on top. Default
+    /// 16,384 (a config for each of ten thousand devices fits).
     pub outbox_capacity: usize,
     /// How many of the backend's publishes may be in flight (handed to the transport, not yet
     /// acknowledged by the broker) at once. Default 64.
@@ -78,7 +79,7 @@ impl Default for Settings {
     }
 }
 
-/// Why [`Backend::send_command`] could not build a command.
+/// Why [`Backend::send_command`] or [`Backend::send_config`] could not queue a message.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum SendError {
@@ -90,6 +91,8 @@ pub enum SendError {
     Encode(dese_protocol::EncodeError),
     /// [`Settings::outbox_capacity`] messages already wait for the broker (it is down, or slower
     /// than the sender): nothing was queued.
+    ///
+    /// Also returned by [`Backend::send_config`].
     OutboxFull {
         /// The capacity.
         capacity: usize,
@@ -338,8 +341,8 @@ pub struct Counters {
     pub late_responses: u64,
     /// Responses to unknown commands.
     pub unknown_responses: u64,
-    /// Copies of finished commands (timed out, or answered while a retry waited for the link)
-    /// taken back before they were published.
+    /// Copies of finished commands (timed out, or answered while a retry waited) taken back
+    /// before they were ever handed to the transport.
     pub commands_withdrawn: u64,
     /// Connections the broker accepted.
     pub connections: u64,
@@ -396,9 +399,15 @@ enum Fate {
     Duplicate(Option<Ack>),
 }
 
-/// One remembered telemetry message of a device: its timestamp, a digest of its payload, and
-/// the ack of its event.
-type Seen = (Timestamp, u64, Ack);
+/// One remembered telemetry message of a device.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    timestamp: Timestamp,
+    /// A digest of its payload's bytes.
+    digest: u64,
+    /// The ack of its event: a copy is acknowledged once this one is.
+    ack: Ack,
+}
 
 /// The protocol's behaviour for a backend serving many devices of many organizations, without
 /// IO and without a clock.
@@ -654,7 +663,7 @@ impl Backend {
     /// recovered. An older `online` status never overrides a newer status; an `offline` one
     /// always applies, as a last will carries the time its connection opened.
     pub fn handle_message(&mut self, now: Instant, inbound: Inbound, topic: &str, payload: &[u8]) {
-        let ack = self.inbox.next_ack();
+        let ack = self.inbox.allocate();
         let before = self.events.len();
         match self.ingest(now, ack, topic, payload) {
             Fate::Accepted if self.events.len() > before => {
@@ -823,11 +832,13 @@ impl Backend {
         }
     }
 
-    /// The next message to publish (commands, retries, config), while the link is up and the
-    /// in-flight window has room.
+    /// The next message to publish (commands, retries, config), while the link is up, the
+    /// in-flight window has room, and the transport reads from the broker
+    /// ([`Backend::has_room`]): a message handed to a transport that does not read may wait in
+    /// its buffers past its command's timeout, and the answer could not be read anyway.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        if !self.is_connected() {
+        if !self.is_connected() || !self.has_room() {
             return None;
         }
         let message = self.outbox.next(self.settings.in_flight_window)?;
@@ -888,16 +899,21 @@ impl Backend {
             // The same timestamp and the same bytes: the broker or the device sent it again.
             // Distinct readings that share a timestamp (whole seconds, 100 ms intervals) differ
             // in their bytes and are both kept.
-            if let Some(&(_, _, original)) = recent
+            if let Some(original) = recent
                 .iter()
-                .find(|(at, seen, _)| *at == telemetry.timestamp && *seen == digest)
+                .find(|seen| seen.timestamp == telemetry.timestamp && seen.digest == digest)
             {
+                let original = original.ack;
                 return self.duplicate(key, MessageKind::Telemetry, Some(original));
             }
             if recent.len() == window {
                 recent.pop_front();
             }
-            recent.push_back((telemetry.timestamp, digest, ack));
+            recent.push_back(Seen {
+                timestamp: telemetry.timestamp,
+                digest,
+                ack,
+            });
         }
         self.push(Event::Telemetry {
             device: key,

@@ -16,7 +16,8 @@ pub struct Inbound(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ack(pub(crate) u64);
 
-/// The ledger. Every received message has an entry in arrival order; an entry waits while the
+/// The ledger. Every received message has an entry in arrival order (24 bytes); an entry waits
+/// while the
 /// application holds the [`Ack`] it depends on (its own event's, or for a duplicate, the
 /// original's), and may be acknowledged to the broker once it and every older entry are free.
 #[derive(Debug, Default)]
@@ -29,16 +30,15 @@ pub(crate) struct Inbox {
 }
 
 impl Inbox {
-    /// The ack the next accepted message would get.
-    pub(crate) fn next_ack(&self) -> Ack {
+    /// A fresh ack, for a message that has just arrived (used or not: never given twice).
+    pub(crate) fn allocate(&mut self) -> Ack {
+        self.next += 1;
         Ack(self.next)
     }
 
     /// A message arrived that the application must confirm: it holds `ack` (from
-    /// [`Inbox::next_ack`]) from now on.
+    /// [`Inbox::allocate`]) from now on.
     pub(crate) fn hold(&mut self, inbound: Inbound, ack: Ack) {
-        debug_assert_eq!(ack, Ack(self.next));
-        self.next += 1;
         self.held.insert(ack);
         self.order.push_back((inbound, Some(ack)));
     }
@@ -87,7 +87,7 @@ mod tests {
     use super::*;
 
     fn accept(inbox: &mut Inbox, id: u64) -> Ack {
-        let ack = inbox.next_ack();
+        let ack = inbox.allocate();
         inbox.hold(Inbound(id), ack);
         ack
     }

@@ -21,10 +21,14 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    /// 30 at once, 5 per second: far above a device's protocol traffic (telemetry every 30 s,
-    /// status every 60 s), far below a runaway loop.
+    /// 1,000 at once, 5 per second: far above a device's protocol traffic (telemetry every 30 s,
+    /// status every 60 s), far below a runaway loop. The burst is large on purpose: after an
+    /// outage of the backend the broker releases each device's queued messages at once, and
+    /// 1,000 is five and a half hours of them; a limit that refused them would lose data the
+    /// broker had kept. A device that floods is still cut off after a thousand messages, at most
+    /// five a second from then on.
     pub const DEFAULT: Self = Self {
-        burst: 30,
+        burst: 1_000,
         per_second: 5.0,
     };
 }

@@ -89,14 +89,15 @@ impl Outbox {
             .any(|m| m.command.as_ref() == Some(command))
     }
 
-    /// The command timed out: no copy of it is handed out from now on, and none in flight is
-    /// published again after a reconnection. Returns how many copies were withdrawn.
+    /// The command ended or is sent anew: no copy of it is handed out from now on, and none in
+    /// flight is published again after a reconnection. Returns how many copies were taken back
+    /// before they were ever handed out.
     pub(crate) fn withdraw(&mut self, command: &CommandId) -> usize {
-        let before = self.len();
+        let queued = self.queued.len();
         self.queued.retain(|m| m.command.as_ref() != Some(command));
         self.in_flight
             .retain(|m| m.command.as_ref() != Some(command));
-        before - self.len()
+        queued - self.queued.len()
     }
 
     /// The link dropped: what was in flight goes back to the front of the queue, in order.
@@ -127,11 +128,12 @@ mod tests {
         assert!(o.ack(MessageId(0)));
         assert!(!o.ack(MessageId(0)), "acknowledged once");
         assert_eq!(o.next(2).map(|m| m.id.0), Some(2));
-        // Message 1 was in flight, 3 queued: a timeout withdraws both copies of their commands.
-        assert_eq!(o.withdraw(&command(1).unwrap()), 1);
-        assert!(o.has_queued(&command(3).unwrap()));
+        // Message 1 is in flight: withdrawn, but it had been handed out already.
+        assert_eq!(o.withdraw(&command(1).unwrap()), 0);
+        assert_eq!(o.withdraw(&command(3).unwrap()), 1, "3 was still queued");
+        assert!(!o.has_queued(&command(3).unwrap()));
         o.requeue_in_flight();
         let order: Vec<u64> = std::iter::from_fn(|| o.next(10).map(|m| m.id.0)).collect();
-        assert_eq!(order, [2, 3], "in order, the withdrawn one gone");
+        assert_eq!(order, [2], "the withdrawn ones gone");
     }
 }

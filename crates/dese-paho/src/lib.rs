@@ -25,6 +25,10 @@
 //!   into the C library runs on a thread of the link's own, because a waiting callback holds
 //!   the library's global lock; a paho backend that falls behind delays every paho client of
 //!   the process.
+//! - with a backend's persistent session the C library keeps, in memory, the publishes it had no
+//!   PUBACK for when the connection dropped, and sends them again after the reconnection, beside
+//!   the engine's own replay: a command may reach the device twice (it runs once), and one that
+//!   timed out while in flight may still go out after its timeout.
 //!
 //! - Paho C 1.3.16 frees a QoS 1 message's topic and payload twice when its socket write fails
 //!   (the broker went away a moment before) and aborts the process: a broker restart while

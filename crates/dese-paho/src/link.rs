@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use dese_backend::Inbound;
 use dese_transport::{
-    BrokerOptions, ConnectionFailure, Error, ErrorKind, Link, LinkEvent, Session, TlsFiles,
-    Transport, Will,
+    Acknowledgement, BrokerOptions, ConnectionFailure, Error, ErrorKind, Link, LinkEvent, Session,
+    TlsFiles, Transport, Will,
 };
 use paho_mqtt as paho;
 use tokio::sync::{mpsc, oneshot};
@@ -32,8 +32,8 @@ impl Transport for Paho {
 /// write (docs/transports.md).
 ///
 /// The C library acknowledges a received QoS 1 message (PUBACK) as soon as its message callback
-/// returns, and has no way to defer it. With `manual_acks` (a backend), the callback therefore
-/// waits while [`Session::receive_window`] received messages are not yet acknowledged by the
+/// returns, and has no way to defer it. With [`Acknowledgement::Manual`] (a backend), the
+/// callback therefore waits while its window of received messages are not yet acknowledged by the
 /// driver ([`Link::ack`]): at most that many messages are acknowledged to the broker before the
 /// application confirmed them, and reading stops there, as with rumqttc.
 ///
@@ -239,10 +239,10 @@ impl PahoLink {
         // Built once here so that unusable TLS files fail now, not at the first connection.
         recipe.options(recipe.session.keepalive)?;
         let (events, incoming) = mpsc::unbounded_channel();
-        let gate = recipe
-            .session
-            .manual_acks
-            .then(|| Arc::new(Gate::new(recipe.session.receive_window)));
+        let gate = match recipe.session.acknowledgement {
+            Acknowledgement::OnReceipt => None,
+            Acknowledgement::Manual { window } => Some(Arc::new(Gate::new(window))),
+        };
         let create = Create {
             uri,
             client_id: recipe.session.client_id.clone(),

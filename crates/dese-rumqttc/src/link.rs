@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use dese_backend::Inbound;
 use dese_transport::{
-    BrokerOptions, ConnectionFailure, Error, ErrorKind, Link, LinkEvent, Session, Transport, Will,
+    Acknowledgement, BrokerOptions, ConnectionFailure, Error, ErrorKind, Link, LinkEvent, Session,
+    Transport, Will,
 };
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, EventLoop, LastWill, MqttOptions, Outgoing,
@@ -23,7 +24,11 @@ impl Transport for Rumqttc {
 
     fn open(broker: &BrokerOptions, session: Session) -> Result<RumqttcLink, Error> {
         let options = mqtt_options(broker, &session)?;
-        Ok(RumqttcLink::spawn(broker, options))
+        let requests = match session.acknowledgement {
+            Acknowledgement::OnReceipt => REQUESTS,
+            Acknowledgement::Manual { window } => REQUESTS.saturating_add(window),
+        };
+        Ok(RumqttcLink::spawn(broker, options, requests))
     }
 }
 
@@ -34,7 +39,10 @@ fn mqtt_options(broker: &BrokerOptions, session: &Session) -> Result<MqttOptions
         .set_max_packet_size(broker.max_incoming_packet_size, broker.max_packet_size)
         .set_keep_alive(session.keepalive)
         .set_clean_session(session.clean_session)
-        .set_manual_acks(session.manual_acks)
+        .set_manual_acks(matches!(
+            session.acknowledgement,
+            Acknowledgement::Manual { .. }
+        ))
         // rumqttc's own in-flight limit: more than any engine's window, so it never waits.
         .set_inflight(1024);
     if let Some(will) = &session.will {
@@ -52,8 +60,10 @@ fn mqtt_options(broker: &BrokerOptions, session: &Session) -> Result<MqttOptions
     Ok(options)
 }
 
-/// How many requests rumqttc's channel holds: far more than the engines' in-flight windows and
-/// receive windows together, so `try_publish` and `try_ack` never find it full.
+/// How many requests rumqttc's channel holds at least: far more than the engines' in-flight
+/// windows (64 by default) and the subscriptions together. A backend's channel also holds an
+/// acknowledgement for each message of its receive window, so that `try_publish` and `try_ack`
+/// never find it full.
 const REQUESTS: usize = 4096;
 
 /// How many of rumqttc's events wait for the driver. When the driver stops reading (its
@@ -81,8 +91,8 @@ pub struct RumqttcLink {
 }
 
 impl RumqttcLink {
-    fn spawn(broker: &BrokerOptions, options: MqttOptions) -> Self {
-        let (client, mut eventloop) = AsyncClient::new(options, REQUESTS);
+    fn spawn(broker: &BrokerOptions, options: MqttOptions, requests: usize) -> Self {
+        let (client, mut eventloop) = AsyncClient::new(options, requests);
         let mut network = eventloop.network_options();
         // Without it a command round trip on loopback waits for Nagle's algorithm: 40 ms+.
         network.set_tcp_nodelay(broker.tcp_nodelay);

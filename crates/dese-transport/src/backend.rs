@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use crate::clock::{Jitter, sleep_until, utc_now};
 use crate::device::shutdown;
 use crate::error::{ConnectionFailure, Error};
-use crate::link::{Link, LinkEvent, Session, Transport};
+use crate::link::{Acknowledgement, Link, LinkEvent, Session, Transport};
 use crate::options::BrokerOptions;
 
 type Answer = Result<(CommandId, oneshot::Receiver<Outcome>), SendError>;
@@ -34,7 +34,6 @@ enum Control {
         config: DeviceConfig,
         reply: oneshot::Sender<Result<(), SendError>>,
     },
-    Ack(Ack),
     Acks(Vec<Ack>),
     Query(Box<dyn FnOnce(&Backend) + Send>),
     Shutdown(oneshot::Sender<()>),
@@ -55,7 +54,7 @@ pub struct Backlog {
     /// confirmed: at most [`Settings::receive_window`].
     pub unconfirmed: usize,
     /// Commands, retries and configs waiting for the broker, queued or in flight: at most
-    /// [`Settings::outbox_capacity`].
+    /// [`Settings::outbox_capacity`], and a retry's copy per pending command.
     pub outbox: usize,
 }
 
@@ -131,8 +130,7 @@ impl<T: Transport> BackendClient<T> {
                 keepalive: KEEPALIVE,
                 clean_session,
                 will: None,
-                manual_acks: true,
-                receive_window: window,
+                acknowledgement: Acknowledgement::Manual { window },
             },
         )?;
         let engine = Backend::new(settings);
@@ -179,8 +177,9 @@ const KEEPALIVE: Duration = Duration::from_secs(60);
 /// [`BackendClient`]'s control channel ([`BackendClient::handle`]). The event stream stays with
 /// the client; a web handler or an alert reactor holds a handle.
 ///
-/// The client's task runs while the client or any handle exists, until
-/// [`BackendClient::shutdown`].
+/// The client's task runs until [`BackendClient::shutdown`], or until the [`BackendClient`] is
+/// dropped: without it nobody reads or confirms the events, so the client stops rather than
+/// receive what nobody would confirm. A handle then returns [`Error::Closed`].
 #[derive(Clone)]
 pub struct BackendHandle {
     control: mpsc::UnboundedSender<Control>,
@@ -256,9 +255,7 @@ impl BackendHandle {
     /// Confirms an event of [`BackendClient::next_delivery`]: it is safe, and its message may be
     /// acknowledged to the broker (in arrival order, once every older one may be too).
     pub fn ack(&self, ack: Ack) -> Result<(), Error> {
-        self.control
-            .send(Control::Ack(ack))
-            .map_err(|_| Error::Closed)
+        self.ack_all([ack])
     }
 
     /// Confirms several events at once ([`BackendHandle::ack`]), as after a database commit.
@@ -388,19 +385,22 @@ impl<T> BackendClient<T> {
     ///
     /// Cancel safe: an event not returned stays for the next call.
     pub async fn next_delivery(&mut self) -> Option<Delivered> {
-        if let Some(ack) = self.auto.take() {
-            let _ = self.handle.ack(ack);
-        }
+        self.confirm_last_event();
         self.events.recv().await
     }
 
     /// The next event if one is waiting, without waiting: to fill a batch with what has
     /// arrived ([`BackendClient::next_delivery`] otherwise).
     pub fn try_next_delivery(&mut self) -> Option<Delivered> {
+        self.confirm_last_event();
+        self.events.try_recv().ok()
+    }
+
+    /// Confirms the event [`BackendClient::next_event`] returned last, if it is not yet.
+    fn confirm_last_event(&mut self) {
         if let Some(ack) = self.auto.take() {
             let _ = self.handle.ack(ack);
         }
-        self.events.try_recv().ok()
     }
 
     /// Confirms an event of [`BackendClient::next_delivery`] ([`BackendHandle::ack`]).
@@ -438,10 +438,8 @@ impl<T> BackendClient<T> {
     /// # Cancel safety
     ///
     /// Not cancel safe: if cancelled, the client still ends but the result is lost.
-    pub async fn shutdown(self) -> Result<(), Error> {
-        if let Some(ack) = self.auto {
-            let _ = self.handle.ack(ack);
-        }
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        self.confirm_last_event();
         let control = self.handle.control;
         shutdown(
             |done| control.send(Control::Shutdown(done)).is_ok(),
@@ -500,6 +498,12 @@ impl<L: Link> Driver<L> {
         self.link.connect(KEEPALIVE, None);
         loop {
             self.flush();
+            if self.events.is_closed() {
+                // The client is gone: nobody reads the events, nobody confirms them. Stop
+                // before anything else is received, so that the broker keeps it all.
+                self.link.disconnect().await;
+                return Ok(());
+            }
             let reading = self.backlog.is_empty() && self.engine.has_room();
             let wake = self
                 .engine
@@ -597,9 +601,6 @@ impl<L: Link> Driver<L> {
             } => {
                 let _ = reply.send(self.engine.send_config(utc_now(), org, device, config));
             }
-            Control::Ack(ack) => {
-                self.engine.ack(ack);
-            }
             Control::Acks(acks) => {
                 for ack in acks {
                     self.engine.ack(ack);
@@ -643,12 +644,11 @@ impl<L: Link> Driver<L> {
                     self.backlog.push_front(delivered);
                     break;
                 }
-                // Nobody reads the events any more (the client is gone, handles remain):
-                // nobody will confirm them either.
-                Err(TrySendError::Closed(delivered)) => {
-                    if let Some(ack) = delivered.ack {
-                        self.engine.ack(ack);
-                    }
+                // Nobody reads the events any more: the client is gone. Nothing is confirmed
+                // for it; the run loop ends.
+                Err(TrySendError::Closed(_)) => {
+                    self.backlog.clear();
+                    break;
                 }
             }
         }

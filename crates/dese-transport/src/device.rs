@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::{Clock, Jitter, sleep_until, utc_now};
 use crate::error::{ConnectionFailure, Error};
-use crate::link::{Link, LinkEvent, Session, Transport, Will};
+use crate::link::{Acknowledgement, Link, LinkEvent, Session, Transport, Will};
 use crate::options::BrokerOptions;
 
 /// How many events wait for [`DeviceClient::next_event`] before new ones are dropped (and
@@ -82,9 +82,8 @@ impl<T: Transport> DeviceClient<T> {
                 keepalive,
                 clean_session: connect.clean_session,
                 will: Some(will),
-                // The device engine answers a command as it handles it: acknowledged on receipt.
-                manual_acks: false,
-                receive_window: 0,
+                // The device engine answers a command as it handles it.
+                acknowledgement: Acknowledgement::OnReceipt,
             },
         )?;
         let (control, control_rx) = mpsc::unbounded_channel();

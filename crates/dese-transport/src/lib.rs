@@ -37,5 +37,5 @@ mod options;
 pub use backend::{BackendClient, BackendHandle, Backlog};
 pub use device::DeviceClient;
 pub use error::{ConnectionFailure, Error, ErrorKind};
-pub use link::{Link, LinkEvent, Session, Transport, Will};
+pub use link::{Acknowledgement, Link, LinkEvent, Session, Transport, Will};
 pub use options::{BROKER_MESSAGE_SIZE_LIMIT, BrokerOptions, TlsFiles};

@@ -35,15 +35,23 @@ pub struct Session {
     /// The last will of the first connection ([`Link::connect`] gives each one's), published
     /// with QoS 1 by the broker when the connection dies unannounced.
     pub will: Option<Will>,
-    /// Whether a received message is acknowledged to the broker only when the driver says so
-    /// ([`Link::ack`]): the backend's way, so that the broker keeps what the application has
-    /// not confirmed. Off, the MQTT client acknowledges on receipt (the device's way: the device
-    /// engine answers a command as it handles it).
-    pub manual_acks: bool,
-    /// With `manual_acks`: at most this many received messages wait for [`Link::ack`]; a link
-    /// whose MQTT client acknowledges on receipt anyway (paho) stops reading from the broker
-    /// beyond it, so that the messages acknowledged but not yet confirmed stay bounded.
-    pub receive_window: usize,
+    /// When a received message is acknowledged to the broker.
+    pub acknowledgement: Acknowledgement,
+}
+
+/// When a link acknowledges a received message to the broker (PUBACK).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acknowledgement {
+    /// As it arrives: the device's way (the device engine answers a command as it handles it).
+    OnReceipt,
+    /// When the driver says so ([`Link::ack`]): the backend's way, so that the broker keeps what
+    /// the application has not confirmed. At most `window` received messages wait for it; a
+    /// link whose MQTT client acknowledges on receipt anyway (paho) stops reading from the
+    /// broker beyond it, so that what is acknowledged but not yet confirmed stays bounded.
+    Manual {
+        /// How many received messages may wait for [`Link::ack`].
+        window: usize,
+    },
 }
 
 /// A last will.
@@ -102,7 +110,8 @@ pub trait Link: Send + 'static {
     /// Subscribes to these filters with QoS 1.
     fn subscribe(&mut self, filters: &[String]);
 
-    /// Acknowledges a received message to the broker (PUBACK), with `manual_acks`. The driver
+    /// Acknowledges a received message to the broker (PUBACK), with
+    /// [`Acknowledgement::Manual`]. The driver
     /// calls it in the order the messages arrived. A delivery of an earlier connection is
     /// ignored: after a reconnection the broker delivers those messages again.
     fn ack(&mut self, delivery: Inbound);
