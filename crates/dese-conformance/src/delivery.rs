@@ -54,6 +54,16 @@ fn pubacks(broker: &Mosquitto, client: &str) -> Vec<u32> {
         .collect()
 }
 
+/// Publishes `count` readings of one device and waits for the broker's acknowledgements.
+async fn publish_readings(broker: &Mosquitto, client_id: &str, count: u64) {
+    let mut publisher = Publisher::connect(broker.addr(), client_id).await.unwrap();
+    for seq in 0..count {
+        let (topic, payload) = fleet::telemetry(&org(), &fleet::device(1), seq);
+        publisher.publish(&topic, payload, false).await.unwrap();
+    }
+    assert!(publisher.flush(Duration::from_secs(10)).await);
+}
+
 fn debug_broker() -> Mosquitto {
     Mosquitto::start_with(MosquittoConfig {
         extra: vec!["log_type debug".to_string()],
@@ -73,14 +83,7 @@ pub async fn acknowledged_after_confirmation<B: Transport>(tag: &str) {
     let options = BrokerOptions::parse(&broker.url()).unwrap();
     let mut backend = BackendClient::<B>::spawn(&options, &client_id, unlimited(), None).unwrap();
     connected(&backend).await;
-    let mut publisher = Publisher::connect(broker.addr(), &format!("pub-{tag}"))
-        .await
-        .unwrap();
-    for seq in 0..MESSAGES {
-        let (topic, payload) = fleet::telemetry(&org(), &fleet::device(1), seq);
-        publisher.publish(&topic, payload, false).await.unwrap();
-    }
-    assert!(publisher.flush(Duration::from_secs(10)).await);
+    publish_readings(&broker, &format!("pub-{tag}"), MESSAGES).await;
     let mut acks = Vec::new();
     while acks.len() < MESSAGES as usize {
         let delivered = tokio::time::timeout(Duration::from_secs(10), backend.next_delivery())
@@ -138,14 +141,7 @@ pub async fn acknowledged_within_the_window<B: Transport>(tag: &str) {
     };
     let mut backend = BackendClient::<B>::spawn(&options, &client_id, settings, None).unwrap();
     connected(&backend).await;
-    let mut publisher = Publisher::connect(broker.addr(), &format!("pub-{tag}"))
-        .await
-        .unwrap();
-    for seq in 0..MESSAGES {
-        let (topic, payload) = fleet::telemetry(&org(), &fleet::device(1), seq);
-        publisher.publish(&topic, payload, false).await.unwrap();
-    }
-    assert!(publisher.flush(Duration::from_secs(10)).await);
+    publish_readings(&broker, &format!("pub-{tag}"), MESSAGES).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let early = pubacks(&broker, &client_id).len();
     assert_eq!(
