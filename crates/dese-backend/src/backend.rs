@@ -266,10 +266,22 @@ pub enum Event {
         /// The response.
         response: CommandResponse,
     },
-    /// A response to a command this backend does not know (another instance's, or forgotten).
+    /// A response to a command of this instance that it does not know (forgotten: older than
+    /// [`Settings::finished_window`]), or to a command id of no instance's form.
     UnknownResponse {
         /// The device.
         device: DeviceKey,
+        /// The response.
+        response: CommandResponse,
+    },
+    /// A response to a command another backend instance sent (its instance name is in the
+    /// command id): that instance tracks it; this one only reports it. Every instance of a
+    /// group sees every response, so that each sees the answers to its own commands.
+    ResponseToAnotherInstance {
+        /// The device.
+        device: DeviceKey,
+        /// The instance that sent the command, as its command id names it.
+        instance: String,
         /// The response.
         response: CommandResponse,
     },
@@ -341,6 +353,8 @@ pub struct Counters {
     pub late_responses: u64,
     /// Responses to unknown commands.
     pub unknown_responses: u64,
+    /// Responses to commands of other instances (in a group, every instance sees them all).
+    pub responses_to_other_instances: u64,
     /// Copies of finished commands (timed out, or answered while a retry waited) taken back
     /// before they were ever handed to the transport.
     pub commands_withdrawn: u64,
@@ -464,7 +478,11 @@ impl Backend {
     }
 
     /// What to subscribe to: the four kinds devices send, for every organization (or each
-    /// allowed one), optionally as a shared subscription so that several instances split them.
+    /// allowed one). With a `group`, several instances split what splits safely: telemetry and
+    /// alerts go through the shared subscription (each message to one instance of the group),
+    /// while statuses and command responses are subscribed by every instance on its own, so that
+    /// each has the whole presence (brokers deliver retained statuses only to plain
+    /// subscriptions) and sees the answers to its own commands.
     pub fn subscriptions(&self, group: Option<&ShareGroup>) -> Vec<TopicFilter> {
         let scopes: Vec<TopicFilter> = match &self.settings.allowed_orgs {
             Some(orgs) => orgs.iter().cloned().map(TopicFilter::org).collect(),
@@ -477,9 +495,10 @@ impl Backend {
                 .filter(|k| k.direction() == Direction::DeviceToBackend)
             {
                 let filter = scope.clone().kind(kind);
+                let splits = matches!(kind, MessageKind::Telemetry | MessageKind::Alert);
                 out.push(match group {
-                    Some(group) => filter.shared(group.clone()),
-                    None => filter,
+                    Some(group) if splits => filter.shared(group.clone()),
+                    _ => filter,
                 });
             }
         }
@@ -1006,13 +1025,29 @@ impl Backend {
                     response,
                 })
             }
-            None => {
-                self.counters.unknown_responses += 1;
-                self.push(Event::UnknownResponse {
-                    device: key,
-                    response,
-                })
-            }
+            None => match instance_of(id.as_str()) {
+                Some(instance) if instance != self.settings.instance => {
+                    self.counters.responses_to_other_instances += 1;
+                    let instance = instance.to_string();
+                    self.events.push_back(Delivered {
+                        event: Event::ResponseToAnotherInstance {
+                            device: key,
+                            instance,
+                            response,
+                        },
+                        ack: None,
+                    });
+                    // Not this instance's to store: acknowledged by the engine.
+                    Fate::Refused
+                }
+                _ => {
+                    self.counters.unknown_responses += 1;
+                    self.push(Event::UnknownResponse {
+                        device: key,
+                        response,
+                    })
+                }
+            },
         }
     }
 
@@ -1052,6 +1087,16 @@ impl Backend {
         });
         Fate::Refused
     }
+}
+
+/// The instance a command id of the form `cmd-{instance}-{millis}-{n}` names (what
+/// [`Backend::send_command`] makes), if it has that form.
+fn instance_of(id: &str) -> Option<&str> {
+    let rest = id.strip_prefix("cmd-")?;
+    let (rest, n) = rest.rsplit_once('-')?;
+    let (instance, millis) = rest.rsplit_once('-')?;
+    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (numeric(n) && numeric(millis) && !instance.is_empty()).then_some(instance)
 }
 
 /// FNV-1a over the payload: tells apart distinct readings that share a timestamp, and

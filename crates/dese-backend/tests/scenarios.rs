@@ -103,23 +103,6 @@ fn organizations_outside_the_allow_list_are_dropped() {
     );
 }
 
-#[test]
-fn shared_subscriptions_split_the_load() {
-    let b = Backend::new(Settings::default());
-    let group = ShareGroup::parse("backend").unwrap();
-    let subs: Vec<String> = b
-        .subscriptions(Some(&group))
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    assert_eq!(subs.len(), 4);
-    assert!(
-        subs.iter()
-            .all(|s| s.starts_with("$share/backend/devices/+/+/")),
-        "{subs:?}"
-    );
-}
-
 // DESE-V2: invalid messages are dropped and counted by reason; nothing else happens.
 #[test]
 fn dese_v2_invalid_messages_counted_by_reason() {
@@ -570,4 +553,66 @@ fn answers_to_pending_commands_pass_the_rate_limit() {
         );
     }
     assert_eq!(b.counters().dropped[&DropReason::RateLimited], 1);
+}
+
+// In a group, telemetry and alerts are split between the instances; statuses and command
+// responses reach every instance (presence whole, each its own answers).
+#[test]
+fn a_group_shares_only_what_splits_safely() {
+    let b = Backend::new(Settings::default());
+    let group = ShareGroup::parse("backends").unwrap();
+    let subs: Vec<String> = b
+        .subscriptions(Some(&group))
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        subs,
+        [
+            "$share/backends/devices/+/+/telemetry",
+            "devices/+/+/command_response",
+            "devices/+/+/status",
+            "$share/backends/devices/+/+/alert",
+        ]
+    );
+}
+
+// An answer to another instance's command is that instance's: reported as such, counted apart,
+// acknowledged by the engine, never called unknown.
+#[test]
+fn answers_to_another_instances_commands_are_counted_apart() {
+    let mut b = Backend::new(Settings {
+        instance: "i1".into(),
+        ..Settings::default()
+    });
+    let t0 = Instant::now();
+    b.handle_message(
+        t0,
+        Inbound(1),
+        &topic("command_response"),
+        answer("cmd-i2-1737972000000-7", true).as_bytes(),
+    );
+    let e: Vec<_> = std::iter::from_fn(|| b.poll_event()).collect();
+    assert!(
+        matches!(&e[..], [dese_backend::Delivered { event: Event::ResponseToAnotherInstance { instance, .. }, ack: None }] if instance == "i2"),
+        "{e:?}"
+    );
+    assert_eq!(b.poll_ack(), Some(Inbound(1)), "acknowledged by the engine");
+    // Its own forgotten command, and an id of no instance's form, are unknown.
+    for id in ["cmd-i1-1737972000000-9", "cmd-from-nowhere"] {
+        b.handle_message(
+            t0,
+            IN,
+            &topic("command_response"),
+            answer(id, true).as_bytes(),
+        );
+    }
+    let counters = b.counters();
+    assert_eq!(
+        (
+            counters.responses_to_other_instances,
+            counters.unknown_responses
+        ),
+        (1, 2)
+    );
 }

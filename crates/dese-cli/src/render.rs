@@ -80,9 +80,10 @@ pub(crate) fn event_kind(event: &Event) -> &'static str {
         Event::Telemetry { .. } => "telemetry",
         Event::Status { .. } => "status",
         Event::Alert { .. } => "alert",
-        Event::Command { .. } | Event::LateResponse { .. } | Event::UnknownResponse { .. } => {
-            "command_response"
-        }
+        Event::Command { .. }
+        | Event::LateResponse { .. }
+        | Event::UnknownResponse { .. }
+        | Event::ResponseToAnotherInstance { .. } => "command_response",
         Event::PresenceChanged { .. } | Event::PresenceCleared { .. } => "presence",
         Event::Duplicate { .. } => "duplicate",
         Event::Dropped { .. } => "invalid",
@@ -100,6 +101,7 @@ pub(crate) fn event_device(event: &Event) -> Option<&DeviceKey> {
         | Event::Command { device, .. }
         | Event::LateResponse { device, .. }
         | Event::UnknownResponse { device, .. }
+        | Event::ResponseToAnotherInstance { device, .. }
         | Event::PresenceChanged { device, .. }
         | Event::PresenceCleared { device }
         | Event::Duplicate { device, .. }
@@ -135,6 +137,12 @@ pub(crate) fn event_line(event: &Event) -> String {
         Event::UnknownResponse { response, .. } => {
             message_line(&Message::CommandResponse(response.clone()))
         }
+        Event::ResponseToAnotherInstance {
+            response, instance, ..
+        } => format!(
+            "{} (sent by {instance})",
+            message_line(&Message::CommandResponse(response.clone()))
+        ),
         Event::PresenceChanged { from, to, .. } => match from {
             Some(from) => format!("{from} -> {to}"),
             None => format!("{to}"),
@@ -196,6 +204,13 @@ pub(crate) fn event_json(event: &Event) -> Value {
         }
         Event::LateResponse { response, .. } | Event::UnknownResponse { response, .. } => {
             out["late"] = json!(matches!(event, Event::LateResponse { .. }));
+            out["message"] = message_json(&Message::CommandResponse(response.clone()));
+        }
+        Event::ResponseToAnotherInstance {
+            response, instance, ..
+        } => {
+            out["late"] = json!(false);
+            out["sent_by"] = json!(instance);
             out["message"] = message_json(&Message::CommandResponse(response.clone()));
         }
         Event::PresenceChanged { from, to, .. } => {

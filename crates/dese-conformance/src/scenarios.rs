@@ -645,21 +645,26 @@ pub async fn offline_replay<D: Transport, B: Transport>(tag: &str) -> Figures {
     }
 }
 
-/// DESE-G3: several backend instances in one shared-subscription group split a device's
-/// telemetry: each reading reaches exactly one of them.
+/// Several backend instances in one shared-subscription group split a device's telemetry (each
+/// reading reaches exactly one of them) and keep every rule: each has the device's presence,
+/// each command completes on the instance that sent it (the other reports the answer as
+/// another instance's), and an instance that joins later learns the presence from the retained
+/// status, which a shared subscription would never deliver.
 pub async fn shared_group<D: Transport, B: Transport>(url: &str) {
     const READINGS: usize = 200;
     let options = BrokerOptions::parse(url).unwrap();
     let group: ShareGroup = "ingest".parse().unwrap();
-    let settings = BackendSettings {
+    let settings = |instance: &str| BackendSettings {
         rate_limit: None,
+        instance: instance.to_string(),
         ..BackendSettings::default()
     };
     let mut first =
-        BackendClient::<B>::spawn(&options, "shared-1", settings.clone(), Some(group.clone()))
+        BackendClient::<B>::spawn(&options, "shared-1", settings("i1"), Some(group.clone()))
             .unwrap();
     let mut second =
-        BackendClient::<B>::spawn(&options, "shared-2", settings, Some(group)).unwrap();
+        BackendClient::<B>::spawn(&options, "shared-2", settings("i2"), Some(group.clone()))
+            .unwrap();
     eventually(
         || first.is_connected() && second.is_connected(),
         || "both connected".into(),
@@ -673,7 +678,9 @@ pub async fn shared_group<D: Transport, B: Transport>(url: &str) {
         Recorder::default(),
     )
     .unwrap();
-    eventually(|| device.is_connected(), || "device connected".into()).await;
+    // Every instance has the presence.
+    wait_for(&mut first, online).await;
+    wait_for(&mut second, online).await;
     for _ in 0..READINGS {
         device.publish_readings(reading()).unwrap();
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -701,9 +708,56 @@ pub async fn shared_group<D: Transport, B: Transport>(url: &str) {
         !seen[0].is_empty() && !seen[1].is_empty(),
         "both instances took a share"
     );
+
+    // Commands from both instances: each completes where it was sent. The events are read
+    // meanwhile, as an application does.
+    let (org, dev) = ids("org-1", "dev-shared");
+    let (one, two) = (first.handle(), second.handle());
+    let commands = async {
+        for _ in 0..5 {
+            for handle in [&one, &two] {
+                let (id, outcome) = handle
+                    .send_command(org.clone(), dev.clone(), Action::Reboot)
+                    .await
+                    .unwrap();
+                assert!(
+                    matches!(&outcome, Outcome::Completed(r) if r.command_id == id),
+                    "{outcome:?}"
+                );
+            }
+        }
+    };
+    let reading = async {
+        loop {
+            tokio::select! {
+                _ = first.next_event() => {}
+                _ = second.next_event() => {}
+            }
+        }
+    };
+    tokio::select! {
+        () = commands => {}
+        () = reading => unreachable!(),
+    }
+    eventually(
+        || {
+            first.counters().responses_to_other_instances == 5
+                && second.counters().responses_to_other_instances == 5
+        },
+        || format!("{:?} / {:?}", first.counters(), second.counters()),
+    )
+    .await;
+    assert_eq!(first.counters().unknown_responses, 0);
+    assert_eq!(second.counters().unknown_responses, 0);
+
+    // An instance that joins the group now learns the presence from the retained status.
+    let mut third =
+        BackendClient::<B>::spawn(&options, "shared-3", settings("i3"), Some(group)).unwrap();
+    wait_for(&mut third, online).await;
     device.shutdown().await.unwrap();
     first.shutdown().await.unwrap();
     second.shutdown().await.unwrap();
+    third.shutdown().await.unwrap();
 }
 
 /// DESE-S2: TLS on a Mosquitto listener with a CA made by the test: the right CA connects; a
