@@ -5,6 +5,10 @@
 //! broker's log names it and the process is alive), and stops it by PID when dropped. Only
 //! loopback addresses are ever used.
 //!
+//! [`Postgres`] runs the system's PostgreSQL the same way: a cluster made by `initdb` in a
+//! temporary folder, a free loopback port, the `postgres` user when the tests run as root,
+//! stopped by PID.
+//!
 //! [`Proxy`] stands between a client and a broker and can cut the link without a goodbye, as a
 //! power loss would.
 //!
@@ -19,12 +23,14 @@
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
 
 mod mosquitto;
+mod postgres;
 mod proxy;
 pub mod raw;
 #[cfg(feature = "rumqttd")]
 mod rumqttd;
 
 pub use mosquitto::{Mosquitto, MosquittoConfig, StartError};
+pub use postgres::{Postgres, PostgresError};
 pub use proxy::Proxy;
 #[cfg(feature = "rumqttd")]
 pub use rumqttd::{EmbeddedBroker, EmbeddedError};
