@@ -89,8 +89,9 @@ async fn quickstart(keep_running: bool) -> Result<(), Box<dyn std::error::Error>
         ),
         ..DeviceConfig::default()
     });
-    let mut backend =
-        ReferenceBackend::spawn::<Rumqttc>(&options, backend_options).map_err(|e| e.to_string())?;
+    let mut backend = ReferenceBackend::spawn::<Rumqttc>(&options, backend_options)
+        .await
+        .map_err(|e| e.to_string())?;
     say(format!(
         "backend: storing into {}",
         dir.join("dese.sqlite").display()
@@ -160,7 +161,7 @@ async fn quickstart(keep_running: bool) -> Result<(), Box<dyn std::error::Error>
             Activity::Event(Event::Telemetry { device, telemetry }) => {
                 let name = format!("{}/{}", device.org, device.device);
                 if steps.telemetry.insert(name.clone()) {
-                    let stored = backend.store().summary()?.telemetry;
+                    let stored = backend.store().summary().await?.telemetry;
                     say(format!(
                         "{name}: first telemetry, pH {:.2}, chlorine {:.2} ppm ({stored} readings stored so far)",
                         telemetry.sensors.ph.get(),
@@ -234,7 +235,7 @@ async fn quickstart(keep_running: bool) -> Result<(), Box<dyn std::error::Error>
         // pool-3's goodbye cannot get through the cut cable: it stays offline by its will.
         let _ = tokio::time::timeout(Duration::from_secs(2), device.shutdown()).await;
     }
-    let summary = backend.store().summary()?;
+    let summary = backend.store().summary().await?;
     backend.shutdown().await?;
     println!("\nSummary after {:.1} s", started.elapsed().as_secs_f64());
     println!("  devices online at some point: {}", steps.online.len());

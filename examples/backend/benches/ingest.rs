@@ -130,7 +130,9 @@ async fn backend(broker: &Mosquitto, dir: &std::path::Path, readings: u64, round
         options
     };
     let broker_options = BrokerOptions::parse(&broker.url()).expect("url");
-    let first = ReferenceBackend::spawn::<Rumqttc>(&broker_options, options()).expect("backend");
+    let first = ReferenceBackend::spawn::<Rumqttc>(&broker_options, options())
+        .await
+        .expect("backend");
     tokio::time::sleep(Duration::from_millis(500)).await; // the session and its subscriptions
     first.shutdown().await.expect("shutdown");
     queue_burst(broker, readings).await;
@@ -138,8 +140,9 @@ async fn backend(broker: &Mosquitto, dir: &std::path::Path, readings: u64, round
     let count = rusqlite::Connection::open(&db).expect("db");
     let mut done = None;
     let drain = Drain::measure(broker, readings, async {
-        let backend =
-            ReferenceBackend::spawn::<Rumqttc>(&broker_options, options()).expect("backend");
+        let backend = ReferenceBackend::spawn::<Rumqttc>(&broker_options, options())
+            .await
+            .expect("backend");
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             // The highest rowid, not count(*), which scans the table: rows are only added.

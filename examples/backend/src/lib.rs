@@ -4,7 +4,7 @@
 //! that several instances split the load) with [`dese_transport::BackendClient`], and:
 //!
 //! - stores telemetry, statuses (last wills included), presence, alerts and command outcomes
-//!   in SQLite ([`Store`]), in batches of one transaction each, and confirms the events to the
+//!   in SQLite or PostgreSQL ([`Store`]), in batches of one transaction each, and confirms the events to the
 //!   SDK only after the commit, so that the broker forgets a message only once it is stored; a
 //!   copy delivered again (after a crash, a lost connection) is stored once;
 //! - when a write fails, says so loudly, confirms nothing and writes the batch again until it
@@ -23,7 +23,6 @@
 mod store;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,7 +34,7 @@ use dese_transport::{BackendClient, BackendHandle, BrokerOptions, Error, Transpo
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use store::{Store, Summary, Written};
+pub use store::{Database, Store, StoreError, Summary, Written};
 
 /// The pumps of the reference device (and of `dese simulate`).
 const ACID_PUMP: u32 = 1;
@@ -44,8 +43,8 @@ const CHLORINE_PUMP: u32 = 2;
 /// How the backend runs.
 #[derive(Debug, Clone)]
 pub struct BackendOptions {
-    /// The SQLite file (created when missing).
-    pub db: PathBuf,
+    /// The database: a SQLite file (created when missing) or a PostgreSQL server.
+    pub db: Database,
     /// The MQTT client id; reuse it across restarts so that the broker keeps the session.
     pub client_id: String,
     /// A shared-subscription group, to split the load with other instances.
@@ -71,7 +70,7 @@ impl BackendOptions {
     /// Storage in `db`, every organization, reactions on, no config sent; batches of up to 512
     /// events and a receive window of 2,048 (four batches: one commits while the next arrive;
     /// `docs/performance.md` has the figures).
-    pub fn new(db: impl Into<PathBuf>) -> Self {
+    pub fn new(db: impl Into<Database>) -> Self {
         Self {
             db: db.into(),
             client_id: "dese-reference-backend".to_string(),
@@ -144,7 +143,7 @@ impl Commander {
         };
         let name = action.name().to_string();
         let (id, outcome) = self.handle.send_command(org, device, action).await?;
-        if let Err(e) = self.store.command_sent(id.as_str(), &key, &name) {
+        if let Err(e) = self.store.command_sent(id.as_str(), &key, &name).await {
             eprintln!("dese-backend: cannot record command {id}: {e}");
         }
         Ok((id, outcome))
@@ -162,14 +161,14 @@ pub struct ReferenceBackend {
 
 impl ReferenceBackend {
     /// Opens the database, connects, and runs until [`ReferenceBackend::shutdown`].
-    pub fn spawn<T: Transport>(
+    pub async fn spawn<T: Transport>(
         broker: &BrokerOptions,
         options: BackendOptions,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        let store = Arc::new(Store::open(&options.db)?);
         if options.batch_max == 0 {
             return Err("batch_max must be at least 1".into());
         }
+        let store = Arc::new(Store::open(&options.db).await?);
         let client = BackendClient::<T>::spawn(
             broker,
             &options.client_id,
@@ -254,17 +253,23 @@ impl<T> EventLoop<T> {
                 },
                 _ = &mut stopped => return self.client.shutdown().await,
             };
-            let batch = self.fill(first).await;
-            let Some((batch, written)) = self.write(batch, &mut stopped).await else {
+            let (events, acks): (Vec<Event>, Vec<_>) = self
+                .fill(first)
+                .await
+                .into_iter()
+                .map(|d| (d.event, d.ack))
+                .unzip();
+            let events = Arc::new(events);
+            let Some(written) = self.write(Arc::clone(&events), &mut stopped).await else {
                 // Stopped before the batch was stored: nothing confirmed, the broker keeps it.
                 return self.client.shutdown().await;
             };
             // Stored: the broker may forget these messages now.
-            self.client
-                .handle()
-                .ack_all(batch.iter().filter_map(|d| d.ack))?;
-            for (delivered, new) in batch.into_iter().zip(written.new) {
-                self.after_commit(delivered.event, new).await;
+            self.client.handle().ack_all(acks.into_iter().flatten())?;
+            // The store let go of its share when the write ended.
+            let events = Arc::try_unwrap(events).unwrap_or_else(|shared| (*shared).clone());
+            for (event, new) in events.into_iter().zip(written.new) {
+                self.after_commit(event, new).await;
             }
         }
     }
@@ -287,42 +292,28 @@ impl<T> EventLoop<T> {
         batch
     }
 
-    /// Writes the batch in one transaction (on a blocking thread), again and again while it
-    /// fails (the broker keeps the messages meanwhile); `None` if stopped first.
+    /// Writes the batch in one transaction, again and again while it fails (the broker keeps
+    /// the messages meanwhile); `None` if stopped first.
     async fn write(
         &mut self,
-        mut batch: Vec<Delivered>,
+        events: Arc<Vec<Event>>,
         stopped: &mut oneshot::Receiver<()>,
-    ) -> Option<(Vec<Delivered>, Written)> {
+    ) -> Option<Written> {
         let mut pause = Duration::from_millis(100);
         let mut attempt = 0;
         loop {
-            let store = Arc::clone(&self.store);
-            let written = tokio::task::spawn_blocking(move || {
-                let events: Vec<&Event> = batch.iter().map(|d| &d.event).collect();
-                let result = store.write(&events).map_err(|e| e.to_string());
-                (batch, result)
-            })
-            .await;
-            let Ok((back, result)) = written else {
-                eprintln!(
-                    "dese-backend: the database writer panicked; stopping, nothing confirmed"
-                );
-                return None;
-            };
-            batch = back;
-            match result {
-                Ok(written) => return Some((batch, written)),
+            match self.store.write(Arc::clone(&events)).await {
+                Ok(written) => return Some(written),
                 Err(e) => {
                     attempt += 1;
                     eprintln!(
                         "dese-backend: DATABASE WRITE FAILED (attempt {attempt}, {} events not \
                          confirmed, the broker keeps them; retrying in {pause:?}): {e}",
-                        batch.len()
+                        events.len()
                     );
                     self.tell(Activity::StoreFailed {
-                        error: e,
-                        events: batch.len(),
+                        error: e.to_string(),
+                        events: events.len(),
                         attempt,
                     });
                 }

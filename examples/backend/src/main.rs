@@ -11,7 +11,7 @@ use clap::Parser;
 use dese_backend::{Event, Outcome};
 use dese_paho::Paho;
 use dese_protocol::{DeviceConfig, Finite, OrgId, Sensor, ShareGroup, Threshold};
-use dese_reference_backend::{Activity, BackendOptions, ReferenceBackend};
+use dese_reference_backend::{Activity, BackendOptions, Database, ReferenceBackend};
 use dese_rumqttc::{BrokerOptions, Rumqttc};
 
 /// The DESE reference backend: every device message into SQLite, presence, thresholds sent to
@@ -22,9 +22,14 @@ use dese_rumqttc::{BrokerOptions, Rumqttc};
     after_help = "\
 Examples:
   dese-backend --db dese.sqlite
-  dese-backend --db a.sqlite --group backends --client-id backend-a   # two instances
-  dese-backend --db b.sqlite --group backends --client-id backend-b   # split the load
-  sqlite3 dese.sqlite 'SELECT device, ph, chlorine FROM telemetry ORDER BY timestamp DESC LIMIT 5'"
+  sqlite3 dese.sqlite 'SELECT device, ph, chlorine FROM telemetry ORDER BY timestamp DESC LIMIT 5'
+
+  # Three instances in one group, on one PostgreSQL database: telemetry and alerts split
+  # between them, presence and command answers on each, every reading stored once.
+  export DESE_DB=postgres://dese@db.internal/dese
+  dese-backend --group backends --client-id backend-a
+  dese-backend --group backends --client-id backend-b --no-config
+  dese-backend --group backends --client-id backend-c --no-config"
 )]
 struct Args {
     /// The broker: mqtt://HOST:PORT or mqtts://HOST:PORT
@@ -44,12 +49,17 @@ struct Args {
     /// The broker's CA, PEM (mqtts://)
     #[arg(long)]
     ca: Option<PathBuf>,
-    /// The SQLite file (created when missing)
-    #[arg(long, default_value = "dese.sqlite")]
-    db: PathBuf,
+    /// The database: a SQLite file (created when missing), or a PostgreSQL server,
+    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (the schema is made on first use)
+    #[arg(long, env = "DESE_DB", default_value = "dese.sqlite")]
+    db: String,
     /// The MQTT client id; keep it across restarts so that the broker keeps the session
     #[arg(long, default_value = "dese-reference-backend")]
     client_id: String,
+    /// The name this instance gives itself in its command ids, so that the instances of a
+    /// group tell their answers apart (default: the client id)
+    #[arg(long)]
+    instance: Option<String>,
     /// Join this shared-subscription group, to split the load with other instances
     #[arg(long)]
     group: Option<String>,
@@ -62,7 +72,8 @@ struct Args {
     /// The pH range sent to devices as alert thresholds, MIN:MAX
     #[arg(long, default_value = "6.8:7.8")]
     ph_range: String,
-    /// Send no thresholds to devices
+    /// Send no thresholds to devices (in a group, every instance sees each device come online:
+    /// let one of them send)
     #[arg(long)]
     no_config: bool,
     /// Do not start pumps in reaction to alerts
@@ -120,9 +131,10 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let db = options.db.to_string();
     let spawned = match args.transport {
-        TransportKind::Rumqttc => ReferenceBackend::spawn::<Rumqttc>(&broker, options),
-        TransportKind::Paho => ReferenceBackend::spawn::<Paho>(&broker, options),
+        TransportKind::Rumqttc => ReferenceBackend::spawn::<Rumqttc>(&broker, options).await,
+        TransportKind::Paho => ReferenceBackend::spawn::<Paho>(&broker, options).await,
     };
     let mut backend = match spawned {
         Ok(b) => b,
@@ -132,8 +144,7 @@ async fn run(args: Args) -> ExitCode {
         }
     };
     println!(
-        "dese-backend: storing into {} from {} (Ctrl-C to stop)",
-        args.db.display(),
+        "dese-backend: storing into {db} from {} (Ctrl-C to stop)",
         args.broker
     );
     let stop = tokio::signal::ctrl_c();
@@ -147,7 +158,7 @@ async fn run(args: Args) -> ExitCode {
             _ = &mut stop => break,
         }
     }
-    let summary = backend.store().summary();
+    let summary = backend.store().summary().await;
     let ended = backend.shutdown().await;
     match summary {
         Ok(s) => println!(
@@ -236,8 +247,17 @@ fn broker(args: &Args) -> Result<BrokerOptions, String> {
 }
 
 fn options(args: &Args) -> Result<BackendOptions, String> {
-    let mut options = BackendOptions::new(&args.db);
+    let mut options = BackendOptions::new(Database::parse(&args.db));
     options.client_id = args.client_id.clone();
+    let instance = args
+        .instance
+        .clone()
+        .unwrap_or_else(|| args.client_id.clone());
+    // Every command id carries it: refused now rather than at the first command.
+    dese_protocol::CommandId::parse(&format!("cmd-{instance}-1737972000000-1")).map_err(|e| {
+        format!("--instance {instance:?} (or the client id) cannot go into a command id: {e}")
+    })?;
+    options.settings.instance = instance;
     options.group = args
         .group
         .as_deref()

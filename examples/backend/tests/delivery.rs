@@ -87,6 +87,7 @@ async fn burst_stored_once<T: Transport>(name: &str) {
     options.config = None;
     let backend =
         ReferenceBackend::spawn::<T>(&BrokerOptions::parse(&broker.url()).unwrap(), options)
+            .await
             .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await; // connected and subscribed
     let started = Instant::now();
@@ -234,7 +235,9 @@ async fn a_failing_database_confirms_nothing() {
         options.config = None;
         options
     };
-    let mut backend = ReferenceBackend::spawn::<Rumqttc>(&broker_options, options()).unwrap();
+    let mut backend = ReferenceBackend::spawn::<Rumqttc>(&broker_options, options())
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let admin = Connection::open(&db).unwrap();
     admin
@@ -270,7 +273,9 @@ async fn a_failing_database_confirms_nothing() {
     // Stopped while failing: nothing was confirmed, so the broker still has every reading.
     backend.shutdown().await.unwrap();
     admin.execute_batch("DROP TRIGGER broken").unwrap();
-    let backend = ReferenceBackend::spawn::<Rumqttc>(&broker_options, options()).unwrap();
+    let backend = ReferenceBackend::spawn::<Rumqttc>(&broker_options, options())
+        .await
+        .unwrap();
     let stored = until_stored(&db, SENT, Duration::from_secs(20)).await;
     assert_eq!(stored, (SENT, SENT), "everything, once");
     backend.shutdown().await.unwrap();

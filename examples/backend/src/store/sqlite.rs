@@ -1,5 +1,5 @@
-//! Where the reference backend keeps what it learns: one SQLite file, written in batches, one
-//! transaction each, every insert idempotent.
+//! The SQLite store: one file, written in batches, one transaction each, every insert
+//! idempotent. Its calls are synchronous; [`super::Store`] runs them on blocking threads.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -7,6 +7,11 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use dese_backend::{DeviceKey, Event, Outcome};
 use dese_protocol::{Alert, CommandResponse, DeviceState, Status, Telemetry};
 use rusqlite::{Connection, OptionalExtension, Statement, Transaction, params};
+
+use super::{
+    COMMANDS_BY_OUTCOME, DROPPED_BY_REASON, PRESENCE_BY_STATE, Summary, Written, digest,
+    reading_digest,
+};
 
 /// The schema's version, kept in SQLite's `user_version`.
 const VERSION: i64 = 1;
@@ -48,42 +53,16 @@ CREATE TABLE dropped (
 );
 ";
 
-/// The database. Each write is one transaction; callers on an async runtime may call the
-/// methods directly (SQLite on a local file, in WAL mode, commits in well under a millisecond).
+/// The database file.
 #[derive(Debug)]
-pub struct Store {
+pub(super) struct SqliteStore {
     db: Mutex<Connection>,
 }
 
-/// What the database holds, counted.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Summary {
-    /// Telemetry rows.
-    pub telemetry: u64,
-    /// Status rows (every status received, last wills included).
-    pub statuses: u64,
-    /// Alert rows.
-    pub alerts: u64,
-    /// Commands by outcome: `completed`, `failed`, `timed_out`, `late`.
-    pub commands: Vec<(String, u64)>,
-    /// Messages refused, by reason.
-    pub dropped: Vec<(String, u64)>,
-    /// Devices by presence state.
-    pub presence: Vec<(String, u64)>,
-}
-
-/// What one batch stored.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Written {
-    /// For each event of the batch, in order: whether it added something new (false for a
-    /// copy already stored, and for events that store nothing).
-    pub new: Vec<bool>,
-}
-
-impl Store {
+impl SqliteStore {
     /// Opens (or creates) the database at `path`. A file made by another version of this
     /// schema is refused, naming the versions.
-    pub fn open(path: &Path) -> rusqlite::Result<Self> {
+    pub(super) fn open(path: &Path) -> rusqlite::Result<Self> {
         let db = Connection::open(path)?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         // In WAL mode, NORMAL survives a crash of the process (what is committed stays); only a
@@ -118,7 +97,7 @@ impl Store {
 
     /// Stores a batch of events in one transaction: every row or none. Telemetry, statuses,
     /// presence, alerts, command outcomes and refusals; other events store nothing.
-    pub fn write(&self, events: &[&Event]) -> rusqlite::Result<Written> {
+    pub(super) fn write(&self, events: &[Event]) -> rusqlite::Result<Written> {
         let mut db = self.db();
         let tx = db.transaction()?;
         let mut new = Vec::with_capacity(events.len());
@@ -134,7 +113,12 @@ impl Store {
     }
 
     /// A command's name, when this backend sent it.
-    pub fn command_sent(&self, id: &str, device: &DeviceKey, name: &str) -> rusqlite::Result<()> {
+    pub(super) fn command_sent(
+        &self,
+        id: &str,
+        device: &DeviceKey,
+        name: &str,
+    ) -> rusqlite::Result<()> {
         self.db().execute(
             "INSERT INTO commands (command_id, org, device, command, outcome) VALUES (?1, ?2, ?3, ?4, 'pending')
              ON CONFLICT (command_id) DO UPDATE SET command = excluded.command",
@@ -144,7 +128,7 @@ impl Store {
     }
 
     /// The outcome recorded for a command, if any.
-    pub fn outcome_of(&self, id: &str) -> rusqlite::Result<Option<String>> {
+    pub(super) fn outcome_of(&self, id: &str) -> rusqlite::Result<Option<String>> {
         self.db()
             .query_row(
                 "SELECT outcome FROM commands WHERE command_id = ?1",
@@ -155,7 +139,7 @@ impl Store {
     }
 
     /// Everything, counted.
-    pub fn summary(&self) -> rusqlite::Result<Summary> {
+    pub(super) fn summary(&self) -> rusqlite::Result<Summary> {
         let db = self.db();
         let count = |table: &str| -> rusqlite::Result<u64> {
             db.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
@@ -171,13 +155,9 @@ impl Store {
             telemetry: count("telemetry")?,
             statuses: count("status")?,
             alerts: count("alerts")?,
-            commands: grouped(
-                "SELECT outcome, count(*) FROM commands GROUP BY outcome ORDER BY outcome",
-            )?,
-            dropped: grouped("SELECT reason, count FROM dropped ORDER BY reason")?,
-            presence: grouped(
-                "SELECT state, count(*) FROM presence GROUP BY state ORDER BY state",
-            )?,
+            commands: grouped(COMMANDS_BY_OUTCOME)?,
+            dropped: grouped(DROPPED_BY_REASON)?,
+            presence: grouped(PRESENCE_BY_STATE)?,
         })
     }
 }
@@ -322,65 +302,4 @@ fn finish(
         data,
         error
     ])
-}
-
-/// FNV-1a over a reading's values (not its JSON): the same reading gives the same digest
-/// whatever JSON it arrived as, in this process and the next (it is stored).
-fn reading_digest(t: &Telemetry) -> i64 {
-    let (s, m) = (&t.sensors, &t.metadata);
-    let mut hash = Fnv::default();
-    for value in [
-        Some(s.ph.get()),
-        Some(s.chlorine.get()),
-        Some(s.temperature.get()),
-        s.flow_rate.map(|f| f.get()),
-    ] {
-        hash.option(value.map(f64::to_bits));
-    }
-    hash.option(s.orp.map(|v| i64::from(v) as u64));
-    hash.option(s.tds.map(u64::from));
-    hash.option(m.battery.map(|b| u64::from(b.get())));
-    hash.option(m.signal_strength.map(|r| i64::from(r.get()) as u64));
-    hash.bytes(m.firmware_version.as_bytes());
-    hash.signed()
-}
-
-/// FNV-1a over the canonical encoding of an alert (what the SDK would send for it).
-fn digest(bytes: &[u8]) -> i64 {
-    let mut hash = Fnv::default();
-    hash.bytes(bytes);
-    hash.signed()
-}
-
-/// 64-bit FNV-1a: small, and the same in every process (the digests are stored).
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv {
-    fn bytes(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    /// A value that may be absent: absent and zero differ.
-    fn option(&mut self, value: Option<u64>) {
-        match value {
-            Some(v) => {
-                self.bytes(&[1]);
-                self.bytes(&v.to_le_bytes());
-            }
-            None => self.bytes(&[0]),
-        }
-    }
-
-    /// SQLite integers are signed: the same 64 bits.
-    fn signed(&self) -> i64 {
-        self.0 as i64
-    }
 }
