@@ -294,6 +294,16 @@ impl BackendHandle {
         .await
     }
 
+    /// The engine's counters, now (a query: [`BackendClient::counters`] reads the last ones
+    /// published without waiting).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a query only reads.
+    pub async fn counters(&self) -> Result<Counters, Error> {
+        self.query(|backend| backend.counters().clone()).await
+    }
+
     async fn query<R: Send + 'static>(
         &self,
         read: impl FnOnce(&Backend) -> R + Send + 'static,

@@ -206,6 +206,25 @@ impl ReferenceBackend {
         self.commander.clone()
     }
 
+    /// The SDK's counters of this instance: what it received, refused, flagged as duplicate.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn counters(&self) -> Result<dese_backend::Counters, Error> {
+        self.commander.handle.counters().await
+    }
+
+    /// Every device this instance knows, with its presence (in a group, every instance knows
+    /// them all: statuses reach each instance).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn devices(&self) -> Result<Vec<(DeviceKey, dese_backend::Presence)>, Error> {
+        self.commander.handle.devices().await
+    }
+
     /// The database.
     pub fn store(&self) -> &Store {
         &self.store

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use dese_backend::{Event, Outcome};
 use dese_paho::Paho;
-use dese_protocol::{DeviceConfig, Finite, OrgId, Sensor, ShareGroup, Threshold};
+use dese_protocol::{DeviceConfig, Finite, MessageKind, OrgId, Sensor, ShareGroup, Threshold};
 use dese_reference_backend::{Activity, BackendOptions, Database, ReferenceBackend};
 use dese_rumqttc::{BrokerOptions, Rumqttc};
 
@@ -159,6 +159,19 @@ async fn run(args: Args) -> ExitCode {
         }
     }
     let summary = backend.store().summary().await;
+    // What this instance took: in a group, its share.
+    if let Ok(counters) = backend.counters().await {
+        let of = |kind| counters.accepted.get(&kind).copied().unwrap_or(0);
+        println!(
+            "dese-backend: this instance received {} telemetry, {} statuses, {} alerts, {} command responses; {} duplicates, {} answers to other instances",
+            of(MessageKind::Telemetry),
+            of(MessageKind::Status),
+            of(MessageKind::Alert),
+            of(MessageKind::CommandResponse),
+            counters.duplicates.values().sum::<u64>(),
+            counters.responses_to_other_instances
+        );
+    }
     let ended = backend.shutdown().await;
     match summary {
         Ok(s) => println!(

@@ -7,14 +7,13 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)] // tests run on std
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use dese_paho::Paho;
 use dese_protocol::OrgId;
-use dese_reference_backend::{Activity, BackendOptions, ReferenceBackend};
+use dese_reference_backend::{Activity, BackendOptions, Database, ReferenceBackend};
 use dese_rumqttc::{BrokerOptions, Rumqttc};
 use dese_sim::fleet;
 use dese_testkit::Mosquitto;
@@ -22,67 +21,19 @@ use dese_testkit::raw::Publisher;
 use dese_transport::Transport;
 use rusqlite::Connection;
 
+use support::{connected, kill, publish_fleet, rows, scratch, start_binary, stop, until_stored};
+
 const DEVICES: u64 = 1_000;
 const PER_DEVICE: u64 = 20;
 const READINGS: u64 = DEVICES * PER_DEVICE;
 /// The receive window of the killed backend: with paho, the most a crash can lose.
 const WINDOW: u64 = 256;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dese-delivery-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Publishes the burst: reading `seq` of every device in turn, as a fleet replaying its
-/// outboxes after an outage does (each device 20 readings, inside the default rate limit).
-async fn burst(broker: &Mosquitto, name: &str) -> Publisher {
-    let org: OrgId = "acme".parse().unwrap();
-    let mut publisher = Publisher::connect(broker.addr(), name).await.unwrap();
-    for n in 0..READINGS {
-        let device = fleet::device((n % DEVICES) as usize);
-        let (topic, payload) = fleet::telemetry(&org, &device, n / DEVICES);
-        publisher.publish(&topic, payload, false).await.unwrap();
-    }
-    publisher
-}
-
-/// (rows, distinct readings) in the database's telemetry table.
-fn rows(db: &Path) -> (u64, u64) {
-    let Ok(db) = Connection::open(db) else {
-        return (0, 0);
-    };
-    let count = |sql: &str| -> u64 { db.query_row(sql, [], |row| row.get(0)).unwrap_or(0) };
-    (
-        count("SELECT count(*) FROM telemetry"),
-        count("SELECT count(*) FROM (SELECT DISTINCT org, device, timestamp FROM telemetry)"),
-    )
-}
-
-/// Waits until the database holds `count` readings, at most `within`, or until nothing new
-/// has been stored for 5 s.
-async fn until_stored(db: &Path, count: u64, within: Duration) -> (u64, u64) {
-    let deadline = Instant::now() + within;
-    let (mut last, mut since) = (rows(db), Instant::now());
-    loop {
-        let now = rows(db);
-        if now != last {
-            (last, since) = (now, Instant::now());
-        }
-        if now.0 >= count || Instant::now() >= deadline || since.elapsed() > Duration::from_secs(5)
-        {
-            return now;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn burst_stored_once<T: Transport>(name: &str) {
     let broker = Mosquitto::start().unwrap();
     let dir = scratch(name);
-    let db = dir.join("dese.sqlite");
-    let mut options = BackendOptions::new(&db);
+    let db = Database::Sqlite(dir.join("dese.sqlite"));
+    let mut options = BackendOptions::new(db.clone());
     options.client_id = format!("burst-{name}");
     options.config = None;
     let backend =
@@ -91,7 +42,7 @@ async fn burst_stored_once<T: Transport>(name: &str) {
             .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await; // connected and subscribed
     let started = Instant::now();
-    let publisher = burst(&broker, &format!("fleet-{name}")).await;
+    let publisher = publish_fleet(&broker, &format!("fleet-{name}"), READINGS, DEVICES, None).await;
     assert!(publisher.flush(Duration::from_secs(60)).await);
     let (stored, distinct) = until_stored(&db, READINGS, Duration::from_secs(120)).await;
     let elapsed = started.elapsed();
@@ -119,83 +70,44 @@ async fn paho_burst_of_20000_readings_is_stored_exactly_once() {
     burst_stored_once::<Paho>("paho").await;
 }
 
-/// The reference backend binary, storing into `db` from `broker` as `client_id`.
-fn start_binary(broker: &Mosquitto, db: &Path, client_id: &str, transport: &str) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dese-backend"))
-        .args(["--broker", &broker.url(), "--db", db.to_str().unwrap()])
-        .args(["--client-id", client_id, "--transport", transport])
-        .args(["--receive-window", &WINDOW.to_string()])
-        .args(["--no-config", "--no-react"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            println!("  backend: {line}");
-        }
-    });
-    child
-}
-
-/// Waits until the broker's log shows `client_id` connected (its log line names it), then a
-/// moment for its subscriptions.
-async fn connected(broker: &Mosquitto, client_id: &str, times: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let needle = format!(" as {client_id} ");
-    while broker.log().matches(&needle).count() < times {
-        assert!(Instant::now() < deadline, "{client_id} never connected");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-}
-
 /// Kills the backend with SIGKILL when 4,000 readings are stored, starts it again with its
 /// client id, and counts what the database holds at the end. Returns (lost, rows).
 async fn killed_mid_stream(transport: &str) -> (u64, u64) {
     let broker = Mosquitto::start().unwrap();
     let dir = scratch(&format!("kill-{transport}"));
-    let db = dir.join("dese.sqlite");
+    let db = Database::Sqlite(dir.join("dese.sqlite"));
     let client_id = format!("killed-{transport}");
-    let mut first = start_binary(&broker, &db, &client_id, transport);
+    let window = WINDOW.to_string();
+    let args = [
+        "--transport",
+        transport,
+        "--receive-window",
+        window.as_str(),
+    ];
+    let (mut first, _) = start_binary(&broker, &db, &client_id, &args);
     connected(&broker, &client_id, 1).await;
+    // A stream, not one write: the kill lands in the middle of it.
     let stream = {
-        let addr = broker.addr();
         let name = format!("fleet-kill-{transport}");
-        tokio::spawn(async move {
-            let org: OrgId = "acme".parse().unwrap();
-            let mut publisher = Publisher::connect(addr, &name).await.unwrap();
-            for n in 0..READINGS {
-                let device = fleet::device((n % DEVICES) as usize);
-                let (topic, payload) = fleet::telemetry(&org, &device, n / DEVICES);
-                publisher.publish(&topic, payload, false).await.unwrap();
-                if n % 100 == 0 {
-                    // A stream, not one write: the kill lands in the middle of it.
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
+        let broker = &broker;
+        async move {
+            let publisher = publish_fleet(broker, &name, READINGS, DEVICES, Some(100)).await;
             assert!(publisher.flush(Duration::from_secs(60)).await);
-        })
+        }
     };
-    let (at_kill, _) = until_stored(&db, 4_000, Duration::from_secs(60)).await;
-    // SIGKILL, of the process this test started: no goodbye, no last commit.
-    Command::new("kill")
-        .args(["-KILL", &first.id().to_string()])
-        .status()
-        .unwrap();
-    let _ = first.wait();
-    let mut second = start_binary(&broker, &db, &client_id, transport);
-    stream.await.unwrap();
+    let kill_at_4000 = async {
+        let (at_kill, _) = until_stored(&db, 4_000, Duration::from_secs(60)).await;
+        // SIGKILL, of the process this test started: no goodbye, no last commit.
+        kill(&mut first);
+        at_kill
+    };
+    let ((), at_kill) = tokio::join!(stream, kill_at_4000);
+    let (mut second, _) = start_binary(&broker, &db, &client_id, &args);
     // The broker kept the session's messages while the backend was gone.
     let (stored, distinct) = until_stored(&db, READINGS, Duration::from_secs(120)).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let (stored_after, _) = rows(&db);
-    Command::new("kill")
-        .args(["-INT", &second.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(second.wait().unwrap().success());
+    assert!(stop(&mut second));
     assert_eq!(stored, distinct, "no reading stored twice");
     assert_eq!(stored_after, stored, "nothing more came");
     println!(
@@ -227,10 +139,11 @@ async fn a_failing_database_confirms_nothing() {
     const SENT: u64 = 200;
     let broker = Mosquitto::start().unwrap();
     let dir = scratch("failing");
-    let db = dir.join("dese.sqlite");
+    let path = dir.join("dese.sqlite");
+    let db = Database::Sqlite(path.clone());
     let broker_options = BrokerOptions::parse(&broker.url()).unwrap();
     let options = || {
-        let mut options = BackendOptions::new(&db);
+        let mut options = BackendOptions::new(&path);
         options.client_id = "failing-db".to_string();
         options.config = None;
         options
@@ -239,7 +152,7 @@ async fn a_failing_database_confirms_nothing() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let admin = Connection::open(&db).unwrap();
+    let admin = Connection::open(&path).unwrap();
     admin
         .execute_batch(
             "CREATE TRIGGER broken BEFORE INSERT ON telemetry

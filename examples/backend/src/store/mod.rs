@@ -42,13 +42,16 @@ impl fmt::Display for Database {
         match self {
             Self::Sqlite(path) => write!(f, "{}", path.display()),
             // Without the password, if the URL has one.
-            Self::Postgres(url) => match url.split_once('@') {
-                Some((user, host)) if user.contains(':') => {
-                    let user = user.rsplit_once(':').map_or(user, |(u, _)| u);
-                    write!(f, "{user}:***@{host}")
+            Self::Postgres(url) => {
+                let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+                match rest.split_once('@') {
+                    Some((userinfo, host)) if userinfo.contains(':') => {
+                        let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+                        write!(f, "{scheme}://{user}:***@{host}")
+                    }
+                    _ => f.write_str(url),
                 }
-                _ => f.write_str(url),
-            },
+            }
         }
     }
 }
@@ -299,5 +302,25 @@ impl Fnv {
     /// The databases' integers are signed: the same 64 bits.
     fn signed(&self) -> i64 {
         self.0 as i64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_url_is_shown_without_its_password() {
+        let show = |text: &str| Database::parse(text).to_string();
+        assert_eq!(show("postgres://dese@db/dese"), "postgres://dese@db/dese");
+        assert_eq!(
+            show("postgresql://dese:s3cret@db:5433/dese"),
+            "postgresql://dese:***@db:5433/dese"
+        );
+        assert_eq!(show("data/dese.sqlite"), "data/dese.sqlite");
+        assert_eq!(
+            Database::parse("postgres.sqlite"),
+            Database::Sqlite(PathBuf::from("postgres.sqlite"))
+        );
     }
 }
