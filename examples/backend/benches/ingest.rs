@@ -8,10 +8,13 @@
 //! drain it: the raw subscriber counts what arrives (rumqttc acknowledges on receipt); the
 //! reference backend decodes, checks and deduplicates every message, stores it in SQLite in
 //! batches and acknowledges each message after its commit. Both on a broker that sends any
-//! number of messages ahead of their acknowledgement, then on Mosquitto's default of 20.
+//! number of messages ahead of their acknowledgement, then on Mosquitto's default of 20; then
+//! three instances of the reference backend in one shared-subscription group, storing into one
+//! PostgreSQL, against the raw subscriber.
 //!
 //! Without `--bench` (as `cargo test --benches` runs it) it does 2,000 readings, one round.
-//! `DESE_INGEST_ONLY=backend` (or `raw`) runs one side only, for a profiler.
+//! `DESE_INGEST_ONLY=backend` (or `raw`) runs one side only, for a profiler; `group` runs only
+//! the three instances on PostgreSQL (skipped when no PostgreSQL server is installed).
 
 #![allow(missing_docs)]
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
@@ -19,11 +22,11 @@
 use std::time::{Duration, Instant};
 
 use dese_protocol::OrgId;
-use dese_reference_backend::{BackendOptions, ReferenceBackend};
+use dese_reference_backend::{BackendOptions, Database, ReferenceBackend};
 use dese_rumqttc::{BrokerOptions, Rumqttc};
 use dese_sim::fleet;
 use dese_testkit::raw::{Publisher, Subscriber};
-use dese_testkit::{Mosquitto, MosquittoConfig};
+use dese_testkit::{Mosquitto, MosquittoConfig, Postgres};
 
 const DEVICES: u64 = 1_000;
 
@@ -37,6 +40,30 @@ fn cpu_ns(pid: &str) -> u64 {
         .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
         .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// CPU time used so far by a process and its children (PostgreSQL's server and the backends it
+/// forks for each connection), in nanoseconds.
+fn cpu_ns_tree(pid: u32) -> u64 {
+    let children: u64 = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let child = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+            // The fields after the command name's closing parenthesis: state, then ppid.
+            let ppid: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == pid).then(|| cpu_ns(&child.to_string()))
+        })
+        .sum();
+    cpu_ns(&pid.to_string()) + children
 }
 
 /// What one consumer's drain measured.
@@ -136,8 +163,6 @@ async fn backend(broker: &Mosquitto, dir: &std::path::Path, readings: u64, round
     tokio::time::sleep(Duration::from_millis(500)).await; // the session and its subscriptions
     first.shutdown().await.expect("shutdown");
     queue_burst(broker, readings).await;
-    // A connection of its own (SQLite in WAL mode: readers do not block the writer).
-    let count = rusqlite::Connection::open(&db).expect("db");
     let mut done = None;
     let drain = Drain::measure(broker, readings, async {
         let backend = ReferenceBackend::spawn::<Rumqttc>(&broker_options, options())
@@ -145,17 +170,13 @@ async fn backend(broker: &Mosquitto, dir: &std::path::Path, readings: u64, round
             .expect("backend");
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            // The highest rowid, not count(*), which scans the table: rows are only added.
-            let stored: u64 = count
-                .query_row("SELECT coalesce(max(rowid), 0) FROM telemetry", [], |row| {
-                    row.get(0)
-                })
-                .expect("count");
+            // What the backend says it stored: no query that would cost the database.
+            let stored = backend.stored();
             if stored >= readings {
                 break;
             }
             assert!(Instant::now() < deadline, "stored {stored} of {readings}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         done = Some(backend);
     })
@@ -164,6 +185,97 @@ async fn backend(broker: &Mosquitto, dir: &std::path::Path, readings: u64, round
         backend.shutdown().await.expect("shutdown");
     }
     drain
+}
+
+/// Three reference backends in one group on one PostgreSQL: their drain, and how many readings
+/// each stored.
+async fn group_on_postgres(broker: &Mosquitto, readings: u64) -> (Drain, f64, Vec<u64>) {
+    let postgres = Postgres::start().expect("postgres");
+    let db = Database::parse(&postgres.url());
+    let options = |id: &str| {
+        let mut options = BackendOptions::new(db.clone());
+        options.client_id = format!("ingest-{id}");
+        options.settings.instance = id.to_string();
+        options.group = Some("ingest".parse().expect("group"));
+        options.config = None;
+        options.react_to_alerts = false;
+        options
+    };
+    let broker_options = BrokerOptions::parse(&broker.url()).expect("url");
+    let ids = ["a", "b", "c"];
+    // The sessions and their shared subscriptions first; the broker queues the burst for them.
+    for id in ids {
+        let first = ReferenceBackend::spawn::<Rumqttc>(&broker_options, options(id))
+            .await
+            .expect("backend");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        first.shutdown().await.expect("shutdown");
+    }
+    queue_burst(broker, readings).await;
+    let mut running = Vec::new();
+    let server = postgres.pid().unwrap_or(0);
+    let before = cpu_ns_tree(server);
+    let drain = Drain::measure(broker, readings, async {
+        for id in ids {
+            running.push(
+                ReferenceBackend::spawn::<Rumqttc>(&broker_options, options(id))
+                    .await
+                    .expect("backend"),
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            // What the instances say they stored: no query that would cost the database.
+            let stored: u64 = running.iter().map(ReferenceBackend::stored).sum();
+            if stored >= readings {
+                break;
+            }
+            assert!(Instant::now() < deadline, "stored {stored} of {readings}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let database_us = (cpu_ns_tree(server) - before) as f64 / 1_000.0 / readings as f64;
+    let mut split = Vec::new();
+    for instance in running {
+        let counters = instance.counters().await.expect("counters");
+        split.push(
+            counters
+                .accepted
+                .get(&dese_protocol::MessageKind::Telemetry)
+                .copied()
+                .unwrap_or(0),
+        );
+        instance.shutdown().await.expect("shutdown");
+    }
+    (drain, database_us, split)
+}
+
+async fn compare_group(readings: u64, rounds: usize) {
+    if let Err(e) = Postgres::start() {
+        println!("three instances on PostgreSQL: skipped ({e})");
+        return;
+    }
+    let broker = || Mosquitto::start().expect("mosquitto");
+    let mut ratios = Vec::new();
+    for _ in 0..rounds {
+        let raw = raw(&broker(), readings).await;
+        let (stored, database_us, split) = group_on_postgres(&broker(), readings).await;
+        let ratio = stored.rate / raw.rate;
+        println!(
+            "three instances on PostgreSQL, {readings} readings: raw subscriber {:.0}/s \
+             (CPU per reading {:.1} µs, broker {:.1} µs), the group stored {:.0}/s (CPU per \
+             reading {:.1} µs in the three, PostgreSQL {database_us:.1} µs, broker {:.1} µs), \
+             split {split:?}, ratio {ratio:.2}x",
+            raw.rate, raw.cpu_us.0, raw.cpu_us.1, stored.rate, stored.cpu_us.0, stored.cpu_us.1
+        );
+        ratios.push(ratio);
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "three instances on PostgreSQL: median ratio stored / raw {:.2}x over {rounds} round(s)",
+        ratios[ratios.len() / 2]
+    );
 }
 
 async fn compare(inflight: u32, readings: u64, rounds: usize, dir: &std::path::Path) {
@@ -221,8 +333,11 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        compare(0, readings, rounds, &dir).await;
-        compare(20, readings, rounds, &dir).await;
+        if std::env::var("DESE_INGEST_ONLY").as_deref() != Ok("group") {
+            compare(0, readings, rounds, &dir).await;
+            compare(20, readings, rounds, &dir).await;
+        }
+        compare_group(readings, rounds).await;
     });
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -24,6 +24,7 @@ mod store;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dese_backend::{Delivered, DeviceKey, Event, Outcome, Settings};
@@ -154,6 +155,7 @@ impl Commander {
 pub struct ReferenceBackend {
     commander: Commander,
     store: Arc<Store>,
+    stored: Arc<AtomicU64>,
     activity: mpsc::Receiver<Activity>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), Error>>,
@@ -180,6 +182,7 @@ impl ReferenceBackend {
             store: Arc::clone(&store),
         };
         let (activity_tx, activity) = mpsc::channel(1024);
+        let stored = Arc::new(AtomicU64::new(0));
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(
             EventLoop {
@@ -189,12 +192,14 @@ impl ReferenceBackend {
                 options,
                 activity: activity_tx,
                 reacted: HashMap::new(),
+                stored: Arc::clone(&stored),
             }
             .run(stopped),
         );
         Ok(Self {
             commander,
             store,
+            stored,
             activity,
             stop: Some(stop),
             task,
@@ -223,6 +228,12 @@ impl ReferenceBackend {
     /// Cancel safe.
     pub async fn devices(&self) -> Result<Vec<(DeviceKey, dese_backend::Presence)>, Error> {
         self.commander.handle.devices().await
+    }
+
+    /// Readings this instance added to the database (copies another instance had stored
+    /// already, or that were stored before a crash, not counted).
+    pub fn stored(&self) -> u64 {
+        self.stored.load(Ordering::Relaxed)
     }
 
     /// The database.
@@ -260,6 +271,7 @@ struct EventLoop<T> {
     options: BackendOptions,
     activity: mpsc::Sender<Activity>,
     reacted: HashMap<DeviceKey, Instant>,
+    stored: Arc<AtomicU64>,
 }
 
 impl<T> EventLoop<T> {
@@ -285,6 +297,12 @@ impl<T> EventLoop<T> {
             };
             // Stored: the broker may forget these messages now.
             self.client.handle().ack_all(acks.into_iter().flatten())?;
+            let readings = events
+                .iter()
+                .zip(&written.new)
+                .filter(|(event, new)| **new && matches!(event, Event::Telemetry { .. }))
+                .count();
+            self.stored.fetch_add(readings as u64, Ordering::Relaxed);
             // The store let go of its share when the write ended.
             let events = Arc::try_unwrap(events).unwrap_or_else(|shared| (*shared).clone());
             for (event, new) in events.into_iter().zip(written.new) {

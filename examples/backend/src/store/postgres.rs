@@ -2,6 +2,8 @@
 //! in one transaction with all its readings in one statement, every insert idempotent.
 
 use deadpool_postgres::GenericClient;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use dese_backend::{DeviceKey, Event, Outcome};
 use dese_protocol::{Alert, CommandResponse, DeviceState, Status, Telemetry};
@@ -23,7 +25,8 @@ const MIGRATIONS: &[(i32, &str)] = &[(
     1,
     "
 CREATE TABLE telemetry (
-    org text NOT NULL, device text NOT NULL, timestamp timestamptz NOT NULL,
+    org text COLLATE \"C\" NOT NULL, device text COLLATE \"C\" NOT NULL,
+    timestamp timestamptz NOT NULL,
     ph double precision NOT NULL, chlorine double precision NOT NULL,
     temperature double precision NOT NULL,
     orp integer, tds bigint, flow_rate double precision, battery smallint,
@@ -64,9 +67,9 @@ const MIGRATION_LOCK: i64 = 0x0d35_e5c4_e3a5;
 /// holds it more than once).
 const INSERT_READINGS: &str = "
 WITH input AS (
-    SELECT org, device, ts::timestamptz AS ts, ph, chlorine, temperature, orp, tds, flow_rate,
+    SELECT org, device, ts, ph, chlorine, temperature, orp, tds, flow_rate,
            battery, signal_strength, firmware_version, digest, i
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[], $6::float8[],
+    FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::float8[], $6::float8[],
                 $7::int4[], $8::int8[], $9::float8[], $10::int2[], $11::int2[], $12::text[],
                 $13::int8[])
          WITH ORDINALITY AS u(org, device, ts, ph, chlorine, temperature, orp, tds, flow_rate,
@@ -244,7 +247,10 @@ async fn insert_readings(
     };
     let orgs = column(&|d, _| d.org.as_str().to_string());
     let devices = column(&|d, _| d.device.as_str().to_string());
-    let times = column(&|_, t| t.timestamp.to_string());
+    let times: Vec<SystemTime> = readings
+        .iter()
+        .map(|(_, t)| system_time(t.timestamp))
+        .collect();
     let firmware = column(&|_, t| t.metadata.firmware_version.clone());
     let f64s = |f: &dyn Fn(&Telemetry) -> f64| -> Vec<f64> {
         readings.iter().map(|(_, t)| f(t)).collect()
@@ -292,6 +298,18 @@ async fn insert_readings(
         )
         .await?;
     Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// A timestamp as PostgreSQL's client takes it (a `timestamptz`, to the microsecond).
+fn system_time(t: dese_protocol::Timestamp) -> SystemTime {
+    let nanos = Duration::new(t.unix_seconds().unsigned_abs(), t.subsec_nanos());
+    if t.unix_seconds() >= 0 {
+        UNIX_EPOCH + nanos
+    } else {
+        // Before 1970: seconds count back, nanoseconds forward.
+        UNIX_EPOCH - Duration::from_secs(t.unix_seconds().unsigned_abs())
+            + Duration::from_nanos(u64::from(t.subsec_nanos()))
+    }
 }
 
 /// Runs a statement, prepared once per connection.
