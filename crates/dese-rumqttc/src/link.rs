@@ -43,8 +43,10 @@ fn mqtt_options(broker: &BrokerOptions, session: &Session) -> Result<MqttOptions
             session.acknowledgement,
             Acknowledgement::Manual { .. }
         ))
-        // rumqttc's own in-flight limit: more than any engine's window, so it never waits.
-        .set_inflight(1024);
+        // rumqttc's own in-flight limit, and a slot kept per in-flight message: the engine's
+        // window and a margin, so it never waits for room. (At 1,024, the slots took 74 KiB of
+        // every client: most of a simulated device's memory.)
+        .set_inflight(in_flight(session.in_flight_window));
     if let Some(will) = &session.will {
         options.set_last_will(last_will(will));
     }
@@ -228,6 +230,11 @@ fn wanted(event: &rumqttc::Event) -> bool {
 
 /// The largest remaining length an MQTT 3.1.1 packet can declare (256 MiB).
 const MQTT_MAX_PACKET: usize = 268_435_455;
+
+/// rumqttc's in-flight limit for an engine that keeps `window` publishes in flight.
+fn in_flight(window: usize) -> u16 {
+    u16::try_from(window.saturating_add(8)).unwrap_or(u16::MAX - 1)
+}
 
 /// What the next connection uses.
 #[derive(Debug)]

@@ -131,6 +131,7 @@ impl<T: Transport> BackendClient<T> {
                 clean_session,
                 will: None,
                 acknowledgement: Acknowledgement::Manual { window },
+                in_flight_window: settings.in_flight_window.max(1),
             },
         )?;
         let engine = Backend::new(settings);

@@ -72,6 +72,7 @@ impl<T: Transport> DeviceClient<T> {
         handler: impl CommandHandler + Send + 'static,
     ) -> Result<Self, Error> {
         let clock = Clock::new();
+        let settings_window = settings.in_flight_window.max(1);
         let engine = Device::new(settings, clock.now());
         let connect = engine.connect_options(utc_now());
         let (keepalive, will) = session(&engine);
@@ -84,6 +85,8 @@ impl<T: Transport> DeviceClient<T> {
                 will: Some(will),
                 // The device engine answers a command as it handles it.
                 acknowledgement: Acknowledgement::OnReceipt,
+                // The window, and the goodbye status beside it.
+                in_flight_window: settings_window + 1,
             },
         )?;
         let (control, control_rx) = mpsc::unbounded_channel();

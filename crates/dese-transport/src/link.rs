@@ -37,6 +37,10 @@ pub struct Session {
     pub will: Option<Will>,
     /// When a received message is acknowledged to the broker.
     pub acknowledgement: Acknowledgement,
+    /// The most publishes the engine keeps in flight (handed to the link, not yet
+    /// acknowledged) at once: a link may size its own bookkeeping by it (rumqttc keeps a slot
+    /// per in-flight message, for every connection).
+    pub in_flight_window: usize,
 }
 
 /// When a link acknowledges a received message to the broker (PUBACK).
