@@ -671,13 +671,13 @@ pub async fn shared_group<D: Transport, B: Transport>(url: &str) {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let device = DeviceClient::<D>::spawn(
-        &options,
-        device_settings("org-1", "dev-shared", 86_400_000),
-        NoSensors,
-        Recorder::default(),
-    )
-    .unwrap();
+    // Room for every reading: the test is about the split, not about how fast the broker
+    // acknowledges a burst (a full outbox drops the oldest, and a busy machine fills one of 100).
+    let mut settings_of_device = device_settings("org-1", "dev-shared", 86_400_000);
+    settings_of_device.outbox_capacity = READINGS;
+    let device =
+        DeviceClient::<D>::spawn(&options, settings_of_device, NoSensors, Recorder::default())
+            .unwrap();
     // Every instance has the presence.
     wait_for(&mut first, online).await;
     wait_for(&mut second, online).await;
@@ -690,9 +690,12 @@ pub async fn shared_group<D: Transport, B: Transport>(url: &str) {
     while seen[0].len() + seen[1].len() < READINGS {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "only {} + {}",
+            "only {} + {}: first {:?}, second {:?}, device {:?}",
             seen[0].len(),
-            seen[1].len()
+            seen[1].len(),
+            first.counters(),
+            second.counters(),
+            device.stats()
         );
         tokio::select! {
             Some(Event::Telemetry { telemetry, .. }) = first.next_event() => { seen[0].insert(telemetry.timestamp); }

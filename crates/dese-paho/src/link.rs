@@ -2,6 +2,7 @@
 //! events.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -63,12 +64,76 @@ impl std::fmt::Debug for PahoLink {
     }
 }
 
-type Call = Box<dyn FnOnce(&paho::AsyncClient) + Send>;
+type Call = Box<dyn FnOnce(&mut Owned) + Send>;
 
 /// Runs calls into the C client on a thread of its own, in order; the client is destroyed
 /// there too, when the link is dropped.
 #[derive(Debug)]
 struct Caller(std::sync::mpsc::Sender<Call>);
+
+/// What the thread of a [`Caller`] owns: the C client, and the connection attempts whose
+/// outcome has not come yet.
+///
+/// The C library keeps a reference to the client in each attempt's token and drops it from its
+/// own thread when the attempt ends, inside the callback, with its global lock held. Were that
+/// the last reference, the client would be destroyed right there, and destroying takes the same
+/// lock: every paho client of the process would hang (seen in the conformance suite, when a
+/// link was dropped while its broker refused the connection). So the tokens are kept and
+/// dropped on this thread, and the client outlives every attempt ([`Owned::release`]).
+struct Owned {
+    client: paho::AsyncClient,
+    attempts: Vec<Attempt>,
+}
+
+/// A connection attempt in progress: its token, and what to do with the outcome.
+struct Attempt {
+    token: paho::Token,
+    outcome: Box<dyn FnOnce(paho::Result<paho::ServerResponse>) + Send>,
+}
+
+impl Owned {
+    /// How often the outcome of an attempt in progress is looked at: the latency it adds to
+    /// a connection.
+    const POLL: Duration = Duration::from_millis(10);
+
+    /// Hands over the outcome of each attempt that has ended.
+    fn finish_attempts(&mut self) {
+        let mut index = 0;
+        while index < self.attempts.len() {
+            if let Some(result) = self.attempts[index].token.try_wait() {
+                let attempt = self.attempts.swap_remove(index);
+                (attempt.outcome)(result);
+            } else {
+                index += 1;
+            }
+        }
+    }
+
+    /// Drops the client once no attempt can hold the last reference to it: each has ended
+    /// and the callback that ended it has returned. An attempt that never ends (the connect
+    /// timeout is 10 s) leaves the client to the C library, a leak rather than a hang.
+    fn release(self) {
+        let Self { client, attempts } = self;
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let mut ended = true;
+        for mut attempt in attempts {
+            while attempt.token.try_wait().is_none() {
+                if std::time::Instant::now() >= deadline {
+                    ended = false;
+                    break;
+                }
+                std::thread::sleep(Self::POLL);
+            }
+        }
+        if ended {
+            // Takes the library's lock, so waits for the callback that ended the last attempt.
+            let _ = client.is_connected();
+            drop(client);
+        } else {
+            std::mem::forget(client);
+        }
+    }
+}
 
 impl Caller {
     /// Starts the thread, which creates the client first: creating it takes the C library's
@@ -87,9 +152,28 @@ impl Caller {
                         return;
                     }
                 };
-                while let Ok(call) = queue.recv() {
-                    call(&client);
+                let mut owned = Owned {
+                    client,
+                    attempts: Vec::new(),
+                };
+                loop {
+                    let call = if owned.attempts.is_empty() {
+                        queue.recv().ok()
+                    } else {
+                        match queue.recv_timeout(Owned::POLL) {
+                            Ok(call) => Some(call),
+                            Err(RecvTimeoutError::Timeout) => {
+                                owned.finish_attempts();
+                                continue;
+                            }
+                            Err(RecvTimeoutError::Disconnected) => None,
+                        }
+                    };
+                    let Some(call) = call else { break };
+                    call(&mut owned);
+                    owned.finish_attempts();
                 }
+                owned.release();
             })
             .map_err(|e| {
                 Error::Connection(ConnectionFailure::new(
@@ -100,7 +184,7 @@ impl Caller {
         Ok(Self(calls))
     }
 
-    fn call(&self, call: impl FnOnce(&paho::AsyncClient) + Send + 'static) {
+    fn call(&self, call: impl FnOnce(&mut Owned) + Send + 'static) {
         // The thread ends only when the link is dropped.
         let _ = self.0.send(Box::new(call));
     }
@@ -281,7 +365,7 @@ impl Link for PahoLink {
         let events = self.events.clone();
         let tls_address = self.secure.then(|| self.address.clone());
         let runtime = self.runtime.clone();
-        self.calls.call(move |client| {
+        self.calls.call(move |owned| {
             // Built here: paho's options cannot move between threads.
             let options = match recipe.options(keepalive) {
                 Ok(options) => options,
@@ -291,20 +375,26 @@ impl Link for PahoLink {
                     return;
                 }
             };
-            let token = client.connect(options);
-            runtime.spawn(async move {
-                let event = match token.await {
-                    Ok(_) => LinkEvent::Connected,
-                    Err(error) => LinkEvent::Lost(failure(&error, tls_address).await),
-                };
-                let _ = events.send(event);
+            let token = owned.client.connect(options);
+            let outcome = move |result: paho::Result<paho::ServerResponse>| {
+                drop(runtime.spawn(async move {
+                    let event = match result {
+                        Ok(_) => LinkEvent::Connected,
+                        Err(error) => LinkEvent::Lost(failure(&error, tls_address).await),
+                    };
+                    let _ = events.send(event);
+                }));
+            };
+            owned.attempts.push(Attempt {
+                token,
+                outcome: Box::new(outcome),
             });
         });
     }
 
     fn subscribe(&mut self, filters: &[String]) {
         let filters = filters.to_vec();
-        self.calls.call(move |client| {
+        self.calls.call(move |Owned { client, .. }| {
             let qos = vec![1; filters.len()];
             // The outcome is not awaited: a refused subscription shows as messages that never
             // come, and a lost connection is reported by the callback.
@@ -324,7 +414,7 @@ impl Link for PahoLink {
         let (topic, payload) = (topic.to_string(), payload.to_vec());
         let events = self.events.clone();
         let runtime = self.runtime.clone();
-        self.calls.call(move |client| {
+        self.calls.call(move |Owned { client, .. }| {
             let message = if retain {
                 paho::Message::new_retained(topic, payload, 1)
             } else {
@@ -349,7 +439,7 @@ impl Link for PahoLink {
     fn reconnect(&mut self) {
         let events = self.events.clone();
         let runtime = self.runtime.clone();
-        self.calls.call(move |client| {
+        self.calls.call(move |Owned { client, .. }| {
             let token = client.disconnect(None);
             runtime.spawn(async move {
                 let _ = tokio::time::timeout(Duration::from_secs(2), token).await;
@@ -367,7 +457,7 @@ impl Link for PahoLink {
             gate.close();
         }
         let (sent, token) = oneshot::channel();
-        self.calls.call(move |client| {
+        self.calls.call(move |Owned { client, .. }| {
             if !client.is_connected() {
                 return;
             }
