@@ -375,15 +375,26 @@ impl Link for PahoLink {
                     return;
                 }
             };
-            let token = owned.client.connect(options);
+            // `Connected` is sent from the C library's own callback, before the library can
+            // notice that connection's loss and call the connection-lost callback: the driver
+            // always sees the two in that order. (Sent from the polled token, it could come
+            // after the loss of a connection that a broker restart cut at once, and the driver
+            // would wait on a dead link.) A failure comes from the token, which carries the error.
+            let connected = events.clone();
+            let token = owned.client.connect_with_callbacks(
+                options,
+                move |_, _| {
+                    let _ = connected.send(LinkEvent::Connected);
+                },
+                |_, _, _| {},
+            );
             let outcome = move |result: paho::Result<paho::ServerResponse>| {
-                drop(runtime.spawn(async move {
-                    let event = match result {
-                        Ok(_) => LinkEvent::Connected,
-                        Err(error) => LinkEvent::Lost(failure(&error, tls_address).await),
-                    };
-                    let _ = events.send(event);
-                }));
+                if let Err(error) = result {
+                    drop(runtime.spawn(async move {
+                        let lost = LinkEvent::Lost(failure(&error, tls_address).await);
+                        let _ = events.send(lost);
+                    }));
+                }
             };
             owned.attempts.push(Attempt {
                 token,
