@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::PathBuf;
 
-use dese_protocol::{DecodeError, Decoder, Direction, OrgId, Topic};
+use dese_protocol::{DecodeError, Decoder, Direction, OrgId, Printable, Topic};
 use serde_json::json;
 
 use crate::exit::{Exit, Failure};
@@ -56,13 +56,23 @@ pub(crate) fn run(args: &Args) -> Result<Exit, Failure> {
         .map(|org| OrgId::parse(org).map_err(|e| Failure::usage(format!("--org {org:?}: {e}"))))
         .collect::<Result<BTreeSet<_>, _>>()?;
     let payload = read_payload(args)?;
-    let decoder = Decoder::new().require_uuid_orgs(args.uuid_orgs);
+    let decoder = Decoder::new()
+        .require_uuid_orgs(args.uuid_orgs)
+        .refuse_unknown_commands(true);
     let verdict = check(&decoder, &allowed, &args.topic, &payload);
     match (&verdict, args.json) {
-        (Ok(report), true) => println!("{}", report.json),
-        (Ok(report), false) => println!("valid {}: {}", report.kind, report.line),
-        (Err(refusal), true) => println!("{}", refusal.json(&args.topic)),
-        (Err(refusal), false) => eprintln!("invalid: {} ({})", refusal.message, refusal.reason),
+        // The payload's own text is escaped: it cannot drive the terminal.
+        (Ok(report), true) => println!("{}", Printable::json_safe(&report.json.to_string())),
+        (Ok(report), false) => println!("valid {}: {}", report.kind, Printable(&report.line)),
+        (Err(refusal), true) => println!(
+            "{}",
+            Printable::json_safe(&refusal.json(&args.topic).to_string())
+        ),
+        (Err(refusal), false) => eprintln!(
+            "invalid: {} ({})",
+            Printable(&refusal.message),
+            refusal.reason
+        ),
     }
     Ok(if verdict.is_ok() {
         Exit::Ok

@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::error::{DecodeError, EncodeError, Fault, FieldPath, Problem};
 use crate::id::{CommandId, IdError, IdKind, IdProblem};
 use crate::kind::MessageKind;
-use crate::message::check::{self, Field, Object};
+use crate::message::check::{self, Field, Object, shorten};
 use crate::message::{
-    ALERT_SHAPE, Alert, AlertWire, COMMAND_SHAPE, CONFIG_SHAPE, Command, CommandResponse,
+    ALERT_SHAPE, Action, Alert, AlertWire, COMMAND_SHAPE, CONFIG_SHAPE, Command, CommandResponse,
     CommandWire, Config, ConfigWire, Envelope, Message, RESPONSE_SHAPE, ResponseWire, STATUS_SHAPE,
     Status, StatusWire, TELEMETRY_SHAPE, Telemetry, TelemetryWire,
 };
@@ -71,6 +71,7 @@ impl Default for Limits {
 pub struct Decoder {
     limits: Limits,
     uuid_orgs: bool,
+    refuse_unknown_commands: bool,
 }
 
 impl Decoder {
@@ -79,6 +80,7 @@ impl Decoder {
         Self {
             limits: Limits::DEFAULT,
             uuid_orgs: false,
+            refuse_unknown_commands: false,
         }
     }
 
@@ -93,6 +95,27 @@ impl Decoder {
     #[must_use]
     pub const fn require_uuid_orgs(mut self, yes: bool) -> Self {
         self.uuid_orgs = yes;
+        self
+    }
+
+    /// When `yes`, a command whose name the protocol does not list is refused
+    /// ([`Reason::UnknownCommand`](crate::Reason::UnknownCommand), at `command`, with its
+    /// `command_id`), as a validator judges it. By default it decodes as
+    /// [`Action::Unknown`](crate::Action::Unknown), so that a device can answer it with an
+    /// error response, as the protocol asks.
+    ///
+    /// ```
+    /// use dese_protocol::{Decoder, Reason};
+    ///
+    /// let dance = br#"{"command_id":"c-1","device_id":"d","command":"dance","timestamp":"2025-01-27T10:00:00Z"}"#;
+    /// assert!(Decoder::new().decode("devices/o/d/commands", dance).is_ok());
+    /// let err = Decoder::new().refuse_unknown_commands(true).decode("devices/o/d/commands", dance).unwrap_err();
+    /// assert_eq!(err.reason(), Reason::UnknownCommand);
+    /// assert_eq!(err.command_id().unwrap().as_str(), "c-1");
+    /// ```
+    #[must_use]
+    pub const fn refuse_unknown_commands(mut self, yes: bool) -> Self {
+        self.refuse_unknown_commands = yes;
         self
     }
 
@@ -126,6 +149,7 @@ impl Decoder {
             MessageKind::Commands => run::<CommandWire<'_>, _>(payload, kind, COMMAND_SHAPE, |w| {
                 Command::from_wire(w, topic)
             })
+            .and_then(|command| self.known(command))
             .map(Message::Command),
             MessageKind::CommandResponse => run::<ResponseWire<'_>, _>(
                 payload,
@@ -153,6 +177,17 @@ impl Decoder {
                 Err(DecodeError::Invalid(invalid))
             }
             other => other,
+        }
+    }
+
+    /// Refuses an unknown command when asked to ([`Decoder::refuse_unknown_commands`]).
+    fn known(&self, command: Command) -> Result<Command, DecodeError> {
+        match &command.action {
+            Action::Unknown { name, .. } if self.refuse_unknown_commands => {
+                let fault = Fault::at("command", Problem::UnknownCommand { got: shorten(name) });
+                Err(fault.into_invalid(MessageKind::Commands).into())
+            }
+            _ => Ok(command),
         }
     }
 
@@ -201,6 +236,24 @@ fn uuid_error(topic: &Topic) -> DecodeError {
 /// ```
 pub fn decode(topic: &str, payload: &[u8]) -> Result<Envelope, DecodeError> {
     Decoder::new().decode(topic, payload)
+}
+
+/// Judges a message as a validator does (`dese validate`, the JSON Schemas, the test vectors):
+/// like [`decode`], and a command whose name the protocol does not list is refused
+/// ([`Decoder::refuse_unknown_commands`]). A device decodes with [`decode`] instead, so that it
+/// can answer such a command with an error response.
+///
+/// ```
+/// use dese_protocol::{Reason, decode, validate};
+///
+/// let dance = br#"{"command_id":"c-1","device_id":"d","command":"dance","timestamp":"2025-01-27T10:00:00Z"}"#;
+/// assert!(decode("devices/o/d/commands", dance).is_ok());
+/// assert_eq!(validate("devices/o/d/commands", dance).unwrap_err().reason(), Reason::UnknownCommand);
+/// ```
+pub fn validate(topic: &str, payload: &[u8]) -> Result<Envelope, DecodeError> {
+    Decoder::new()
+        .refuse_unknown_commands(true)
+        .decode(topic, payload)
 }
 
 /// Fast pass: serde into the wire struct, then the field rules. Slow pass, only when serde
@@ -327,7 +380,7 @@ pub fn encode(message: &Message) -> Result<Vec<u8>, EncodeError> {
         Message::Command(m) => m.check_text(),
         Message::CommandResponse(m) => m.check_text(),
         Message::Status(m) => m.check_text(),
-        Message::Config(_) => Ok(()),
+        Message::Config(m) => m.check_text(),
         Message::Alert(m) => m.check_text(),
     };
     texts.map_err(|fault| EncodeError::Invalid(Box::new(fault.into_invalid(message.kind()))))?;

@@ -194,6 +194,14 @@ pub enum Problem {
         /// The upper bound given.
         max: f64,
     },
+    /// A command name the protocol does not list. Only a decoder that refuses unknown
+    /// commands reports it ([`Decoder::refuse_unknown_commands`](crate::Decoder::refuse_unknown_commands));
+    /// a device's decoder lets the command through, so that the device can answer it with an
+    /// error response.
+    UnknownCommand {
+        /// The name found (shortened if long).
+        got: String,
+    },
     /// A problem found by the JSON parser that has no more precise description (such as a
     /// field given twice).
     Other(String),
@@ -237,6 +245,11 @@ impl fmt::Display for Problem {
                 write!(f, "{payload:?} does not match the topic's {topic:?}")
             }
             Self::MinAboveMax { min, max } => write!(f, "min {min} is greater than max {max}"),
+            Self::UnknownCommand { got } => write!(
+                f,
+                "{got:?} is not one of the protocol's commands: {}",
+                crate::Action::NAMES.join(", ")
+            ),
             Self::Other(message) => f.write_str(message),
         }
     }
@@ -466,13 +479,15 @@ pub enum Reason {
     TenantMismatch,
     /// Fields that contradict each other.
     Inconsistent,
+    /// A command name the protocol does not list (only from a decoder that refuses them).
+    UnknownCommand,
     /// Anything else the parser refused.
     Other,
 }
 
 impl Reason {
     /// Every reason, in declaration order.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::Topic,
         Self::Empty,
         Self::TooLarge,
@@ -487,6 +502,7 @@ impl Reason {
         Self::BadText,
         Self::TenantMismatch,
         Self::Inconsistent,
+        Self::UnknownCommand,
         Self::Other,
     ];
 
@@ -501,6 +517,7 @@ impl Reason {
             Problem::Text { .. } | Problem::Name { .. } => Self::BadText,
             Problem::TenantMismatch { .. } => Self::TenantMismatch,
             Problem::MinAboveMax { .. } => Self::Inconsistent,
+            Problem::UnknownCommand { .. } => Self::UnknownCommand,
             Problem::Other(_) => Self::Other,
         }
     }
@@ -522,6 +539,7 @@ impl Reason {
             Self::BadText => "bad_text",
             Self::TenantMismatch => "tenant_mismatch",
             Self::Inconsistent => "inconsistent",
+            Self::UnknownCommand => "unknown_command",
             Self::Other => "other",
         }
     }

@@ -10,11 +10,13 @@ extern crate std;
 
 pub mod id;
 mod kind;
+mod printable;
 mod time;
 mod value;
 
 pub use id::{IdError, IdKind, IdProblem};
 pub use kind::{Direction, MessageKind, QoS, UnknownKind};
+pub use printable::Printable;
 pub use time::{Timestamp, TimestampError};
 pub use value::{
     Battery, Celsius, Finite, FlowRate, Keepalive, Num, Ph, Ppm, Range, RangeError, Scale,
@@ -33,7 +35,7 @@ pub mod schema;
 pub mod topic;
 
 #[cfg(feature = "alloc")]
-pub use codec::{Decoder, Limits, TELEMETRY_BUDGET, decode, encode};
+pub use codec::{Decoder, Limits, TELEMETRY_BUDGET, decode, encode, validate};
 #[cfg(feature = "alloc")]
 pub use error::{DecodeError, EncodeError, FieldPath, Invalid, JsonType, Problem, Reason};
 #[cfg(feature = "alloc")]

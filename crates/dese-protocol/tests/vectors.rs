@@ -1,4 +1,5 @@
-//! The committed test vectors under `schemas/vectors/`, judged by the decoder.
+//! The committed test vectors under `schemas/vectors/`, judged by the decoder as a validator
+//! runs it (`validate`: unknown commands refused).
 //!
 //! Each vector names the conformance statements it proves (DESE-T*, P*, V*, C4); this test
 //! proves all of them at once and fails on the first vector whose verdict, reason or field path
@@ -10,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use dese_protocol::{Reason, decode, encode};
+use dese_protocol::{Reason, encode, validate};
 use serde_json::Value;
 
 struct Vector {
@@ -73,13 +74,13 @@ fn every_vector_gets_its_verdict() {
     let mut reasons_seen = BTreeSet::new();
     for v in &vectors {
         let at = format!("{} / {:?}", v.file, v.name);
-        match (decode(&v.topic, &v.payload), v.valid) {
+        match (validate(&v.topic, &v.payload), v.valid) {
             (Ok(envelope), true) => {
                 // Round trip: what we encode, we decode to the same value.
                 let bytes =
                     encode(&envelope.message).unwrap_or_else(|e| panic!("{at}: encode: {e}"));
                 let again =
-                    decode(&v.topic, &bytes).unwrap_or_else(|e| panic!("{at}: re-decode: {e}"));
+                    validate(&v.topic, &bytes).unwrap_or_else(|e| panic!("{at}: re-decode: {e}"));
                 assert_eq!(again, envelope, "{at}: round trip");
             }
             (Err(err), false) => {

@@ -10,7 +10,7 @@ use serde_json::Number;
 
 use crate::error::{Fault, FieldPath, Problem};
 use crate::id::DeviceId;
-use crate::message::check::{self, Field, Object, Ty, integer, number};
+use crate::message::check::{self, Field, Object, Ty, integer, number, shorten};
 use crate::message::sensor::Sensor;
 use crate::time::Timestamp;
 use crate::topic::Topic;
@@ -239,6 +239,31 @@ impl Config {
     }
 }
 
+impl Config {
+    /// What the decoder would refuse and the types cannot rule out: a calibration or
+    /// threshold for a sensor the protocol does not list.
+    pub(crate) fn check_text(&self) -> Result<(), Fault> {
+        let c = &self.config;
+        let calibrated = c.sensor_calibration.iter().flat_map(|m| m.keys());
+        let bounded = c.alert_thresholds.iter().flat_map(|m| m.keys());
+        let named = calibrated
+            .map(|s| ("config.sensor_calibration", s))
+            .chain(bounded.map(|s| ("config.alert_thresholds", s)));
+        for (path, sensor) in named {
+            if !sensor.is_known() {
+                return Err(Fault {
+                    path: FieldPath::of(path),
+                    problem: Problem::NotOneOf {
+                        got: shorten(sensor.as_str()),
+                        expected: &Sensor::KNOWN_NAMES,
+                    },
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 fn per_sensor<W, T>(
     map: BTreeMap<String, W>,
     path: &'static str,
@@ -246,7 +271,15 @@ fn per_sensor<W, T>(
 ) -> Result<BTreeMap<Sensor, T>, Fault> {
     map.into_iter()
         .map(|(key, value)| {
-            let sensor = Sensor::read(&key, || FieldPath::of(path))?;
+            // Only the protocol's sensors: a device keeps one entry per sensor, and names it
+            // has never heard of must not grow its memory.
+            let sensor = Sensor::known(&key).ok_or_else(|| Fault {
+                path: FieldPath::of(path),
+                problem: Problem::NotOneOf {
+                    got: shorten(&key),
+                    expected: &Sensor::KNOWN_NAMES,
+                },
+            })?;
             let here = format!("{path}.{key}");
             Ok((sensor, read(value, &here)?))
         })

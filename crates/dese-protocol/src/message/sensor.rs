@@ -7,7 +7,9 @@ use crate::error::{Fault, Problem};
 use crate::message::check::shorten;
 
 /// A sensor: the six the protocol's telemetry knows, or another by name, so that a device with
-/// a newer sensor (turbidity, say) can still be calibrated and raise alerts.
+/// a newer sensor (turbidity, say) can still raise alerts and be sent `calibrate_sensor`.
+/// Config (`sensor_calibration`, `alert_thresholds`) takes only the six
+/// ([`Sensor::KNOWN_NAMES`]).
 ///
 /// # Examples
 ///
@@ -48,6 +50,31 @@ const KNOWN: [(&str, Sensor); 6] = [
 ];
 
 impl Sensor {
+    /// The names of the six sensors the protocol's telemetry knows: the only keys of
+    /// `sensor_calibration` and `alert_thresholds`.
+    pub const KNOWN_NAMES: [&'static str; 6] =
+        ["ph", "chlorine", "temperature", "orp", "tds", "flow_rate"];
+
+    /// One of the six sensors the protocol knows, by name; `None` for any other name.
+    ///
+    /// ```
+    /// use dese_protocol::Sensor;
+    ///
+    /// assert_eq!(Sensor::known("tds"), Some(Sensor::Tds));
+    /// assert_eq!(Sensor::known("turbidity"), None);
+    /// ```
+    pub fn known(s: &str) -> Option<Self> {
+        KNOWN
+            .iter()
+            .find(|(name, _)| *name == s)
+            .map(|(_, sensor)| sensor.clone())
+    }
+
+    /// Whether this is one of the six sensors the protocol knows.
+    pub fn is_known(&self) -> bool {
+        !matches!(self, Self::Other(_))
+    }
+
     /// Reads a sensor name.
     pub fn parse(s: &str) -> Result<Self, SensorNameError> {
         match KNOWN.iter().find(|(name, _)| *name == s) {

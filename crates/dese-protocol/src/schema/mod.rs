@@ -21,9 +21,8 @@ use serde_json::{Value, json};
 use crate::id::{CommandId, DeviceId, OrgId, ShareGroup};
 use crate::kind::MessageKind;
 use crate::message::{
-    ALERT_MESSAGE_MAX, Alert, Calibration, Command, CommandResponse, Config, DeviceState,
+    ALERT_MESSAGE_MAX, Action, Alert, Calibration, Command, CommandResponse, Config, DeviceState,
     ERROR_MAX, FIRMWARE_VERSION_MAX, PumpState, Sensor, Severity, Status, Telemetry,
-    UNKNOWN_COMMAND_MAX,
 };
 use crate::time::Timestamp;
 use crate::value::{
@@ -446,11 +445,10 @@ impl<T: JsonSchema> JsonSchema for SensorMap<T> {
     }
 
     fn json_schema(generator: &mut SchemaGenerator) -> Schema {
-        let sensor = generator.subschema_for::<Sensor>();
         let value = generator.subschema_for::<T>();
         json_schema!({
             "type": "object",
-            "propertyNames": sensor,
+            "propertyNames": { "enum": Sensor::KNOWN_NAMES },
             "additionalProperties": value,
         })
     }
@@ -572,46 +570,56 @@ impl JsonSchema for Command {
         let command_id = generator.subschema_for::<CommandId>();
         let device_id = generator.subschema_for::<DeviceId>();
         let timestamp = generator.subschema_for::<Timestamp>();
-        let mut cases = Vec::new();
+        // One alternative per command, told apart by the name's `const`: exactly one can
+        // match, and code generators give each command its own typed parameters.
+        let mut alternatives = Vec::new();
         for (name, build) in PARAMETERS {
             let parameters = build(generator);
-            cases.push(json!({
-                "if": { "properties": { "command": { "const": name } }, "required": ["command"] },
-                "then": { "properties": { "parameters": parameters } },
-            }));
-        }
-        // Commands whose parameters have required fields need the parameters object itself.
-        for name in [
-            "set_pump",
-            "set_ph_target",
-            "set_chlorine_target",
-            "calibrate_sensor",
-        ] {
-            cases.push(json!({
-                "if": { "properties": { "command": { "const": name } }, "required": ["command"] },
-                "then": { "required": ["parameters"] },
-            }));
+            // Commands whose parameters have required fields need the parameters object itself.
+            let required = parameters
+                .get("required")
+                .is_some_and(|r| r.as_array().is_some_and(|r| !r.is_empty()));
+            let mut alternative = json!({
+                "title": title(name),
+                "properties": {
+                    "command": { "const": name },
+                    "parameters": parameters,
+                },
+            });
+            if required {
+                alternative["required"] = json!(["parameters"]);
+            }
+            alternatives.push(alternative);
         }
         json_schema!({
             "type": "object",
-            "description": "A command for one device. `command` names the action; a name this \
-                            version does not know is valid, and the device answers it with an \
-                            error response.",
+            "description": "A command for one device. `command` is one of the protocol's six; \
+                            the parameters are those of that command.",
             "required": ["command_id", "device_id", "command", "timestamp"],
             "properties": {
                 "command_id": command_id,
                 "device_id": device_id,
                 "command": {
                     "type": "string",
-                    "minLength": 1,
-                    "maxLength": UNKNOWN_COMMAND_MAX,
-                    "description": "set_pump, set_ph_target, set_chlorine_target, reboot, \
-                                    reset_config, calibrate_sensor, or another name.",
+                    "enum": Action::NAMES,
+                    "description": "The action: one of the protocol's commands.",
                 },
                 "parameters": { "type": ["object", "null"] },
                 "timestamp": timestamp,
             },
-            "allOf": cases,
+            "oneOf": alternatives,
         })
     }
+}
+
+/// `set_pump` as `SetPump`: the name a code generator gives an alternative.
+fn title(name: &str) -> String {
+    name.split('_')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_ascii_uppercase().to_string() + chars.as_str()
+            })
+        })
+        .collect()
 }

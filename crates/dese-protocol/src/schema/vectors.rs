@@ -656,12 +656,15 @@ pub(super) fn by_kind() -> Vec<(MessageKind, Vec<Vector>)> {
             ),
             &["DESE-P5"],
         ),
-        ok(
-            "unknown command decodes so the device can refuse it",
+        bad(
+            "a command the protocol does not list",
             &c,
             cmd_with("dance", json!({"style":"tango"})),
-            &["DESE-C4"],
-        ),
+            "unknown_command",
+            "command",
+            &["DESE-P4", "DESE-C4"],
+        )
+        .command_id("cmd-1"),
         ok(
             "extra parameters are ignored",
             &c,
@@ -1002,8 +1005,32 @@ pub(super) fn by_kind() -> Vec<(MessageKind, Vec<Vector>)> {
             set(
                 &cfg,
                 "config.sensor_calibration",
+                json!({"orp":{"offset":-0.5}}),
+            ),
+            &["DESE-P8"],
+        ),
+        bad(
+            "calibration of a sensor the protocol does not list",
+            &g,
+            set(
+                &cfg,
+                "config.sensor_calibration",
                 json!({"turbidity":{"offset":-0.5}}),
             ),
+            "not_one_of",
+            "config.sensor_calibration",
+            &["DESE-P8"],
+        ),
+        bad(
+            "threshold of an invented sensor",
+            &g,
+            set(
+                &cfg,
+                "config.alert_thresholds",
+                json!({"ph":{"min":6.8},"x-1":{"max":1}}),
+            ),
+            "not_one_of",
+            "config.alert_thresholds",
             &["DESE-P8"],
         ),
         bad(
@@ -1082,7 +1109,7 @@ pub(super) fn by_kind() -> Vec<(MessageKind, Vec<Vector>)> {
                 "config.sensor_calibration",
                 json!({"p h":{"offset":0}}),
             ),
-            "bad_text",
+            "not_one_of",
             "config.sensor_calibration",
             &["DESE-P8"],
         ),
