@@ -3,16 +3,20 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use dese_device::{Backoff, MessageId};
+use dese_device::{Backoff, MessageId, SettingsError};
 use dese_protocol::{
     Action, Alert, Command, CommandId, CommandResponse, Config, DecodeError, Decoder, DeviceConfig,
     DeviceId, DeviceState, Direction, Message, MessageKind, OrgId, QoS, Reason, ShareGroup, Status,
     Telemetry, Timestamp, Topic, TopicFilter, encode,
 };
 
+use crate::devices::Devices;
 use crate::inbox::{Ack, Inbound, Inbox};
 use crate::limit::{Bucket, RateLimit};
 use crate::outbox::Outbox;
+
+/// How often the device table is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// The backend's tuning.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,8 +32,9 @@ pub struct Settings {
     pub retries: u32,
     /// The wait before the first retry; it doubles for each further one. Default 1 s.
     pub retry_backoff: Duration,
-    /// How many recent telemetry timestamps are remembered per device, to spot duplicates.
-    /// Default 64.
+    /// How many recent telemetry messages are remembered per device, to recognise the copies
+    /// QoS 1 delivers again (the same bytes: distinct readings that share a timestamp are
+    /// never taken for copies). Default 32, 1 to 65,536.
     pub telemetry_window: usize,
     /// How many finished commands are remembered, to report duplicate and late responses.
     /// Default 4096.
@@ -57,6 +62,14 @@ pub struct Settings {
     /// When to connect again after a lost connection: the devices' rule (exponential, full
     /// jitter, the attempt count reset only after a connection stayed up).
     pub backoff: Backoff,
+    /// How many devices the engine keeps state for (presence, telemetry window, rate-limit
+    /// bucket). Device ids come from topics anyone with broker access may invent, so the table
+    /// is bounded: when a new device would not fit, the longest silent are forgotten first
+    /// (counted in [`Counters::devices_evicted`]). Default 100,000: about 60 MB at most.
+    pub max_devices: usize,
+    /// How long a device stays silent, while the backend is connected, before the engine drops
+    /// its telemetry window and its rate-limit bucket; its presence is kept. Default 1 hour.
+    pub forget_after: Duration,
 }
 
 impl Default for Settings {
@@ -67,7 +80,7 @@ impl Default for Settings {
             command_timeout: Duration::from_secs(30),
             retries: 0,
             retry_backoff: Duration::from_secs(1),
-            telemetry_window: 64,
+            telemetry_window: 32,
             finished_window: 4096,
             rate_limit: Some(RateLimit::DEFAULT),
             instance: String::from("b"),
@@ -75,7 +88,91 @@ impl Default for Settings {
             outbox_capacity: 16_384,
             in_flight_window: 64,
             backoff: Backoff::DEFAULT,
+            max_devices: 100_000,
+            forget_after: Duration::from_secs(3_600),
         }
+    }
+}
+
+impl Settings {
+    /// Refuses settings that cannot work, naming the setting: a timeout or backoff of zero or
+    /// over a day (`1e19` seconds would overflow the clock), a rate limit of zero or not a
+    /// number, a zero window, outbox or device table, an instance name that cannot be part of
+    /// a command id. [`BackendClient`]s call it before they start; [`Backend::new`] clamps what
+    /// it is given instead of failing.
+    ///
+    /// [`BackendClient`]: https://docs.rs/dese-transport
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dese_backend::{RateLimit, Settings};
+    ///
+    /// assert!(Settings::default().check().is_ok());
+    /// let forever = Settings { command_timeout: Duration::from_secs(10_000_000_000_000_000_000), ..Settings::default() };
+    /// assert_eq!(forever.check().unwrap_err().setting(), "command_timeout");
+    /// let stuck = Settings { rate_limit: Some(RateLimit { burst: 10, per_second: 0.0 }), ..Settings::default() };
+    /// assert_eq!(stuck.check().unwrap_err().setting(), "rate_limit.per_second");
+    /// ```
+    pub fn check(&self) -> Result<(), SettingsError> {
+        SettingsError::duration("command_timeout", self.command_timeout, true)?;
+        SettingsError::duration("retry_backoff", self.retry_backoff, false)?;
+        SettingsError::duration("forget_after", self.forget_after, true)?;
+        if self.retries > 100 {
+            return Err(SettingsError::new(
+                "retries",
+                format!("{} is more than the largest, 100", self.retries),
+            ));
+        }
+        SettingsError::count(
+            "telemetry_window",
+            self.telemetry_window,
+            65_536,
+            "would remember no reading to recognise its copies",
+        )?;
+        SettingsError::count(
+            "finished_window",
+            self.finished_window,
+            1 << 20,
+            "would forget every command as it finishes",
+        )?;
+        SettingsError::count(
+            "receive_window",
+            self.receive_window,
+            1 << 16,
+            "would never read a message",
+        )?;
+        SettingsError::count(
+            "outbox_capacity",
+            self.outbox_capacity,
+            1 << 22,
+            "would refuse every command",
+        )?;
+        SettingsError::count(
+            "in_flight_window",
+            self.in_flight_window,
+            u16::MAX as usize,
+            "would never publish anything",
+        )?;
+        SettingsError::count(
+            "max_devices",
+            self.max_devices,
+            1 << 26,
+            "would remember no device",
+        )?;
+        if let Some(limit) = self.rate_limit {
+            limit.check()?;
+        }
+        let sample = format!("cmd-{}-0-0", self.instance);
+        if let Err(error) = CommandId::from_string(sample.clone()) {
+            return Err(SettingsError::new("instance", error.to_string()));
+        }
+        if instance_of(&sample) != Some(self.instance.as_str()) {
+            return Err(SettingsError::new(
+                "instance",
+                "must not be empty: command ids carry it",
+            ));
+        }
+        self.backoff.check()
     }
 }
 
@@ -362,6 +459,8 @@ pub struct Counters {
     pub connections: u64,
     /// Connections lost.
     pub disconnects: u64,
+    /// Devices forgotten to make room in a full table ([`Settings::max_devices`]).
+    pub devices_evicted: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -413,16 +512,6 @@ enum Fate {
     Duplicate(Option<Ack>),
 }
 
-/// One remembered telemetry message of a device.
-#[derive(Debug, Clone, Copy)]
-struct Seen {
-    timestamp: Timestamp,
-    /// A digest of its payload's bytes.
-    digest: u64,
-    /// The ack of its event: a copy is acknowledged once this one is.
-    ack: Ack,
-}
-
 /// The protocol's behaviour for a backend serving many devices of many organizations, without
 /// IO and without a clock.
 ///
@@ -439,9 +528,9 @@ struct Seen {
 pub struct Backend {
     settings: Settings,
     link: Link,
-    presence: HashMap<DeviceKey, Presence>,
-    recent_telemetry: HashMap<DeviceKey, VecDeque<Seen>>,
-    buckets: HashMap<DeviceKey, Bucket>,
+    devices: Devices,
+    /// When to prune the device table next: set by the first message.
+    next_prune: Option<Instant>,
     pending: HashMap<CommandId, Pending>,
     finished: HashMap<CommandId, Finished>,
     finished_order: VecDeque<CommandId>,
@@ -456,15 +545,24 @@ impl Backend {
     /// A backend with these settings, not connected. The transport opens the first connection
     /// when it is ready ([`Backend::handle_connected`] when it is up); after a loss the engine
     /// asks for the next one with [`Event::Connect`].
-    pub fn new(settings: Settings) -> Self {
+    ///
+    /// Settings that [`Settings::check`] refuses are made harmless (windows of at least 1,
+    /// durations of at most a day), not refused.
+    pub fn new(mut settings: Settings) -> Self {
+        let longest = dese_device::LONGEST;
+        settings.command_timeout = settings.command_timeout.min(longest);
+        settings.retry_backoff = settings.retry_backoff.min(longest);
+        settings.forget_after = settings.forget_after.clamp(Duration::from_secs(1), longest);
+        settings.in_flight_window = settings.in_flight_window.max(1);
+        settings.receive_window = settings.receive_window.max(1);
+        settings.telemetry_window = settings.telemetry_window.clamp(1, 65_536);
         Self {
             link: Link::Down {
                 retry_at: None,
                 attempt: 0,
             },
-            presence: HashMap::new(),
-            recent_telemetry: HashMap::new(),
-            buckets: HashMap::new(),
+            devices: Devices::new(settings.max_devices),
+            next_prune: None,
             pending: HashMap::new(),
             finished: HashMap::new(),
             finished_order: VecDeque::new(),
@@ -512,15 +610,25 @@ impl Backend {
 
     /// What the backend knows of a device's presence.
     pub fn presence(&self, org: &OrgId, device: &DeviceId) -> Option<&Presence> {
-        self.presence.get(&DeviceKey {
-            org: org.clone(),
-            device: device.clone(),
-        })
+        self.devices
+            .get(&DeviceKey {
+                org: org.clone(),
+                device: device.clone(),
+            })?
+            .presence
+            .as_ref()
     }
 
     /// Every device whose presence is known.
     pub fn devices(&self) -> impl Iterator<Item = (&DeviceKey, &Presence)> {
-        self.presence.iter()
+        self.devices
+            .iter()
+            .filter_map(|(key, tracked)| Some((key, tracked.presence.as_ref()?)))
+    }
+
+    /// How many devices the engine keeps state for: at most [`Settings::max_devices`].
+    pub fn tracked_devices(&self) -> usize {
+        self.devices.len()
     }
 
     /// How many commands wait for their answer (or their retry).
@@ -720,31 +828,27 @@ impl Backend {
             );
         }
         let key = DeviceKey::of(&parsed);
-        // The rate limit comes before any parsing of the payload: a flood costs little. An
-        // answer from a device this backend is waiting on is traffic it asked for: exempt.
+        // The rate limit of a known device comes before any parsing of the payload: a flood
+        // costs little. A device not seen yet gets its state (and its bucket) only once a
+        // message of it decodes, so invented ids with garbage cost no memory. An answer from a
+        // device this backend is waiting on is traffic it asked for: exempt.
         let awaited = parsed.kind() == MessageKind::CommandResponse
             && self.pending.values().any(|p| p.device == key);
-        if let (Some(limit), false) = (self.settings.rate_limit, awaited) {
-            // Looked up before inserting: the key is cloned only for a device new to the map.
-            if !self.buckets.contains_key(&key) {
-                self.buckets.insert(key.clone(), Bucket::new(limit, now));
-            }
-            let fresh = self
-                .buckets
-                .get_mut(&key)
-                .is_some_and(|bucket| bucket.take(limit, now));
-            if !fresh {
-                return self.drop(
-                    topic,
-                    DropReason::RateLimited,
-                    format!("device {}/{} is over its rate", key.org, key.device),
-                );
+        let limit = self.settings.rate_limit.filter(|_| !awaited);
+        let known = self.devices.get(&key).is_some();
+        if let (Some(limit), true) = (limit, known) {
+            if !self.take_token(&key, limit, now) {
+                return self.over_rate(topic, &key);
             }
         }
         let message = match self.settings.decoder.decode_message(&parsed, payload) {
             Ok(message) => message,
             Err(DecodeError::Empty) if parsed.kind() == MessageKind::Status => {
-                if self.presence.remove(&key).is_some() {
+                let cleared = self
+                    .devices
+                    .get_mut(&key)
+                    .and_then(|tracked| tracked.presence.take());
+                if cleared.is_some() {
                     self.push(Event::PresenceCleared { device: key });
                 }
                 return Fate::Accepted;
@@ -757,21 +861,57 @@ impl Backend {
                 );
             }
         };
-        if let Some(presence) = self.presence.get_mut(&key) {
+        self.schedule_prune(now);
+        let evicted = self.devices.evicted();
+        let tracked = self.devices.entry(&key, now);
+        tracked.heard = now;
+        if let Some(presence) = &mut tracked.presence {
             presence.last_seen = now;
+        }
+        self.counters.devices_evicted += self.devices.evicted() - evicted;
+        if let (Some(limit), false) = (limit, known) {
+            if !self.take_token(&key, limit, now) {
+                return self.over_rate(topic, &key);
+            }
         }
         *self.counters.accepted.entry(parsed.kind()).or_default() += 1;
         match message {
             Message::Telemetry(telemetry) => self.telemetry(key, telemetry, digest(payload), ack),
-            Message::Status(status) => self.status(now, key, status),
+            Message::Status(status) => self.status(now, key, status, digest(payload)),
             Message::CommandResponse(response) => self.response(key, response, ack),
             Message::Alert(alert) => self.push(Event::Alert { device: key, alert }),
             Message::Command(_) | Message::Config(_) => Fate::Refused,
         }
     }
 
+    /// Takes a token from the device's bucket (created full when it has none).
+    fn take_token(&mut self, key: &DeviceKey, limit: RateLimit, now: Instant) -> bool {
+        self.devices.get_mut(key).is_some_and(|tracked| {
+            tracked
+                .bucket
+                .get_or_insert_with(|| Bucket::new(limit, now))
+                .take(limit, now)
+        })
+    }
+
+    fn over_rate(&mut self, topic: &str, key: &DeviceKey) -> Fate {
+        self.drop(
+            topic,
+            DropReason::RateLimited,
+            format!("device {}/{} is over its rate", key.org, key.device),
+        )
+    }
+
+    /// The first message starts the pruning schedule.
+    fn schedule_prune(&mut self, now: Instant) {
+        if self.next_prune.is_none() {
+            self.next_prune = Some(now + PRUNE_EVERY);
+        }
+    }
+
     /// Time passed: the next connection attempt when the backoff is over; commands whose answer
-    /// is overdue are retried or time out (and are withdrawn from the outbox).
+    /// is overdue are retried or time out (and are withdrawn from the outbox); once a minute,
+    /// what quiet devices no longer need is dropped ([`Settings::forget_after`]).
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Link::Down {
             retry_at: Some(at),
@@ -845,9 +985,19 @@ impl Backend {
                 }
             }
         }
-        // Forget full buckets, so that devices that went quiet cost nothing.
-        if let Some(limit) = self.settings.rate_limit {
-            self.buckets.retain(|_, bucket| !bucket.full_at(limit, now));
+        if let (Some(at), Link::Up { since, .. }) = (self.next_prune, self.link) {
+            if now >= at {
+                // Silence is counted from the connection at the earliest: during an outage
+                // nothing arrives, and the copies the broker delivers after it must still be
+                // recognised.
+                self.devices.prune(
+                    now,
+                    self.settings.rate_limit,
+                    since,
+                    self.settings.forget_after,
+                );
+                self.next_prune = (self.devices.len() > 0).then_some(now + PRUNE_EVERY);
+            }
         }
     }
 
@@ -893,6 +1043,8 @@ impl Backend {
             } => Some(at),
             Link::Down { .. } | Link::Up { .. } => None,
         };
+        // Pruning waits for the connection (see handle_timeout).
+        let prune = self.next_prune.filter(|_| self.is_connected());
         self.pending
             .values()
             .map(|p| match p.wait {
@@ -900,6 +1052,7 @@ impl Backend {
                 Wait::Retry { at } => at,
             })
             .chain(retry)
+            .chain(prune)
             .min()
     }
 
@@ -909,30 +1062,16 @@ impl Backend {
     }
 
     fn telemetry(&mut self, key: DeviceKey, telemetry: Telemetry, digest: u64, ack: Ack) -> Fate {
-        let window = self.settings.telemetry_window.max(1);
-        // Looked up before inserting: the key is cloned only for a device new to the map.
-        if !self.recent_telemetry.contains_key(&key) {
-            self.recent_telemetry.insert(key.clone(), VecDeque::new());
-        }
-        if let Some(recent) = self.recent_telemetry.get_mut(&key) {
-            // The same timestamp and the same bytes: the broker or the device sent it again.
-            // Distinct readings that share a timestamp (whole seconds, 100 ms intervals) differ
-            // in their bytes and are both kept.
-            if let Some(original) = recent
-                .iter()
-                .find(|seen| seen.timestamp == telemetry.timestamp && seen.digest == digest)
-            {
-                let original = original.ack;
-                return self.duplicate(key, MessageKind::Telemetry, Some(original));
-            }
-            if recent.len() == window {
-                recent.pop_front();
-            }
-            recent.push_back(Seen {
-                timestamp: telemetry.timestamp,
-                digest,
-                ack,
-            });
+        let window = self.settings.telemetry_window;
+        // The same bytes (which include the timestamp): the broker or the device sent it again.
+        // Distinct readings that share a timestamp (whole seconds, 100 ms intervals) differ in
+        // their bytes and are both kept.
+        let copy_of = self
+            .devices
+            .get_mut(&key)
+            .and_then(|tracked| tracked.telemetry(digest, ack, window));
+        if let Some(original) = copy_of {
+            return self.duplicate(key, MessageKind::Telemetry, Some(original));
         }
         self.push(Event::Telemetry {
             device: key,
@@ -940,34 +1079,30 @@ impl Backend {
         })
     }
 
-    fn status(&mut self, now: Instant, key: DeviceKey, status: Status) -> Fate {
-        let from = self.presence.get(&key).map(|p| p.state);
-        // An older `online` never overrides a newer status: reordered deliveries must not bring
-        // a device back online. An `offline` always applies: a last will is stamped when the
-        // connection opened, before the `online` statuses it follows, and a stale `offline` costs
-        // at most one status interval until the device's next `online` corrects it.
-        let stale = status.status == DeviceState::Online
-            && self
-                .presence
-                .get(&key)
-                .is_some_and(|p| p.since > status.timestamp);
-        if !stale {
-            self.presence.insert(
-                key.clone(),
-                Presence {
-                    state: status.status,
-                    since: status.timestamp,
-                    firmware_version: status.firmware_version.clone(),
-                    last_seen: now,
-                },
-            );
-            if from != Some(status.status) {
-                self.push(Event::PresenceChanged {
-                    device: key.clone(),
-                    from,
-                    to: status.status,
-                });
-            }
+    /// Presence follows the order statuses arrive in, not their timestamps: a device whose
+    /// clock went back (the firmware falls back to its build time when SNTP fails) still comes
+    /// online. A status delivered again (the same bytes as one of the device's last few) is a
+    /// copy, and does not undo the newer ones that came between.
+    fn status(&mut self, now: Instant, key: DeviceKey, status: Status, digest: u64) -> Fate {
+        let Some(tracked) = self.devices.get_mut(&key) else {
+            return Fate::Refused;
+        };
+        if tracked.status(digest) {
+            return self.duplicate(key, MessageKind::Status, None);
+        }
+        let from = tracked.presence.as_ref().map(|p| p.state);
+        tracked.presence = Some(Presence {
+            state: status.status,
+            since: status.timestamp,
+            firmware_version: status.firmware_version.clone(),
+            last_seen: now,
+        });
+        if from != Some(status.status) {
+            self.push(Event::PresenceChanged {
+                device: key.clone(),
+                from,
+                to: status.status,
+            });
         }
         self.push(Event::Status {
             device: key,

@@ -4,6 +4,7 @@
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
 
 mod backend;
+mod devices;
 mod inbox;
 mod limit;
 mod outbox;
@@ -14,6 +15,6 @@ pub use backend::{
 };
 // The devices' reconnection rule, and their name for a message handed to the transport: one
 // type each for both engines.
-pub use dese_device::{Backoff, MessageId};
+pub use dese_device::{Backoff, MessageId, SettingsError};
 pub use inbox::{Ack, Inbound};
 pub use limit::RateLimit;

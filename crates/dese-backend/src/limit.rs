@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use dese_device::SettingsError;
+
 /// A token bucket per device: `burst` messages at once, refilled at `per_second`. A message
 /// that finds the bucket empty is dropped and counted (the protocol asks for rate limiting to
 /// prevent abuse; this is the backend's side of it).
@@ -31,6 +33,35 @@ impl RateLimit {
         burst: 1_000,
         per_second: 5.0,
     };
+
+    /// Refuses a limit that cannot work: a burst of 0 (every message refused), a rate that is
+    /// zero, negative, not a number, or over a million a second.
+    ///
+    /// ```
+    /// use dese_backend::RateLimit;
+    ///
+    /// assert!(RateLimit::DEFAULT.check().is_ok());
+    /// let error = RateLimit { burst: 10, per_second: 0.0 }.check().unwrap_err();
+    /// assert_eq!(error.to_string(), "setting rate_limit.per_second: 0 is not a rate; more than 0 and at most 1000000 a second");
+    /// ```
+    pub fn check(&self) -> Result<(), SettingsError> {
+        if self.burst == 0 {
+            return Err(SettingsError::new(
+                "rate_limit.burst",
+                "0 would refuse every message; at least 1, or no rate limit at all",
+            ));
+        }
+        if !(self.per_second > 0.0 && self.per_second <= 1e6) {
+            return Err(SettingsError::new(
+                "rate_limit.per_second",
+                format!(
+                    "{} is not a rate; more than 0 and at most 1000000 a second",
+                    self.per_second
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -64,9 +95,11 @@ impl Bucket {
     /// Whether the bucket is full again by `now` (and can be forgotten).
     pub(crate) fn full_at(&self, limit: RateLimit, now: Instant) -> bool {
         let missing = f64::from(limit.burst) - self.tokens;
+        // A rate too small to refill within any duration (one `RateLimit::check` refuses)
+        // never fills the bucket.
         missing <= 0.0
-            || now.saturating_duration_since(self.at)
-                >= Duration::from_secs_f64(missing / limit.per_second.max(f64::MIN_POSITIVE))
+            || Duration::try_from_secs_f64(missing / limit.per_second)
+                .is_ok_and(|refill| now.saturating_duration_since(self.at) >= refill)
     }
 }
 

@@ -157,41 +157,35 @@ fn duplicate_telemetry_is_reported_not_stored() {
     assert_eq!(b.counters().duplicates[&MessageKind::Telemetry], 2);
 }
 
-// DESE-D2, DESE-D5: presence follows the retained status and the last will; an older online
-// status does not override a newer one, but a last will (stamped when its connection opened,
-// so older than the online statuses before it) does; an empty retained status clears the device.
+// DESE-D2, DESE-D5: presence follows the retained status and the last will, in the order they
+// arrive: a copy of an earlier status delivered again does not undo the newer ones, a device whose
+// clock went back (SNTP failed after a reboot: the firmware's build time) still comes online, and
+// an empty retained status clears the device.
 #[test]
 fn presence_from_status_and_last_will() {
     let mut b = Backend::new(Settings::default());
     let t0 = Instant::now();
-    b.handle_message(
-        t0,
-        IN,
-        &topic("status"),
-        status("online", "2025-01-27T10:00:00Z").as_bytes(),
-    );
+    let online = status("online", "2025-01-27T10:00:00Z");
+    b.handle_message(t0, IN, &topic("status"), online.as_bytes());
     b.handle_message(
         t0,
         IN,
         &topic("status"),
         status("offline", "2025-01-27T11:00:00Z").as_bytes(),
     );
-    b.handle_message(
-        t0,
-        IN,
-        &topic("status"),
-        status("online", "2025-01-27T10:30:00Z").as_bytes(),
-    );
+    // QoS 1 delivers the first status again.
+    b.handle_message(t0, IN, &topic("status"), online.as_bytes());
     let org: OrgId = "org-123".parse().unwrap();
     let device = "esp32-001".parse().unwrap();
     assert_eq!(
         b.presence(&org, &device).unwrap().state,
         DeviceState::Offline
     );
-    let changes: Vec<_> = events(&mut b)
-        .into_iter()
+    let seen = events(&mut b);
+    let changes: Vec<_> = seen
+        .iter()
         .filter_map(|e| match e {
-            Event::PresenceChanged { from, to, .. } => Some((from, to)),
+            Event::PresenceChanged { from, to, .. } => Some((*from, *to)),
             _ => None,
         })
         .collect();
@@ -201,6 +195,24 @@ fn presence_from_status_and_last_will() {
             (None, DeviceState::Online),
             (Some(DeviceState::Online), DeviceState::Offline)
         ]
+    );
+    assert!(seen.iter().any(|e| matches!(
+        e,
+        Event::Duplicate {
+            kind: MessageKind::Status,
+            ..
+        }
+    )));
+    // Rebooted without SNTP: its clock says June 2024, before the offline of 2025.
+    b.handle_message(
+        t0,
+        IN,
+        &topic("status"),
+        status("online", "2024-06-01T00:00:00Z").as_bytes(),
+    );
+    assert_eq!(
+        b.presence(&org, &device).unwrap().state,
+        DeviceState::Online
     );
     // Back online at 12:00 (connected at 11:59:59, the will stamped then), then the will.
     b.handle_message(
@@ -614,5 +626,143 @@ fn answers_to_another_instances_commands_are_counted_apart() {
             counters.unknown_responses
         ),
         (1, 2)
+    );
+}
+
+// What quiet devices no longer need is dropped on a timer that poll_timeout schedules, with no
+// command pending: after `forget_after` of silence, a device that only sent telemetry is
+// forgotten; one with a presence keeps it. Silence counts from the connection: nothing is
+// forgotten while the link is down.
+#[test]
+fn quiet_devices_are_pruned_on_a_timer() {
+    let settings = Settings {
+        forget_after: Duration::from_secs(120),
+        ..Settings::default()
+    };
+    let mut b = Backend::new(settings);
+    let t0 = Instant::now();
+    b.handle_message(t0, IN, &topic("telemetry"), TELEMETRY.as_bytes());
+    let other = TELEMETRY.replace("esp32-001", "esp32-002");
+    b.handle_message(
+        t0,
+        IN,
+        "devices/org-123/esp32-002/telemetry",
+        other.as_bytes(),
+    );
+    b.handle_message(
+        t0,
+        IN,
+        "devices/org-123/esp32-002/status",
+        status("online", "2025-01-27T10:00:00Z").as_bytes(),
+    );
+    assert_eq!(b.tracked_devices(), 2);
+    // Down: no pruning scheduled.
+    assert_eq!(b.poll_timeout(), None);
+    let up = t0 + Duration::from_secs(600);
+    b.handle_connected(up);
+    let mut now = up;
+    let mut prunes = 0;
+    while now < up + Duration::from_secs(300) {
+        now = now.max(b.poll_timeout().expect("a prune is scheduled"));
+        b.handle_timeout(now);
+        prunes += 1;
+        if now == up {
+            assert_eq!(b.tracked_devices(), 2, "silent since the connection only");
+        }
+        assert!(b.poll_timeout().unwrap() > now, "the schedule moves on");
+    }
+    assert!(prunes <= 6, "once a minute: {prunes}");
+    assert_eq!(
+        b.tracked_devices(),
+        1,
+        "the telemetry-only device is forgotten"
+    );
+    assert!(
+        b.presence(&"org-123".parse().unwrap(), &"esp32-002".parse().unwrap())
+            .is_some()
+    );
+}
+
+// Settings that cannot work are refused by `check`, naming the setting; an engine built with
+// them anyway does not panic: durations are cut to a day, a rate of zero refuses the excess.
+#[test]
+fn absurd_settings_are_refused_and_never_panic() {
+    let absurd = Settings {
+        command_timeout: Duration::from_secs(10_000_000_000_000_000_000),
+        retry_backoff: Duration::MAX,
+        rate_limit: Some(RateLimit {
+            burst: 1,
+            per_second: 0.0,
+        }),
+        in_flight_window: 0,
+        receive_window: 0,
+        ..Settings::default()
+    };
+    assert_eq!(absurd.check().unwrap_err().setting(), "command_timeout");
+    for (settings, named) in [
+        (
+            Settings {
+                rate_limit: Some(RateLimit {
+                    burst: 0,
+                    per_second: 1.0,
+                }),
+                ..Settings::default()
+            },
+            "rate_limit.burst",
+        ),
+        (
+            Settings {
+                rate_limit: Some(RateLimit {
+                    burst: 5,
+                    per_second: f64::NAN,
+                }),
+                ..Settings::default()
+            },
+            "rate_limit.per_second",
+        ),
+        (
+            Settings {
+                max_devices: 0,
+                ..Settings::default()
+            },
+            "max_devices",
+        ),
+        (
+            Settings {
+                instance: "a/b".into(),
+                ..Settings::default()
+            },
+            "instance",
+        ),
+        (
+            Settings {
+                instance: String::new(),
+                ..Settings::default()
+            },
+            "instance",
+        ),
+    ] {
+        assert_eq!(settings.check().unwrap_err().setting(), named);
+    }
+    let mut b = Backend::new(absurd);
+    let t0 = Instant::now();
+    b.handle_connected(t0);
+    send(&mut b, t0);
+    for n in 0..3 {
+        b.handle_message(
+            t0,
+            IN,
+            &topic("telemetry"),
+            TELEMETRY
+                .replace("10:00:00", &format!("10:00:0{n}"))
+                .as_bytes(),
+        );
+    }
+    let later = t0 + Duration::from_secs(3_600);
+    b.handle_timeout(later);
+    assert_eq!(b.counters().dropped[&DropReason::RateLimited], 2);
+    assert!(
+        b.poll_timeout()
+            .is_some_and(|at| at <= t0 + Duration::from_secs(86_400))
     );
 }

@@ -75,9 +75,21 @@ impl BrokerArgs {
     }
 
     pub(crate) fn connect_timeout(&self) -> Result<Duration, Failure> {
-        Duration::try_from_secs_f64(self.connect_timeout)
-            .map_err(|_| Failure::usage("--connect-timeout must be a number of seconds"))
+        seconds("--connect-timeout", self.connect_timeout)
     }
+}
+
+/// A duration given in seconds on the command line: more than zero and at most a day (the
+/// longest any setting takes; `1e19` would overflow a clock).
+pub(crate) fn seconds(flag: &str, value: f64) -> Result<Duration, Failure> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero() && *d <= dese_device::LONGEST)
+        .ok_or_else(|| {
+            Failure::usage(format!(
+                "{flag} {value}: expected a number of seconds above 0 and at most 86400 (a day)"
+            ))
+        })
 }
 
 /// A client id for one run of a tool: `dese-{role}-{pid}-{nanoseconds}`, so that two runs

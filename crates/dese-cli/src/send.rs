@@ -1,10 +1,9 @@
 //! `dese send`: one command, its response.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use dese_backend::{Outcome, Settings};
-use dese_protocol::{Action, DeviceId, JsonObject, Message, MessageKind, OrgId, decode};
+use dese_protocol::{Action, DeviceId, JsonObject, Message, MessageKind, OrgId, Printable, decode};
 use dese_transport::{BackendClient, Transport};
 use serde_json::{Value, json};
 
@@ -84,10 +83,7 @@ async fn send<T: Transport>(args: Args) -> Result<Exit, Failure> {
     let device =
         DeviceId::parse(&args.device).map_err(|e| Failure::usage(format!("--device: {e}")))?;
     let action = action(&args, &org, &device)?;
-    let timeout = Duration::try_from_secs_f64(args.timeout)
-        .ok()
-        .filter(|t| !t.is_zero())
-        .ok_or_else(|| Failure::usage("--timeout must be a positive number of seconds"))?;
+    let timeout = crate::broker::seconds("--timeout", args.timeout)?;
     let broker = args.broker.options()?;
     let settings = Settings {
         allowed_orgs: Some(BTreeSet::from([org.clone()])),
@@ -142,21 +138,21 @@ async fn send<T: Transport>(args: Args) -> Result<Exit, Failure> {
             (Exit::TimedOut, "timed_out", json!({ "attempts": attempts }))
         }
     };
+    // What the device wrote is escaped: it cannot forge a line or drive the terminal.
     if args.json {
-        println!(
-            "{}",
-            json!({ "command_id": id.as_str(), "outcome": verdict, "detail": detail })
-        );
+        let line = json!({ "command_id": id.as_str(), "outcome": verdict, "detail": detail });
+        println!("{}", Printable::json_safe(&line.to_string()));
     } else {
         match outcome {
-            Outcome::Completed(r) => println!(
-                "completed {id}: {}",
-                r.response
-                    .map_or_else(|| "{}".to_string(), |d| Value::Object(d).to_string())
-            ),
+            Outcome::Completed(r) => {
+                let data = r
+                    .response
+                    .map_or_else(|| "{}".to_string(), |d| Value::Object(d).to_string());
+                println!("completed {id}: {}", Printable(&data));
+            }
             Outcome::Failed(r) => println!(
                 "failed {id}: {}",
-                r.error.unwrap_or_else(|| "no reason given".to_string())
+                Printable(r.error.as_deref().unwrap_or("no reason given"))
             ),
             Outcome::TimedOut { attempts } => eprintln!(
                 "dese: {org}/{device} did not answer {id} in time ({attempts} attempt(s) of {timeout:.0?})"

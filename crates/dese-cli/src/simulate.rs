@@ -84,10 +84,7 @@ async fn simulate<T: Transport>(args: Args) -> Result<Exit, Failure> {
         .map_err(|e| Failure::usage(format!("--interval-ms: {e}")))?;
     let duration = args
         .duration
-        .map(|d| {
-            Duration::try_from_secs_f64(d)
-                .map_err(|_| Failure::usage("--duration must be a number of seconds"))
-        })
+        .map(|d| crate::broker::seconds("--duration", d))
         .transpose()?;
     let width = args.devices.to_string().len().max(3);
     let (stop_tx, stop) = watch::channel(false);

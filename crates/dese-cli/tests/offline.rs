@@ -244,6 +244,85 @@ fn usage_errors_exit_2_and_help_shows_examples() {
     assert!(top.contains("Exit status:") && top.contains("3  the command timed out"));
 }
 
+// Absurd durations are usage errors that name the flag, never a panic (an `Instant` plus
+// `1e19` seconds overflows). No broker is needed: they are refused before any connection.
+#[test]
+fn absurd_durations_are_refused_not_a_panic() {
+    let broker = ["--broker", "mqtt://127.0.0.1:9"];
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &[
+                "send",
+                "--org",
+                "acme",
+                "--device",
+                "p",
+                "reboot",
+                "--timeout",
+                "1e19",
+            ],
+            "--timeout",
+        ),
+        (
+            &[
+                "send",
+                "--org",
+                "acme",
+                "--device",
+                "p",
+                "reboot",
+                "--timeout",
+                "0",
+            ],
+            "--timeout",
+        ),
+        (
+            &[
+                "send",
+                "--org",
+                "acme",
+                "--device",
+                "p",
+                "reboot",
+                "--timeout",
+                "NaN",
+            ],
+            "--timeout",
+        ),
+        (
+            &[
+                "send",
+                "--org",
+                "acme",
+                "--device",
+                "p",
+                "reboot",
+                "--connect-timeout",
+                "1e19",
+            ],
+            "--connect-timeout",
+        ),
+        (
+            &["monitor", "--connect-timeout", "1e19"],
+            "--connect-timeout",
+        ),
+        (
+            &["simulate", "--org", "acme", "--connect-timeout", "1e19"],
+            "--connect-timeout",
+        ),
+    ];
+    for (args, flag) in cases {
+        let args: Vec<&str> = args.iter().chain(&broker).copied().collect();
+        let out = dese(&args, b"");
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(flag) && !stderr.contains("panicked"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn schema_writes_what_the_repository_holds_and_check_finds_drift() {
     let dir = scratch("schema");

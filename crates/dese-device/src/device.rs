@@ -17,6 +17,7 @@ use crate::app::{CommandHandler, Readings, SensorReader};
 use crate::backoff::Backoff;
 use crate::dedup::Answered;
 use crate::outbox::{MessageId, Outbox, Queued};
+use crate::settings::SettingsError;
 use crate::time::Instant;
 
 /// What the engine needs to know about the device, and its tuning.
@@ -62,6 +63,60 @@ impl Settings {
             keepalive: Keepalive::DEFAULT,
             backoff: Backoff::DEFAULT,
         }
+    }
+
+    /// Refuses settings that cannot work, naming the setting: a `firmware_version` that is
+    /// empty, over 64 bytes or holds control characters (the retained status and the
+    /// last will would be empty, which the broker takes as "clear", and the device would
+    /// silently disappear), a zero outbox, in-flight window or command memory, a status
+    /// interval of zero or over a day, an unusable backoff. The clients call it before they
+    /// start; [`Device::new`] clamps what it is given instead of failing.
+    ///
+    /// ```
+    /// use dese_device::Settings;
+    ///
+    /// let settings = Settings::new("org-1".parse()?, "dev-1".parse()?, "");
+    /// assert_eq!(settings.check().unwrap_err().setting(), "firmware_version");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn check(&self) -> Result<(), SettingsError> {
+        let status = Status {
+            status: DeviceState::Online,
+            battery: None,
+            signal_strength: None,
+            firmware_version: self.firmware_version.clone(),
+            timestamp: Timestamp::UNIX_EPOCH,
+        };
+        if let Err(error) = encode(&Message::Status(status)) {
+            return Err(SettingsError::new("firmware_version", error.to_string()));
+        }
+        // The protocol allows them; every log and screen that shows the version would not.
+        if self.firmware_version.chars().any(char::is_control) {
+            return Err(SettingsError::new(
+                "firmware_version",
+                "control characters (a newline, an escape) are not allowed",
+            ));
+        }
+        SettingsError::count(
+            "outbox_capacity",
+            self.outbox_capacity,
+            1 << 20,
+            "would drop every message",
+        )?;
+        SettingsError::count(
+            "in_flight_window",
+            self.in_flight_window,
+            u16::MAX as usize,
+            "would never publish anything",
+        )?;
+        SettingsError::count(
+            "answered_capacity",
+            self.answered_capacity,
+            1 << 16,
+            "would run a command delivered twice twice",
+        )?;
+        SettingsError::duration("status_interval", self.status_interval, true)?;
+        self.backoff.check()
     }
 }
 
@@ -257,7 +312,13 @@ pub struct Device {
 
 impl Device {
     /// A device engine that asks to connect at once and reads its sensors one period from now.
-    pub fn new(settings: Settings, now: Instant) -> Self {
+    pub fn new(mut settings: Settings, now: Instant) -> Self {
+        // What `Settings::check` refuses, made harmless for a caller that did not check.
+        settings.in_flight_window = settings.in_flight_window.max(1);
+        settings.answered_capacity = settings.answered_capacity.max(1);
+        settings.status_interval = settings
+            .status_interval
+            .clamp(Duration::from_secs(1), crate::LONGEST);
         let topic = |kind| Topic::new(settings.org.clone(), settings.device.clone(), kind);
         let topics = MessageKind::ALL
             .into_iter()

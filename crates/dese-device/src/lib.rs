@@ -9,10 +9,12 @@ mod backoff;
 mod dedup;
 mod device;
 mod outbox;
+mod settings;
 mod time;
 
 pub use app::{CommandHandler, Readings, SensorReader};
 pub use backoff::Backoff;
 pub use device::{ConnectOptions, Device, Event, Settings, Stats, Transmit, Will};
 pub use outbox::MessageId;
+pub use settings::{LONGEST, SettingsError};
 pub use time::Instant;

@@ -577,3 +577,40 @@ fn readings_on_demand() {
         "the reading on demand, then the periodic one at 30 s"
     );
 }
+
+// Settings that cannot work are refused when built, naming the setting: an empty or over-long
+// firmware version would make the retained status and the last will empty (the broker's
+// "clear"), and the device would silently disappear; a window of 0 would publish nothing.
+#[test]
+fn settings_that_cannot_work_are_refused() {
+    let base = || {
+        Settings::new(
+            "org-123".parse().unwrap(),
+            "esp32-001".parse().unwrap(),
+            "1.0.0",
+        )
+    };
+    assert!(base().check().is_ok());
+    type Spoil = fn(&mut Settings);
+    let cases: [(Spoil, &str); 6] = [
+        (|s| s.firmware_version = String::new(), "firmware_version"),
+        (|s| s.firmware_version = "v".repeat(65), "firmware_version"),
+        (|s| s.firmware_version = "1.0\n".into(), "firmware_version"),
+        (|s| s.in_flight_window = 0, "in_flight_window"),
+        (|s| s.outbox_capacity = 0, "outbox_capacity"),
+        (
+            |s| s.status_interval = Duration::from_secs(10_000_000),
+            "status_interval",
+        ),
+    ];
+    for (spoil, named) in cases {
+        let mut settings = base();
+        spoil(&mut settings);
+        assert_eq!(settings.check().unwrap_err().setting(), named);
+    }
+    // Built anyway, a window of 0 still publishes: the engine clamps it.
+    let mut rig = Rig::new(|s| s.in_flight_window = 0);
+    rig.connect();
+    rig.drain(true);
+    assert!(!rig.take_sent().is_empty(), "the online status went out");
+}

@@ -122,6 +122,7 @@ impl<T: Transport> BackendClient<T> {
         group: Option<ShareGroup>,
         clean_session: bool,
     ) -> Result<Self, Error> {
+        settings.check().map_err(Error::Settings)?;
         let window = settings.receive_window.max(1);
         let link = T::open(
             broker,

@@ -63,14 +63,16 @@ impl<T: Transport> DeviceClient<T> {
     /// Connects the device described by `settings` to the broker and runs it: status, last
     /// will, subscriptions, telemetry from `sensors`, commands through `handler`.
     ///
-    /// Fails at once only on options that cannot work (TLS files, a broker URL); the broker
-    /// being down is not an error here, it is retried.
+    /// Fails at once only on options that cannot work (settings that
+    /// [`Settings::check`](dese_device::Settings::check) refuses, TLS files, a broker URL); the
+    /// broker being down is not an error here, it is retried.
     pub fn spawn(
         broker: &BrokerOptions,
         settings: Settings,
         sensors: impl SensorReader + Send + 'static,
         handler: impl CommandHandler + Send + 'static,
     ) -> Result<Self, Error> {
+        settings.check().map_err(Error::Settings)?;
         let clock = Clock::new();
         let settings_window = settings.in_flight_window.max(1);
         let engine = Device::new(settings, clock.now());

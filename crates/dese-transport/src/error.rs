@@ -76,6 +76,9 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A setting of the engine cannot work (a zero window, a timeout of centuries, an empty
+    /// firmware version); nothing was started.
+    Settings(dese_device::SettingsError),
     /// The TLS files could not be used.
     Tls {
         /// Why.
@@ -101,7 +104,7 @@ impl Error {
     /// The shared category.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::BrokerUrl { .. } | Self::Send(_) => ErrorKind::Config,
+            Self::BrokerUrl { .. } | Self::Settings(_) | Self::Send(_) => ErrorKind::Config,
             Self::Tls { .. } => ErrorKind::Tls,
             Self::Connection(failure) => failure.kind,
             Self::Closed => ErrorKind::Closed,
@@ -113,6 +116,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::BrokerUrl { url, reason } => write!(f, "cannot use broker URL {url:?}: {reason}"),
+            Self::Settings(error) => write!(f, "{error}"),
             Self::Tls { reason } => write!(f, "TLS: {reason}"),
             Self::Connection(failure) => write!(f, "cannot connect to the broker: {failure}"),
             Self::Send(_) => f.write_str("the message could not be built"),

@@ -10,7 +10,9 @@ use std::time::Duration;
 use clap::Parser;
 use dese_backend::{Event, Outcome};
 use dese_paho::Paho;
-use dese_protocol::{DeviceConfig, Finite, MessageKind, OrgId, Sensor, ShareGroup, Threshold};
+use dese_protocol::{
+    DeviceConfig, Finite, MessageKind, OrgId, Printable, Sensor, ShareGroup, Threshold,
+};
 use dese_reference_backend::{Activity, BackendOptions, Database, ReferenceBackend};
 use dese_rumqttc::{BrokerOptions, Rumqttc};
 
@@ -189,21 +191,24 @@ async fn run(args: Args) -> ExitCode {
     }
 }
 
+/// One line of the log per activity. Device text (ids, alert messages, errors) is escaped: a
+/// device cannot forge a line or drive the terminal.
 fn log(activity: &Activity) {
+    let say = |line: String| println!("{}", Printable(&line));
     match activity {
         Activity::Event(Event::PresenceChanged { device, from, to }) => {
-            println!(
+            say(format!(
                 "{}/{}: {} -> {to}",
                 device.org,
                 device.device,
                 from.map_or("unknown".to_string(), |f| f.to_string())
-            );
+            ));
         }
         Activity::Event(Event::Alert { device, alert }) => {
-            println!(
+            say(format!(
                 "{}/{}: alert {}: {}",
                 device.org, device.device, alert.severity, alert.message
-            );
+            ));
         }
         Activity::Event(Event::Command {
             device,
@@ -217,31 +222,31 @@ fn log(activity: &Activity) {
                 }
                 Outcome::TimedOut { attempts } => format!("timed out after {attempts} attempt(s)"),
             };
-            println!(
+            say(format!(
                 "{}/{}: command {command_id} {what}",
                 device.org, device.device
-            );
+            ));
         }
         Activity::Event(Event::LateResponse { device, response }) => {
-            println!(
+            say(format!(
                 "{}/{}: late response to {}",
                 device.org, device.device, response.command_id
-            );
+            ));
         }
         Activity::Reaction {
             device,
             action,
             because,
         } => {
-            println!(
+            say(format!(
                 "{}/{}: sending {} because {because}",
                 device.org,
                 device.device,
                 action.name()
-            );
+            ));
         }
         Activity::ConfigSent(device) => {
-            println!("{}/{}: thresholds sent", device.org, device.device)
+            say(format!("{}/{}: thresholds sent", device.org, device.device))
         }
         // Said loudly by the backend itself, with each retry.
         Activity::StoreFailed { .. } => {}
@@ -297,6 +302,11 @@ fn options(args: &Args) -> Result<BackendOptions, String> {
     options.batch_max = args.batch_max;
     options.batch_linger = Duration::from_millis(args.batch_linger_ms);
     options.settings.receive_window = args.receive_window;
+    // Named by the flag that set it: `setting command_timeout: ...` says which number was absurd.
+    options
+        .settings
+        .check()
+        .map_err(|e| format!("{e} (from the command line)"))?;
     if !args.no_config {
         let (min, max) = args
             .ph_range
