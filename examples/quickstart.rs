@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use dese_backend::{Event, Outcome};
 use dese_protocol::{
-    Action, DeviceConfig, DeviceState, Finite, Sensor, TelemetryInterval, Threshold,
+    Action, DeviceConfig, DeviceState, Finite, Printable, Sensor, TelemetryInterval, Threshold,
 };
 use dese_reference_backend::{Activity, BackendOptions, ReferenceBackend};
 use dese_reference_device::{DeviceOptions, ReferenceDevice};
@@ -60,7 +60,11 @@ struct Steps {
 
 async fn quickstart(keep_running: bool) -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
-    let say = |text: String| println!("[{:>5.1}s] {text}", started.elapsed().as_secs_f64());
+    // What devices wrote (alert messages, errors) is escaped: it cannot drive the terminal.
+    let say = |text: String| {
+        let elapsed = started.elapsed().as_secs_f64();
+        println!("[{elapsed:>5.1}s] {}", Printable(&text));
+    };
 
     let broker = EmbeddedBroker::start()?;
     say(format!(

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use dese_backend::{Event, Settings};
-use dese_protocol::{Decoder, DeviceId, OrgId, ShareGroup};
+use dese_protocol::{Decoder, DeviceId, OrgId, Printable, ShareGroup};
 use dese_transport::{BackendClient, Transport};
 
 use crate::broker::{BrokerArgs, TransportKind, client_id, connected};
@@ -180,10 +180,11 @@ async fn watch<T: Transport>(args: Args) -> Result<Exit, Failure> {
         if is_message(&event) {
             messages += 1;
         }
+        // What devices wrote is escaped: they cannot forge a line or drive the terminal.
         let line = if args.json {
-            event_json(&event).to_string()
+            Printable::json_safe(&event_json(&event).to_string())
         } else {
-            event_line(&event)
+            Printable(&event_line(&event)).to_string()
         };
         // A closed pipe (`dese monitor | head`) ends the monitor quietly.
         if writeln!(stdout, "{line}").is_err() {

@@ -357,6 +357,59 @@ fn an_unreachable_broker_is_exit_4() {
     }
 }
 
+/// What a hostile device writes (an alert message with a newline that forges a line, terminal
+/// escape sequences in C0 and C1 form, a bidirectional override; an escape sequence in its
+/// firmware version, an override in a topic) reaches the terminal escaped, in `dese monitor`'s lines and in its
+/// JSON, which stays the same JSON.
+#[test]
+fn monitor_escapes_what_devices_write() {
+    let broker = Mosquitto::start().unwrap();
+    let url = broker.url();
+    let mut seen = Vec::new();
+    let plain = Running::start(&["monitor", "--broker", &url, "--org", "acme"]);
+    let as_json = Running::start(&["monitor", "--broker", &url, "--org", "acme", "--json"]);
+    Running::wait_line(&plain.stderr, |l| l.contains("watching acme"), &mut seen);
+    Running::wait_line(&as_json.stderr, |l| l.contains("watching acme"), &mut seen);
+    // JSON escapes: the decoded message holds the characters themselves.
+    let hostile = r"low\n[ok] acme/p: all good\u001b[2J\u009b31m\u202egnp";
+    let alert = format!(
+        r#"{{"severity":"warning","message":"{hostile}","timestamp":"2025-01-27T10:00:00Z"}}"#
+    );
+    let status = r#"{"status":"online","firmware_version":"1.0\u001b]0;owned\u0007","timestamp":"2025-01-27T10:00:00Z"}"#;
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let raw = Raw::connect(&broker, "hostile", None).await;
+        for (topic, payload) in [
+            ("devices/acme/p/alert", alert.as_str()),
+            ("devices/acme/p/status", status),
+            // Mosquitto refuses control characters in topics; a bidirectional override passes.
+            ("devices/acme/p\u{202e}/telemetry", "{"),
+        ] {
+            raw.client
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+                .unwrap();
+        }
+        raw.acked(3).await;
+    });
+    for monitor in [&plain, &as_json] {
+        let mut lines = Vec::new();
+        Running::wait_line(&monitor.stdout, |l| l.contains("firmware"), &mut lines);
+        Running::wait_line(&monitor.stdout, |l| l.contains("telemetry"), &mut lines);
+        let alert_line = lines.iter().find(|l| l.contains("low")).unwrap();
+        for line in &lines {
+            assert!(!line.chars().any(char::is_control), "{line:?}");
+            assert!(!line.contains('\u{202e}'), "{line:?}");
+        }
+        assert!(!lines.iter().any(|l| l.starts_with("[ok]")), "{lines:#?}");
+        if std::ptr::eq(monitor, &as_json) {
+            // The same JSON value, with the escapes JSON has.
+            assert_eq!(json(alert_line)["message"]["message"], "low\n[ok] acme/p: all good\u{1b}[2J\u{9b}31m\u{202e}gnp");
+        } else {
+            assert!(alert_line.contains(r"low\n[ok]") && alert_line.contains(r"\u{1b}[2J\u{9b}31m\u{202e}gnp"), "{alert_line}");
+        }
+    }
+}
+
 /// A bare MQTT client: publishes and subscribes wherever the test says, and records what the
 /// broker delivers and acknowledges.
 struct Raw {

@@ -20,6 +20,7 @@
 // A std crate: portability to no_std is not a goal here.
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
 
+mod refusals;
 mod store;
 
 use std::collections::HashMap;
@@ -34,6 +35,19 @@ use dese_protocol::{
 use dese_transport::{BackendClient, BackendHandle, BrokerOptions, Error, Transport};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+
+use crate::refusals::RefusalLog;
+
+/// How often the log sums up the refused messages it did not show one by one.
+const REFUSAL_SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
 
 pub use store::{Database, Store, StoreError, Summary, Written};
 
@@ -193,6 +207,7 @@ impl ReferenceBackend {
                 activity: activity_tx,
                 reacted: HashMap::new(),
                 stored: Arc::clone(&stored),
+                refusals: RefusalLog::new(REFUSAL_SUMMARY_EVERY),
             }
             .run(stopped),
         );
@@ -272,17 +287,30 @@ struct EventLoop<T> {
     activity: mpsc::Sender<Activity>,
     reacted: HashMap<DeviceKey, Instant>,
     stored: Arc<AtomicU64>,
+    refusals: RefusalLog,
 }
 
 impl<T> EventLoop<T> {
     async fn run(mut self, mut stopped: oneshot::Receiver<()>) -> Result<(), Error> {
         loop {
+            let summary_due = self.refusals.due();
             let first = tokio::select! {
                 delivered = self.client.next_delivery() => match delivered {
                     Some(delivered) => delivered,
                     None => return Err(Error::Closed),
                 },
-                _ = &mut stopped => return self.client.shutdown().await,
+                () = sleep_until_some(summary_due) => {
+                    if let Some(summary) = self.refusals.flush() {
+                        eprintln!("{summary}");
+                    }
+                    continue;
+                }
+                _ = &mut stopped => {
+                    if let Some(summary) = self.refusals.flush() {
+                        eprintln!("{summary}");
+                    }
+                    return self.client.shutdown().await;
+                }
             };
             let (events, acks): (Vec<Event>, Vec<_>) = self
                 .fill(first)
@@ -372,8 +400,17 @@ impl<T> EventLoop<T> {
                 to: DeviceState::Online,
                 ..
             } => self.configure(device).await,
-            Event::Dropped { topic, error, .. } => {
-                eprintln!("dese-backend: refused a message on {topic}: {error}");
+            Event::Dropped {
+                topic,
+                reason,
+                error,
+            } => {
+                let line = self
+                    .refusals
+                    .refused(Instant::now(), topic, reason.as_str(), error);
+                if let Some(line) = line {
+                    eprintln!("{line}");
+                }
             }
             _ => {}
         }
