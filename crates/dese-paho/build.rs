@@ -8,6 +8,10 @@
 //! while a device streams telemetry is enough (upstream: eclipse-paho/paho.mqtt.c issues 1621 and
 //! 1622, open). The fix hands both buffers to the stored message before the command is freed.
 //!
+//! A second change makes every TLS connection TLS 1.2 or later: with OpenSSL 1.1 or later, Paho C
+//! ignores its `sslVersion` option and takes whatever versions the system's OpenSSL
+//! configuration allows.
+//!
 //! `paho-mqtt-sys` is used without its `bundled` feature, so it only asks the linker for
 //! `paho-mqtt3as`; this script provides that library. The Paho C source is found next to this
 //! package (a registry or `cargo vendor` layout), in cargo's registry, or at
@@ -22,17 +26,41 @@ const SYS_PACKAGE: &str = "paho-mqtt-sys";
 const SYS_VERSION: &str = "0.11.0";
 const PAHO_C_VERSION: &str = "1.3.16";
 
-/// The file with the fault, the line before which the fix goes, and the fix.
-const FAULTY_FILE: &str = "src/MQTTAsyncUtils.c";
-const ANCHOR: &str = "\t\tfree(p); /* should this be done if the write isn't complete? */\n";
-const FIX: &str = "\t\tif (command->command.details.pub.qos > 0 && rc == SOCKET_ERROR)
+/// A change to the Paho C source: the file, a line that must occur exactly once, and the text
+/// that goes before it (`before`) or after it.
+struct Patch {
+    file: &'static str,
+    anchor: &'static str,
+    text: &'static str,
+    before: bool,
+}
+
+const PATCHES: [Patch; 2] = [
+    // The double free (issue 1621).
+    Patch {
+        file: "src/MQTTAsyncUtils.c",
+        anchor: "\t\tfree(p); /* should this be done if the write isn't complete? */\n",
+        text: "\t\tif (command->command.details.pub.qos > 0 && rc == SOCKET_ERROR)
 \t\t{
 \t\t\t/* dese-paho: the in-flight message stored by MQTTProtocol_startPublish owns these
 \t\t\t   buffers now; freeing them with the command frees them twice (issue 1621). */
 \t\t\tcommand->command.details.pub.payload = NULL;
 \t\t\tcommand->command.details.pub.destinationName = NULL;
 \t\t}
-";
+",
+        before: true,
+    },
+    // TLS 1.2 at least.
+    Patch {
+        file: "src/SSLSocket.c",
+        anchor: "\t\tnet->ctx = SSL_CTX_new(TLS_client_method());\n",
+        text: "\t\t/* dese-paho: TLS 1.2 or later, whatever the system's OpenSSL allows. */
+\t\tif (net->ctx != NULL)
+\t\t\tSSL_CTX_set_min_proto_version(net->ctx, TLS1_2_VERSION);
+",
+        before: false,
+    },
+];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -50,7 +78,9 @@ fn build() -> Result<(), String> {
         fs::remove_dir_all(&tree).map_err(|e| format!("{}: {e}", tree.display()))?;
     }
     copy_tree(&source, &tree)?;
-    patch(&tree.join(FAULTY_FILE))?;
+    for change in &PATCHES {
+        patch(&tree, change)?;
+    }
 
     let mut config = cmake::Config::new(&tree);
     config
@@ -142,22 +172,28 @@ fn is_paho_c(dir: &Path) -> bool {
         part("version.minor"),
         part("version.patch")
     );
-    version == PAHO_C_VERSION && dir.join(FAULTY_FILE).is_file()
+    version == PAHO_C_VERSION && PATCHES.iter().all(|change| dir.join(change.file).is_file())
 }
 
-/// Applies the fix. The anchor must occur exactly once, so a different source fails the build
-/// instead of building unfixed.
-fn patch(file: &Path) -> Result<(), String> {
-    let text = fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    if text.matches(ANCHOR).count() != 1 {
+/// Applies a change. The anchor must occur exactly once, so a different source fails the
+/// build instead of building without the change.
+fn patch(tree: &Path, change: &Patch) -> Result<(), String> {
+    let file = tree.join(change.file);
+    let text = fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    if text.matches(change.anchor).count() != 1 {
         return Err(format!(
-            "{}: the line the fix goes before is not there exactly once; this Paho C is not \
+            "{}: the line a change goes beside is not there exactly once; this Paho C is not \
              the expected {PAHO_C_VERSION}",
             file.display()
         ));
     }
-    let fixed = text.replacen(ANCHOR, &format!("{FIX}{ANCHOR}"), 1);
-    fs::write(file, fixed).map_err(|e| format!("{}: {e}", file.display()))
+    let changed = if change.before {
+        format!("{}{}", change.text, change.anchor)
+    } else {
+        format!("{}{}", change.anchor, change.text)
+    };
+    let fixed = text.replacen(change.anchor, &changed, 1);
+    fs::write(&file, fixed).map_err(|e| format!("{}: {e}", file.display()))
 }
 
 fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {

@@ -20,7 +20,7 @@ pub mod delivery;
 mod fixtures;
 pub mod scenarios;
 
-pub use fixtures::{Figures, certificates, device_settings, eventually, wait_for};
+pub use fixtures::{Figures, TestCa, certificates, device_settings, eventually, wait_for};
 
 /// The scenarios between a device and a backend that need nothing of the broker beyond MQTT,
 /// as a module `$name` of tests for the device transport `$device` and the backend transport

@@ -1,6 +1,7 @@
 //! The scenarios. Each names the statements of CONFORMANCE.md it proves.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant as StdInstant};
 
 use dese_backend::{Event, Outcome, Settings as BackendSettings};
@@ -13,8 +14,8 @@ use dese_testkit::{Mosquitto, MosquittoConfig, Proxy};
 use dese_transport::{BackendClient, BrokerOptions, DeviceClient, ErrorKind, Transport};
 
 use crate::fixtures::{
-    Figures, NoSensors, Probe, Recorder, certificates, device_settings, eventually, reading,
-    telemetry_duplicates, wait_for,
+    Figures, NoSensors, Probe, Recorder, TestCa, certificates, device_settings, eventually,
+    reading, telemetry_duplicates, wait_for,
 };
 
 fn ids(org: &str, device: &str) -> (OrgId, DeviceId) {
@@ -834,6 +835,87 @@ pub async fn tls<D: Transport>() {
         Recorder::default(),
     );
     assert_eq!(refused.err().map(|e| e.kind()), Some(ErrorKind::Tls));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// DESE-S2: what a TLS client must refuse, and mutual TLS. A broker whose certificate names
+/// another host, and one whose certificate expired, are final TLS errors, though a CA the
+/// client trusts signed both. A broker that requires client certificates accepts a device with
+/// one its CA signed and refuses one without.
+pub async fn tls_certificates<D: Transport>() {
+    let dir = std::env::temp_dir().join(format!(
+        "dese-tls-certs-{}-{}",
+        std::process::id(),
+        std::any::type_name::<D>().replace("::", "-")
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = TestCa::new(&dir, "ca");
+    let listener = |cert: &Path, key: &Path, extra: &[&str]| {
+        let mut lines = vec![
+            format!("cafile {}", ca.path.display()),
+            format!("certfile {}", cert.display()),
+            format!("keyfile {}", key.display()),
+        ];
+        lines.extend(extra.iter().map(|l| (*l).to_string()));
+        Mosquitto::start_with(MosquittoConfig {
+            extra: lines,
+            ..MosquittoConfig::default()
+        })
+        .unwrap()
+    };
+    let settings = || device_settings("org-1", "dev-tls", 200);
+    let refused = |broker: &Mosquitto, client: Option<(PathBuf, PathBuf)>, what: &'static str| {
+        let mut options = BrokerOptions::parse(&format!("mqtts://127.0.0.1:{}", broker.port()))
+            .unwrap()
+            .with_ca(&ca.path)
+            .unwrap();
+        if let Some((cert, key)) = client {
+            options = options.with_client_cert(cert, key).unwrap();
+        }
+        async move {
+            let device =
+                DeviceClient::<D>::spawn(&options, settings(), Probe, Recorder::default()).unwrap();
+            eventually(
+                || device.last_failure().is_some(),
+                || format!("{what}: a failure reported"),
+            )
+            .await;
+            assert_eq!(device.stats().delivered, 0, "{what}");
+            let failure = device.last_failure();
+            let error = tokio::time::timeout(Duration::from_secs(15), device.closed())
+                .await
+                .unwrap_or_else(|_| panic!("{what}: the client did not give up: {failure:?}"))
+                .unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::Tls, "{what}: {error}");
+        }
+    };
+
+    let (cert, key) = ca.server("elsewhere", &["broker.elsewhere.example"], false, false);
+    let elsewhere = listener(&cert, &key, &[]);
+    refused(&elsewhere, None, "a certificate for another host").await;
+
+    let (cert, key) = ca.server("expired", &["localhost"], true, true);
+    let expired = listener(&cert, &key, &[]);
+    refused(&expired, None, "an expired certificate").await;
+
+    let (cert, key) = ca.server("mutual", &["localhost"], true, false);
+    let mutual = listener(&cert, &key, &["require_certificate true"]);
+    refused(&mutual, None, "no client certificate where one is required").await;
+    let (client_cert, client_key) = ca.client("dev-tls", "org-1/dev-tls");
+    let options = BrokerOptions::parse(&format!("mqtts://127.0.0.1:{}", mutual.port()))
+        .unwrap()
+        .with_ca(&ca.path)
+        .unwrap()
+        .with_client_cert(&client_cert, &client_key)
+        .unwrap();
+    let device =
+        DeviceClient::<D>::spawn(&options, settings(), Probe, Recorder::default()).unwrap();
+    eventually(
+        || device.stats().delivered >= 3,
+        || format!("mutual TLS: {:?}", device.last_failure()),
+    )
+    .await;
+    device.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
 

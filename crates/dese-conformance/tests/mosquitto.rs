@@ -74,6 +74,12 @@ macro_rules! transport {
                 scenarios::tls::<$transport>().await;
             }
 
+            // DESE-S2
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn dese_s2_tls_certificates() {
+                scenarios::tls_certificates::<$transport>().await;
+            }
+
             // DESE-S1
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn dese_s1_wrong_password() {

@@ -524,6 +524,9 @@ impl Recipe {
         }
         if let Some(files) = &self.tls {
             let mut ssl = paho::SslOptionsBuilder::new();
+            // TLS 1.2 or later is also enforced inside the C library, which ignores this
+            // option with OpenSSL 1.1 and later (crates/dese-paho/build.rs).
+            ssl.ssl_version(paho::SslVersion::Tls_1_2);
             ssl.trust_store(&files.ca)
                 .map_err(|e| Error::tls(format!("CA file {}: {e}", files.ca.display())))?
                 .disable_default_trust_store(true)

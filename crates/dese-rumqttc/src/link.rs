@@ -280,9 +280,27 @@ fn failure(error: &ConnectionError) -> ConnectionFailure {
             Code::BadUserNamePassword | Code::NotAuthorized | Code::BadClientId,
         ) => ErrorKind::Auth,
         ConnectionError::Tls(_) => ErrorKind::Tls,
+        _ if tls_alert(error) => ErrorKind::Tls,
         _ => ErrorKind::Io,
     };
     ConnectionFailure::new(kind, error.to_string())
+}
+
+/// Whether the broker ended the connection with a TLS alert after the handshake. With TLS 1.3
+/// a broker checks the client's certificate (a missing one, one it does not trust) once the
+/// handshake is over from the client's side, so the refusal arrives as a read error on the
+/// first packet, not as a handshake error: it is as final as one.
+fn tls_alert(error: &ConnectionError) -> bool {
+    let io = match error {
+        ConnectionError::Io(e)
+        | ConnectionError::MqttState(
+            StateError::Io(e) | StateError::Deserialization(rumqttc::mqttbytes::Error::Io(e)),
+        ) => e,
+        _ => return false,
+    };
+    io.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::AlertReceived(_)))
 }
 
 /// Polls the event loop; after a failure, waits for the driver's go (with the keepalive and

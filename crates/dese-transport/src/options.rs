@@ -24,7 +24,7 @@ const MAX_INCOMING_PACKET: usize = BROKER_MESSAGE_SIZE_LIMIT + 65_535 + 2 + 2 + 
 /// assert!(BrokerOptions::parse("http://example").is_err());
 /// # Ok::<(), dese_transport::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct BrokerOptions {
     /// The broker's host.
     pub host: String,
@@ -48,6 +48,35 @@ pub struct BrokerOptions {
     pub tcp_nodelay: bool,
     secure: bool,
     tls: Option<TlsFiles>,
+}
+
+/// The password never shows: a `{:?}` of the options in a log must not leak it.
+///
+/// ```
+/// use dese_transport::BrokerOptions;
+///
+/// let options = BrokerOptions::parse("mqtt://127.0.0.1")?.with_credentials("acme/pool-1", "s3cret");
+/// let shown = format!("{options:?}");
+/// assert!(shown.contains("acme/pool-1") && !shown.contains("s3cret"));
+/// # Ok::<(), dese_transport::Error>(())
+/// ```
+impl std::fmt::Debug for BrokerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let credentials = self
+            .credentials
+            .as_ref()
+            .map(|(user, _)| (user.as_str(), "<hidden>"));
+        f.debug_struct("BrokerOptions")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("credentials", &credentials)
+            .field("max_packet_size", &self.max_packet_size)
+            .field("max_incoming_packet_size", &self.max_incoming_packet_size)
+            .field("tcp_nodelay", &self.tcp_nodelay)
+            .field("secure", &self.secure)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 /// The PEM files of a TLS connection.
@@ -109,9 +138,18 @@ impl BrokerOptions {
     }
 
     /// Trusts the CA certificates in this PEM file (and only them) for an `mqtts://` broker.
-    /// The file must hold at least one PEM certificate.
+    /// The file must hold at least one PEM certificate. On an `mqtt://` URL it is an error: the
+    /// connection would be plaintext, the password sent in clear, while the caller believed
+    /// it protected.
     pub fn with_ca(mut self, pem_file: impl AsRef<Path>) -> Result<Self, Error> {
         let path = pem_file.as_ref();
+        if !self.secure {
+            return Err(Error::tls(format!(
+                "a CA ({}) was given for a plaintext mqtt:// broker: use mqtts:// to connect \
+                 with TLS",
+                path.display()
+            )));
+        }
         require_pem(path, "CERTIFICATE")?;
         let client = self.tls.take().and_then(|t| t.client);
         self.tls = Some(TlsFiles {
@@ -122,16 +160,19 @@ impl BrokerOptions {
     }
 
     /// Authenticates with a client certificate (PEM chain and PEM private key); needs
-    /// [`BrokerOptions::with_ca`] first.
+    /// [`BrokerOptions::with_ca`] first (and so `mqtts://`).
     pub fn with_client_cert(
         mut self,
         cert_file: impl AsRef<Path>,
         key_file: impl AsRef<Path>,
     ) -> Result<Self, Error> {
         let Some(tls) = self.tls.as_mut() else {
-            return Err(Error::tls(
-                "give the CA (with_ca) before the client certificate",
-            ));
+            let why = if self.secure {
+                "give the CA (with_ca) before the client certificate"
+            } else {
+                "a client certificate was given for a plaintext mqtt:// broker: use mqtts://"
+            };
+            return Err(Error::tls(why));
         };
         let (cert, key) = (cert_file.as_ref(), key_file.as_ref());
         require_pem(cert, "CERTIFICATE")?;
@@ -157,6 +198,11 @@ impl BrokerOptions {
             options = options.with_ca(ca)?;
         }
         if let Some((cert, key)) = client_cert {
+            if !options.secure {
+                return Err(Error::tls(format!(
+                    "{url}: a client certificate was given for a plaintext broker: use mqtts://"
+                )));
+            }
             options = options.with_client_cert(cert, key)?;
         }
         if options.secure && options.tls.is_none() {
@@ -266,6 +312,23 @@ mod tests {
         let error = with_ca.with_client_cert(&ca, &junk).unwrap_err();
         assert!(error.to_string().contains("PRIVATE KEY"), "{error}");
 
+        // TLS files with a plaintext URL: refused, never a plaintext connection.
+        let plain = BrokerOptions::parse("mqtt://127.0.0.1").unwrap();
+        let error = plain.clone().with_ca(&ca).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Tls);
+        assert!(error.to_string().contains("use mqtts://"), "{error}");
+        assert_eq!(
+            plain.with_client_cert(&ca, &ca).unwrap_err().kind(),
+            ErrorKind::Tls
+        );
+        for (ca_file, cert) in [
+            (Some(ca.as_path()), None),
+            (None, Some((ca.as_path(), ca.as_path()))),
+        ] {
+            let error =
+                BrokerOptions::from_parts("mqtt://h", Some(("u", "p")), ca_file, cert).unwrap_err();
+            assert!(error.to_string().contains("mqtts://"), "{error}");
+        }
         let error = BrokerOptions::from_parts("mqtts://h", None, None, None).unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Tls);
         assert!(error.to_string().contains("CA certificate"), "{error}");
