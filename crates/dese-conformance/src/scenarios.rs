@@ -409,6 +409,14 @@ pub async fn restarts<D: Transport, B: Transport>(tag: &str) -> Figures {
     let settings = BackendSettings {
         rate_limit: None,
         telemetry_window: READINGS,
+        // The devices' short backoff (at most 1 s): ten restarts in a few seconds would take
+        // the default's ceiling to 60 s, and a wait of up to a minute after each restart
+        // (full jitter) could outlast the test's deadline. What is tested is the delivery.
+        backoff: dese_device::Backoff {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(1),
+            ..dese_device::Backoff::DEFAULT
+        },
         ..BackendSettings::default()
     };
     let mut backend =
