@@ -403,9 +403,16 @@ fn monitor_escapes_what_devices_write() {
         assert!(!lines.iter().any(|l| l.starts_with("[ok]")), "{lines:#?}");
         if std::ptr::eq(monitor, &as_json) {
             // The same JSON value, with the escapes JSON has.
-            assert_eq!(json(alert_line)["message"]["message"], "low\n[ok] acme/p: all good\u{1b}[2J\u{9b}31m\u{202e}gnp");
+            assert_eq!(
+                json(alert_line)["message"]["message"],
+                "low\n[ok] acme/p: all good\u{1b}[2J\u{9b}31m\u{202e}gnp"
+            );
         } else {
-            assert!(alert_line.contains(r"low\n[ok]") && alert_line.contains(r"\u{1b}[2J\u{9b}31m\u{202e}gnp"), "{alert_line}");
+            assert!(
+                alert_line.contains(r"low\n[ok]")
+                    && alert_line.contains(r"\u{1b}[2J\u{9b}31m\u{202e}gnp"),
+                "{alert_line}"
+            );
         }
     }
 }
@@ -524,18 +531,25 @@ password = "three"
     )
     .unwrap();
     let out: PathBuf = dir.join("mosquitto");
+    let port = free_port();
     let acl = run(&[
         "acl",
         "--devices",
         registry.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
     ]);
     assert_eq!(acl.status.code(), Some(0), "{}", text(&acl.stderr));
-    // The generated dese.conf as an operator includes it: the broker must accept every line.
+    // The generated dese.conf as an operator includes it, with its listener: the broker must
+    // accept every line.
     let broker = Mosquitto::start_with(MosquittoConfig {
         allow_anonymous: false,
         extra: vec![format!("include_dir {}", out.display())],
+        listener_in_extra: Some(port),
         ..MosquittoConfig::default()
     })
     .unwrap();
@@ -658,6 +672,329 @@ password = "three"
             other.delivered_until("devices/other/pool-1/commands").await,
             ["devices/other/pool-1/commands"]
         );
+
+        // A takeover attempt: pool-2's credentials with pool-1's client id. The broker takes
+        // the client id from the username (use_username_as_clientid), so pool-1 stays
+        // connected: its next reading is acknowledged and reaches the backend.
+        let _intruder = Raw::connect(&broker, "acme:pool-1", Some(("acme/pool-2", "two"))).await;
+        one.client
+            .publish(
+                "devices/acme/pool-1/telemetry",
+                QoS::AtLeastOnce,
+                false,
+                "{}",
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}: {}", broker.log()));
+        assert_eq!(
+            backend
+                .delivered_until("devices/acme/pool-1/telemetry")
+                .await,
+            ["devices/acme/pool-1/telemetry"]
+        );
+        // The intruder took the client id of its own username: it can only end its own
+        // other connection (pool-2's), never pool-1's.
+        assert!(
+            !broker
+                .log()
+                .contains("Client acme/pool-1 already connected"),
+            "{}",
+            broker.log()
+        );
     });
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `dese acl` run as root writes the password file and the ACL for the broker's group (0640,
+/// group mosquitto): a stock Mosquitto started as root, which drops to the `mosquitto` user
+/// before it reads them, starts with them and lets a device in with its password. A 0600 root
+/// file stopped it ("Unable to open pwfile"). Needs root, as the machines of the test command
+/// run it; said and skipped otherwise.
+#[test]
+fn a_stock_broker_that_drops_privileges_reads_the_files() {
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .any(|line| line.starts_with("Uid:") && line.split_whitespace().nth(1) == Some("0"))
+    });
+    if !root {
+        eprintln!("skipped: only root can start a broker that drops to the mosquitto user");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("dese-cli-acl-stock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let registry = dir.join("registry.toml");
+    std::fs::write(
+        &registry,
+        "[[device]]\norg = \"acme\"\ndevice = \"pool-1\"\npassword = \"one\"\n",
+    )
+    .unwrap();
+    let out = dir.join("mosquitto");
+    let port = free_port();
+    let acl = run(&[
+        "acl",
+        "--devices",
+        registry.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+    ]);
+    assert_eq!(acl.status.code(), Some(0), "{}", text(&acl.stderr));
+    use std::os::unix::fs::MetadataExt;
+    let passwd = std::fs::metadata(out.join("passwd")).unwrap();
+    assert_eq!(
+        passwd.mode() & 0o777,
+        0o640,
+        "readable by the owner and the group only"
+    );
+    let broker = Mosquitto::start_with(MosquittoConfig {
+        allow_anonymous: false,
+        extra: vec![format!("include_dir {}", out.display())],
+        run_as: Some("mosquitto".into()),
+        listener_in_extra: Some(port),
+        ..MosquittoConfig::default()
+    })
+    .unwrap_or_else(|e| panic!("the broker did not start: {e}"));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let one = Raw::connect(&broker, "acme:pool-1", Some(("acme/pool-1", "one"))).await;
+        one.client
+            .publish(
+                "devices/acme/pool-1/telemetry",
+                QoS::AtLeastOnce,
+                false,
+                "{}",
+            )
+            .await
+            .unwrap();
+        one.acked(1).await;
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `dese acl --auth certificate` with certificates from `scripts/certificates`, on a real
+/// Mosquitto, proven by delivery: a device with its own certificate reaches the backend and
+/// gets its commands; another device's certificate can neither read its telemetry nor command
+/// it; a client without a certificate is refused (TLS), and so is a client that claims the
+/// device's username on the broker's plain listener (the password file holds no one).
+#[test]
+fn certificates_confine_every_device_to_its_own_topics() {
+    use dese_protocol::{Action, PumpState};
+    use dese_rumqttc::{BrokerOptions, Rumqttc};
+    use dese_transport::{BackendClient, DeviceClient, ErrorKind};
+
+    let dir = std::env::temp_dir().join(format!("dese-cli-acl-certs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_dir = dir.join("ca");
+    let issue = |args: &[&str]| {
+        let out = Command::new(root().join("scripts/certificates"))
+            .args(args)
+            .args(["--ca-dir", ca_dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        let paths: Vec<PathBuf> = text(&out.stdout).lines().map(PathBuf::from).collect();
+        (paths[0].clone(), paths[1].clone())
+    };
+    let (ca, _) = issue(&["ca"]);
+    let (broker_cert, broker_key) = issue(&["broker", "--host", "localhost", "--ip", "127.0.0.1"]);
+    let one_cert = issue(&["device", "--org", "acme", "--device", "pool-1"]);
+    let two_cert = issue(&["device", "--org", "acme", "--device", "pool-2"]);
+    let ingest_cert = issue(&["backend", "--username", "ingest"]);
+    let registry = dir.join("registry.toml");
+    std::fs::write(
+        &registry,
+        "[[backend]]\nusername = \"ingest\"\n\n[[device]]\norg = \"acme\"\ndevice = \"pool-1\"\n\n\
+         [[device]]\norg = \"acme\"\ndevice = \"pool-2\"\n",
+    )
+    .unwrap();
+    let tls_port = free_port().to_string();
+    let out = dir.join("mosquitto");
+    let acl = run(&[
+        "acl",
+        "--devices",
+        registry.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--auth",
+        "certificate",
+        "--tls-ca",
+        ca.to_str().unwrap(),
+        "--tls-cert",
+        broker_cert.to_str().unwrap(),
+        "--tls-key",
+        broker_key.to_str().unwrap(),
+        "--port",
+        &tls_port,
+        "--bind",
+        "127.0.0.1",
+    ]);
+    assert_eq!(acl.status.code(), Some(0), "{}", text(&acl.stderr));
+    let broker = Mosquitto::start_with(MosquittoConfig {
+        allow_anonymous: false,
+        extra: vec![format!("include_dir {}", out.display())],
+        ..MosquittoConfig::default()
+    })
+    .unwrap();
+    let tls = |cert: Option<&(PathBuf, PathBuf)>| {
+        let options = BrokerOptions::parse(&format!("mqtts://127.0.0.1:{tls_port}"))
+            .unwrap()
+            .with_ca(&ca)
+            .unwrap();
+        match cert {
+            Some((cert, key)) => options.with_client_cert(cert, key).unwrap(),
+            None => options,
+        }
+    };
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let settings = dese_backend::Settings {
+            rate_limit: None,
+            command_timeout: Duration::from_secs(2),
+            ..dese_backend::Settings::default()
+        };
+        let mut ingest = BackendClient::<Rumqttc>::spawn(
+            &tls(Some(&ingest_cert)),
+            "ingest",
+            settings.clone(),
+            None,
+        )
+        .unwrap();
+        let mut snoop =
+            BackendClient::<Rumqttc>::spawn(&tls(Some(&two_cert)), "snoop", settings, None)
+                .unwrap();
+        let mut device =
+            dese_device::Settings::new("acme".parse().unwrap(), "pool-1".parse().unwrap(), "1.0.0");
+        device.telemetry_interval = dese_protocol::TelemetryInterval::new(200).unwrap();
+        let one = DeviceClient::<Rumqttc>::spawn(
+            &tls(Some(&one_cert)),
+            device.clone(),
+            Probe,
+            Pumps(std::sync::Arc::clone(&ran)),
+        )
+        .unwrap();
+        // The backend hears pool-1, by its certificate.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        let mut readings = 0;
+        while readings < 3 {
+            let event = tokio::time::timeout_at(deadline, ingest.next_event())
+                .await
+                .expect("pool-1's readings reach the backend");
+            if let Some(dese_backend::Event::Telemetry { device, .. }) = event {
+                assert_eq!(
+                    (device.org.as_str(), device.device.as_str()),
+                    ("acme", "pool-1")
+                );
+                readings += 1;
+            }
+        }
+        // pool-2's certificate: its commands to pool-1 are dropped by the broker (they time
+        // out), and none of pool-1's readings reach it.
+        let (org, id) = ("acme".parse().unwrap(), "pool-1".parse().unwrap());
+        let pump = Action::SetPump {
+            pump_id: 1,
+            state: PumpState::On,
+            duration: None,
+        };
+        let (_, forged) = snoop.send_command(org, id, pump.clone()).await.unwrap();
+        assert!(
+            matches!(forged, dese_backend::Outcome::TimedOut { .. }),
+            "{forged:?}"
+        );
+        assert_eq!(
+            ran.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "pool-1 ran nothing"
+        );
+        while let Ok(Some(event)) =
+            tokio::time::timeout(Duration::from_millis(100), snoop.next_event()).await
+        {
+            assert!(
+                !matches!(event, dese_backend::Event::Telemetry { .. }),
+                "pool-2's certificate read pool-1's telemetry: {event:?}"
+            );
+        }
+        // The backend's command is delivered and run.
+        let (org, id) = ("acme".parse().unwrap(), "pool-1".parse().unwrap());
+        let (_, outcome) = ingest.send_command(org, id, pump).await.unwrap();
+        assert!(
+            matches!(outcome, dese_backend::Outcome::Completed(_)),
+            "{outcome:?}"
+        );
+        assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        // No certificate: refused by TLS. The device's username on the plain listener, with
+        // any password: refused.
+        let refused = |options: BrokerOptions, kind: ErrorKind| {
+            let device = device.clone();
+            let ran = std::sync::Arc::clone(&ran);
+            async move {
+                let client =
+                    DeviceClient::<Rumqttc>::spawn(&options, device, Probe, Pumps(ran)).unwrap();
+                let error = tokio::time::timeout(Duration::from_secs(15), client.closed())
+                    .await
+                    .expect("refused for good")
+                    .unwrap_err();
+                assert_eq!(error.kind(), kind, "{error}");
+            }
+        };
+        refused(tls(None), ErrorKind::Tls).await;
+        let plain = BrokerOptions::parse(&broker.url())
+            .unwrap()
+            .with_credentials("acme/pool-1", "anything");
+        refused(plain, ErrorKind::Auth).await;
+
+        one.shutdown().await.unwrap();
+        ingest.shutdown().await.unwrap();
+        snoop.shutdown().await.unwrap();
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A loopback port free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The repository's root, read at run time (a shared target dir reuses test binaries).
+fn root() -> PathBuf {
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest.join("../..")
+}
+
+/// Constant readings.
+struct Probe;
+
+impl dese_device::SensorReader for Probe {
+    fn read(&mut self, _now: dese_device::Instant) -> Option<dese_device::Readings> {
+        Some(dese_device::Readings {
+            ph: 7.2,
+            chlorine: 2.5,
+            temperature: 25.5,
+            ..dese_device::Readings::default()
+        })
+    }
+}
+
+/// Runs every command, counting them.
+struct Pumps(std::sync::Arc<std::sync::atomic::AtomicU32>);
+
+impl dese_device::CommandHandler for Pumps {
+    fn run(
+        &mut self,
+        _action: &dese_protocol::Action,
+        _now: dese_device::Instant,
+    ) -> Result<Option<dese_protocol::JsonObject>, String> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(None)
+    }
 }

@@ -26,6 +26,15 @@ pub struct MosquittoConfig {
     pub persistence: bool,
     /// Extra lines appended to the configuration as they are.
     pub extra: Vec<String>,
+    /// The user a broker started as root drops to, as a stock installation does (Debian's
+    /// `mosquitto`): the test's folder is given to that user, and the broker then reads
+    /// every file it is given as that user. `None`: it stays the invoking user (`user root`
+    /// when that is root). Ignored when not running as root.
+    pub run_as: Option<String>,
+    /// The port of a listener that `extra` defines (an included `dese.conf` does): the broker
+    /// gets no listener of the test kit's own, and is ready when that one is. `None`: a
+    /// loopback listener on a free port.
+    pub listener_in_extra: Option<u16>,
 }
 
 impl Default for MosquittoConfig {
@@ -38,6 +47,8 @@ impl Default for MosquittoConfig {
             max_inflight_messages: 0,
             persistence: false,
             extra: Vec::new(),
+            run_as: None,
+            listener_in_extra: None,
         }
     }
 }
@@ -114,6 +125,12 @@ impl Mosquitto {
             unique()
         ));
         std::fs::create_dir_all(&dir)?;
+        if let (Some(user), true) = (&config.run_as, running_as_root()) {
+            let (uid, gid) = system_user(user).ok_or_else(|| {
+                StartError::Io(std::io::Error::other(format!("no user {user:?}")))
+            })?;
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
+        }
         let mut broker = Self {
             child: None,
             port: 0,
@@ -122,6 +139,11 @@ impl Mosquitto {
         };
         // A port that was free a moment ago can be taken before the broker binds it: retry.
         let mut last = None;
+        if let Some(port) = broker.config.listener_in_extra {
+            broker.port = port;
+            broker.spawn()?;
+            return Ok(broker);
+        }
         for _ in 0..5 {
             broker.port = free_port()?;
             match broker.spawn() {
@@ -244,11 +266,14 @@ impl Mosquitto {
         let mut lines = Vec::new();
         if running_as_root() {
             // Run as root, Mosquitto drops to the `mosquitto` user, which cannot write into
-            // this test's folder; `user root` keeps it as the invoking user.
-            lines.push("user root".to_string());
+            // this test's folder unless it was given to it; `user root` keeps it as the
+            // invoking user.
+            lines.push(format!("user {}", c.run_as.as_deref().unwrap_or("root")));
+        }
+        if c.listener_in_extra.is_none() {
+            lines.push(format!("listener {} 127.0.0.1", self.port));
         }
         lines.extend([
-            format!("listener {} 127.0.0.1", self.port),
             format!("allow_anonymous {}", c.allow_anonymous),
             format!("persistence {}", c.persistence),
             format!("persistence_location {}/", self.dir.display()),
@@ -328,6 +353,17 @@ pub(crate) fn running_as_root() -> bool {
             .find_map(|line| line.strip_prefix("Uid:"))
             .and_then(|ids| ids.split_whitespace().nth(1))
             == Some("0")
+    })
+}
+
+/// The uid and gid of a system user, from /etc/passwd.
+pub(crate) fn system_user(name: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next()? == name).then_some(())?;
+        let _password = fields.next()?;
+        Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
     })
 }
 

@@ -90,7 +90,7 @@ impl Postgres {
     pub fn start() -> Result<Self, PostgresError> {
         let bin = bin_dir().ok_or(PostgresError::NotInstalled)?;
         let user = if running_as_root() {
-            Some(postgres_user().ok_or(PostgresError::NoUser)?)
+            Some(crate::mosquitto::system_user("postgres").ok_or(PostgresError::NoUser)?)
         } else {
             None
         };
@@ -292,16 +292,5 @@ fn bin_dir() -> Option<PathBuf> {
         let path = std::env::var_os("PATH")?;
         std::env::split_paths(&path)
             .find(|dir| dir.join("initdb").is_file() && dir.join("postgres").is_file())
-    })
-}
-
-/// The uid and gid of the `postgres` user, from /etc/passwd.
-fn postgres_user() -> Option<(u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        (fields.next()? == "postgres").then_some(())?;
-        let _password = fields.next()?;
-        Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
     })
 }
