@@ -12,6 +12,9 @@
 //! ignores its `sslVersion` option and takes whatever versions the system's OpenSSL
 //! configuration allows.
 //!
+//! A third makes a silent link noticed 1.5 keepalive periods after the last packet received,
+//! as the keepalive promises, instead of about 2.5.
+//!
 //! `paho-mqtt-sys` is used without its `bundled` feature, so it only asks the linker for
 //! `paho-mqtt3as`; this script provides that library. The Paho C source is found next to this
 //! package (a registry or `cargo vendor` layout), in cargo's registry, or at
@@ -26,16 +29,22 @@ const SYS_PACKAGE: &str = "paho-mqtt-sys";
 const SYS_VERSION: &str = "0.11.0";
 const PAHO_C_VERSION: &str = "1.3.16";
 
-/// A change to the Paho C source: the file, a line that must occur exactly once, and the text
-/// that goes before it (`before`) or after it.
+/// A change to the Paho C source: the file, text that must occur exactly once, and the text
+/// that goes before it, after it or instead of it.
 struct Patch {
     file: &'static str,
     anchor: &'static str,
     text: &'static str,
-    before: bool,
+    place: Place,
 }
 
-const PATCHES: [Patch; 2] = [
+enum Place {
+    Before,
+    After,
+    Instead,
+}
+
+const PATCHES: [Patch; 4] = [
     // The double free (issue 1621).
     Patch {
         file: "src/MQTTAsyncUtils.c",
@@ -48,7 +57,7 @@ const PATCHES: [Patch; 2] = [
 \t\t\tcommand->command.details.pub.destinationName = NULL;
 \t\t}
 ",
-        before: true,
+        place: Place::Before,
     },
     // TLS 1.2 at least.
     Patch {
@@ -58,7 +67,33 @@ const PATCHES: [Patch; 2] = [
 \t\tif (net->ctx != NULL)
 \t\t\tSSL_CTX_set_min_proto_version(net->ctx, TLS1_2_VERSION);
 ",
-        before: false,
+        place: Place::After,
+    },
+    // A silent link noticed 1.5 keepalive periods after the last packet received: a ping is
+    // due when nothing was received for a keepalive period (not only when nothing was sent),
+    // and the link is closed when, with that ping outstanding, nothing was received for 1.5.
+    // Paho C pinged only after a period without sending and waited 1.5 periods from the ping:
+    // a device streaming readings into a dead link noticed after about 2.5 periods.
+    Patch {
+        file: "src/MQTTProtocolClient.c",
+        anchor: "\t\t\tif (MQTTTime_difftime(now, client->net.lastPing) >= (DIFF_TIME_TYPE)(client->keepAliveInterval * 1500) &&
+\t\t\t\t/* if last received is more recent, we could be receiving a large packet */
+\t\t\t\tMQTTTime_difftime(now, client->net.lastReceived) >= (DIFF_TIME_TYPE)(client->keepAliveInterval * 1500))
+",
+        text: "\t\t\t/* dese-paho: nothing received for 1.5 keepalive periods with a ping outstanding. */
+\t\t\tif (MQTTTime_difftime(now, client->net.lastReceived) >= (DIFF_TIME_TYPE)(client->keepAliveInterval * 1500))
+",
+        place: Place::Instead,
+    },
+    Patch {
+        file: "src/MQTTProtocolClient.c",
+        anchor: "\t\telse if (MQTTTime_difftime(now, client->net.lastSent) >= (DIFF_TIME_TYPE)(client->keepAliveInterval * 1000))
+",
+        text: "\t\telse if (MQTTTime_difftime(now, client->net.lastSent) >= (DIFF_TIME_TYPE)(client->keepAliveInterval * 1000) ||
+\t\t\t/* dese-paho: also after a keepalive period without receiving anything. */
+\t\t\tMQTTTime_difftime(now, client->net.lastReceived) >= (DIFF_TIME_TYPE)(client->keepAliveInterval * 1000))
+",
+        place: Place::Instead,
     },
 ];
 
@@ -187,10 +222,10 @@ fn patch(tree: &Path, change: &Patch) -> Result<(), String> {
             file.display()
         ));
     }
-    let changed = if change.before {
-        format!("{}{}", change.text, change.anchor)
-    } else {
-        format!("{}{}", change.anchor, change.text)
+    let changed = match change.place {
+        Place::Before => format!("{}{}", change.text, change.anchor),
+        Place::After => format!("{}{}", change.anchor, change.text),
+        Place::Instead => change.text.to_string(),
     };
     let fixed = text.replacen(change.anchor, &changed, 1);
     fs::write(&file, fixed).map_err(|e| format!("{}: {e}", file.display()))

@@ -16,6 +16,7 @@
     clippy::std_instead_of_core
 )]
 
+pub mod chaos;
 pub mod delivery;
 mod fixtures;
 pub mod scenarios;

@@ -303,6 +303,16 @@ fn tls_alert(error: &ConnectionError) -> bool {
         .is_some_and(|e| matches!(e, rustls::Error::AlertReceived(_)))
 }
 
+/// How long the broker may say nothing on a live connection: 1.5 keepalive periods. rumqttc
+/// pings after a keepalive period without traffic, so a working broker answers well within it;
+/// rumqttc itself notices an unanswered ping only when the next one is due, two periods after
+/// the link went silent. `None` while connecting (the connection timeout applies) or without a
+/// keepalive.
+fn silence_limit(eventloop: &EventLoop) -> Option<Duration> {
+    let keepalive = eventloop.mqtt_options.keep_alive();
+    (eventloop.network.is_some() && !keepalive.is_zero()).then(|| keepalive.mul_f64(1.5))
+}
+
 /// Polls the event loop; after a failure, waits for the driver's go (with the keepalive and
 /// will of the next connection) before polling again, which reconnects.
 ///
@@ -323,8 +333,29 @@ async fn poll(
         return;
     };
     next.apply(&mut eventloop.mqtt_options);
+    let mut heard = tokio::time::Instant::now();
     loop {
-        let result = eventloop.poll().await;
+        let result = match silence_limit(&eventloop) {
+            Some(limit) => tokio::select! {
+                result = eventloop.poll() => result,
+                () = tokio::time::sleep_until(heard + limit) => {
+                    // Dropping the connection makes the next poll connect again.
+                    eventloop.network = None;
+                    Err(ConnectionError::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "nothing from the broker for {:.1} s, 1.5 keepalive periods: the \
+                             link is silent",
+                            limit.as_secs_f64()
+                        ),
+                    )))
+                }
+            },
+            None => eventloop.poll().await,
+        };
+        if let Ok(rumqttc::Event::Incoming(_)) = &result {
+            heard = tokio::time::Instant::now();
+        }
         if result.as_ref().is_ok_and(|event| !wanted(event)) {
             continue;
         }
