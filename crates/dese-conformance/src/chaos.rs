@@ -348,3 +348,187 @@ pub async fn link_faults<D: Transport, B: Transport>(faults: Faults) -> ChaosFig
     assert_eq!(stats.telemetry_dropped, 0, "the outbox had room: {figures}");
     figures
 }
+
+/// How often Mosquitto saves its state (sessions, queued messages, retained messages) to disk:
+/// what a broker killed with SIGKILL comes back with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Autosave {
+    /// After every change (`autosave_on_changes true`, `autosave_interval 1`): the most a
+    /// broker can keep, at the cost of a write per message.
+    EveryChange,
+    /// Every so many seconds (`autosave_interval N`; Mosquitto's default is 1800).
+    Seconds(u32),
+}
+
+impl Autosave {
+    fn lines(self) -> Vec<String> {
+        match self {
+            Self::EveryChange => vec![
+                "autosave_on_changes true".to_string(),
+                "autosave_interval 1".to_string(),
+            ],
+            Self::Seconds(n) => vec![format!("autosave_interval {n}")],
+        }
+    }
+}
+
+impl fmt::Display for Autosave {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::EveryChange => f.write_str("autosave on every change"),
+            Self::Seconds(n) => write!(f, "autosave every {n} s"),
+        }
+    }
+}
+
+/// What a run of broker kills measured.
+#[derive(Debug, Clone, Default)]
+pub struct KillFigures {
+    /// Readings the device published.
+    pub sent: u64,
+    /// Distinct readings the backend received.
+    pub received: u64,
+    /// Readings the broker acknowledged and then lost: killed before it saved them or handed
+    /// them to the backend. The operator's choice of autosave decides this.
+    pub lost_by_the_broker: u64,
+    /// Copies the backend engine recognised.
+    pub duplicates_recognised: u64,
+    /// SIGKILLs.
+    pub kills: u64,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+impl fmt::Display for KillFigures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "sent {}, all acknowledged by the broker; received once {}, acknowledged then lost \
+             by the broker {}, copies recognised {}, kills {}, time {:.1?}",
+            self.sent,
+            self.received,
+            self.lost_by_the_broker,
+            self.duplicates_recognised,
+            self.kills,
+            self.elapsed
+        )
+    }
+}
+
+/// Mosquitto killed with SIGKILL `kills` times while a device streams `readings`, and started
+/// again with persistence on: every reading stays in the device's outbox until the broker
+/// acknowledged it (sent again after each kill otherwise), and the backend, with its persistent
+/// session, gets what the broker kept. What the broker acknowledged and then lost is counted
+/// apart: it depends on `autosave`.
+pub async fn broker_kills<D: Transport, B: Transport>(
+    readings: u32,
+    kills: u32,
+    autosave: Autosave,
+) -> KillFigures {
+    let started = StdInstant::now();
+    let mut broker = Mosquitto::start_with(dese_testkit::MosquittoConfig {
+        persistence: true,
+        extra: autosave.lines(),
+        ..dese_testkit::MosquittoConfig::default()
+    })
+    .unwrap();
+    let options = BrokerOptions::parse(&broker.url()).unwrap();
+    let backend_settings = BackendSettings {
+        rate_limit: None,
+        telemetry_window: 4_096,
+        backoff: dese_device::Backoff {
+            base: Duration::from_millis(50),
+            cap: Duration::from_millis(500),
+            ..dese_device::Backoff::DEFAULT
+        },
+        ..BackendSettings::default()
+    };
+    let mut backend =
+        BackendClient::<B>::spawn(&options, "kills-backend", backend_settings, None).unwrap();
+    let (online_tx, online_rx) = tokio::sync::oneshot::channel();
+    let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
+    let reader = tokio::spawn(async move {
+        let mut online = Some(online_tx);
+        let mut seen = BTreeSet::new();
+        loop {
+            let event = tokio::select! {
+                event = backend.next_event() => event,
+                _ = done_rx.changed() => break,
+            };
+            match event {
+                Some(Event::Telemetry { telemetry, .. }) => {
+                    if let Some(n) = telemetry.sensors.tds {
+                        seen.insert(n);
+                        if seen.len() == readings as usize {
+                            break;
+                        }
+                    }
+                }
+                Some(Event::PresenceChanged { .. }) => {
+                    if let Some(tx) = online.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        let counters = backend.counters();
+        backend.shutdown().await.unwrap();
+        (seen, counters)
+    });
+    let mut settings = device_settings("org-1", "dev-kills", 86_400_000);
+    settings.outbox_capacity = readings as usize + 64;
+    settings.in_flight_window = 16;
+    settings.backoff.base = Duration::from_millis(50);
+    settings.backoff.cap = Duration::from_millis(500);
+    let device = DeviceClient::<D>::spawn(&options, settings, NoSensors, Runs::default()).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), online_rx)
+        .await
+        .expect("the device came online")
+        .unwrap();
+    let every = (readings / (kills + 1)).max(1);
+    let mut killed = 0;
+    for n in 0..readings {
+        device.publish_readings(numbered(n)).unwrap();
+        if n % 20 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if (n + 1) % every == 0 && killed < kills {
+            eventually(
+                || device.is_connected(),
+                || "the device did not reconnect".into(),
+            )
+            .await;
+            tokio::task::block_in_place(|| {
+                broker.kill();
+                broker.start_again().unwrap();
+            });
+            killed += 1;
+        }
+    }
+    // Every reading acknowledged by the broker (the outbox empties only so), then the backend
+    // given time to get what the broker kept.
+    eventually(
+        || device.stats().pending == 0,
+        || format!("the device's outbox never emptied: {:?}", device.stats()),
+    )
+    .await;
+    let acknowledged_at = StdInstant::now();
+    while !reader.is_finished() && acknowledged_at.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = done_tx.send(true);
+    let (seen, counters) = reader.await.unwrap();
+    let stats = device.stats();
+    device.shutdown().await.unwrap();
+    assert_eq!(stats.telemetry_dropped, 0, "the outbox had room");
+    KillFigures {
+        sent: stats.telemetry,
+        received: seen.len() as u64,
+        lost_by_the_broker: u64::from(readings).saturating_sub(seen.len() as u64),
+        duplicates_recognised: telemetry_duplicates(&counters),
+        kills: u64::from(killed),
+        elapsed: started.elapsed(),
+    }
+}

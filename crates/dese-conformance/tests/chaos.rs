@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use dese_conformance::chaos::{ChaosFigures, Faults, link_faults};
+use dese_conformance::chaos::{Autosave, ChaosFigures, Faults, broker_kills, link_faults};
 use dese_paho::Paho;
 use dese_rumqttc::Rumqttc;
 
@@ -68,4 +68,32 @@ async fn paho_through_resets_cuts_and_silent_links() {
     let faults = faults();
     let figures = link_faults::<Paho, Paho>(faults).await;
     check("paho", faults, &figures);
+}
+
+/// Ten SIGKILLs of the broker during the readings (two in the short run), autosave on every
+/// change (and every 1800 s, Mosquitto's default, in the long run): every reading the device
+/// took was acknowledged by the broker in the end (its outbox kept each one until then: the
+/// scenario waits for it to empty), and the backend received what the broker kept.
+async fn kills<D: dese_transport::Transport, B: dese_transport::Transport>(transport: &str) {
+    let long = std::env::var("DESE_CHAOS").as_deref() == Ok("long");
+    let (readings, kills) = if long { (10_000, 10) } else { (2_000, 2) };
+    for autosave in [Autosave::EveryChange, Autosave::Seconds(1800)] {
+        if !long && autosave != Autosave::EveryChange {
+            continue;
+        }
+        let figures = broker_kills::<D, B>(readings, kills, autosave).await;
+        println!("{transport}, {autosave}: {figures}");
+        assert_eq!(figures.sent, u64::from(readings), "{transport}: {figures}");
+        assert_eq!(figures.kills, u64::from(kills), "{transport}: {figures}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rumqttc_through_broker_kills() {
+    kills::<Rumqttc, Rumqttc>("rumqttc").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paho_through_broker_kills() {
+    kills::<Paho, Paho>("paho").await;
 }

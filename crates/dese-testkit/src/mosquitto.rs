@@ -202,6 +202,17 @@ impl Mosquitto {
         let _ = child.wait();
     }
 
+    /// Kills the broker with SIGKILL, as a power loss or the kernel's OOM killer would: it
+    /// saves nothing and says goodbye to no client. Start it again with
+    /// [`Mosquitto::start_again`]; with persistence on, it comes back with what it last saved.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Child::kill is SIGKILL on Unix.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Starts a stopped broker again, on the same port and with the same configuration (with
     /// persistence, its saved sessions too).
     pub fn start_again(&mut self) -> Result<(), StartError> {
