@@ -284,6 +284,7 @@ impl<'o> Client<'o> {
             next_id: PacketId::FIRST,
             in_flight: BTreeMap::new(),
             last_sent: clock.now(),
+            last_received: clock.now(),
             ping_sent: None,
         };
         let mut tx = Vec::new();
@@ -318,16 +319,22 @@ impl<'o> Client<'o> {
                 }
                 session.last_sent = clock.now();
             }
+            // A ping when either way was quiet for three quarters of the keepalive; its answer
+            // due within as long again: a silent link is noticed 1.5 keepalive periods after
+            // the broker last sent anything, even while the device keeps writing into it.
             let ping_at = match session.ping_sent {
                 Some(sent) => sent + pong_timeout(keepalive),
-                None => session.last_sent + keepalive * 3 / 4,
+                None => session.last_sent.min(session.last_received) + keepalive * 3 / 4,
             };
             let wake = earliest(earliest(device.poll_timeout(), app_wake), Some(ping_at))
                 .unwrap_or(ping_at);
             let spare = &mut inbox.buf[inbox.filled..];
             match select3(conn.read(spare), clock.sleep_until(wake), &mut *stop).await {
                 Either3::First(Ok(0)) => break End::Lost(LinkError::Closed),
-                Either3::First(Ok(n)) => inbox.filled += n,
+                Either3::First(Ok(n)) => {
+                    inbox.filled += n;
+                    session.last_received = clock.now();
+                }
                 Either3::First(Err(error)) => break End::Lost(LinkError::Io(format!("{error:?}"))),
                 // Pinging is due, or the ping unanswered for too long (other wake-ups are the
                 // engine's or the application's, served at the top of the loop).
@@ -611,6 +618,7 @@ struct Session {
     next_id: PacketId,
     in_flight: BTreeMap<PacketId, MessageId>,
     last_sent: Instant,
+    last_received: Instant,
     ping_sent: Option<Instant>,
 }
 
@@ -694,7 +702,8 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
-/// How long a PINGREQ may wait for its PINGRESP.
+/// How long a PINGREQ may wait for its PINGRESP: three quarters of the keepalive, so that with
+/// the ping sent after as long a quiet spell, a dead link is noticed within 1.5 periods.
 fn pong_timeout(keepalive: Duration) -> Duration {
-    (keepalive / 2).max(Duration::from_secs(5))
+    keepalive * 3 / 4
 }

@@ -333,3 +333,178 @@ async fn a_refused_connection_is_typed_and_paced_by_the_backoff() {
     // The telemetry waits in the outbox, counted, for a connection that never came.
     assert!(run.device.stats().pending >= 2, "{:?}", run.device.stats());
 }
+
+/// Runs the firmware loop until `stop` fires, with every report timestamped into `reports`
+/// as it happens, so that the test can follow the link.
+async fn run_device_live(
+    addr: SocketAddr,
+    settings: Settings,
+    reports: Arc<Mutex<Vec<(std::time::Instant, Report)>>>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> Run {
+    let mut clock = HostClock {
+        start: tokio::time::Instant::now(),
+        rng: 11,
+    };
+    let mut device = Device::new(settings, clock.now());
+    let mut station = Station::new(SimulatedProbes::new(3), Relays::default());
+    let mut client = Client::new(MqttOptions::default());
+    let mut stop = Box::pin(async {
+        let _ = stop.await;
+    });
+    client
+        .run(
+            &mut device,
+            &mut station,
+            &mut HostTcp(addr),
+            &mut clock,
+            &mut stop,
+            &mut |report| {
+                reports
+                    .lock()
+                    .unwrap()
+                    .push((std::time::Instant::now(), report));
+            },
+        )
+        .await;
+    Run {
+        link: client.stats(),
+        device,
+        reports: Vec::new(),
+    }
+}
+
+/// The firmware's MQTT loop behind `dese-testkit`'s seeded proxy, which resets its connection,
+/// cuts it in the middle of a packet and silences it while the device sends a reading every
+/// 100 ms: every reading the broker acknowledged reaches the backend once, the rest are still
+/// in the outbox (none dropped), and each silent link is noticed within 1.5 keepalive periods.
+/// `DESE_CHAOS=long` runs the long version (docs/reliability.md).
+#[tokio::test]
+async fn the_firmware_loop_through_resets_cuts_and_silent_links() {
+    let long = std::env::var("DESE_CHAOS").as_deref() == Ok("long");
+    let seed = std::env::var("DESE_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1u64);
+    // (resets, mid-packet cuts, silent links)
+    let (resets, cuts, silences) = if long { (50, 20, 10) } else { (4, 2, 2) };
+    let keepalive = Duration::from_secs(2);
+    let broker = Mosquitto::start().unwrap();
+    let proxy = dese_testkit::Proxy::start_seeded(broker.addr(), seed).unwrap();
+    let options = BrokerOptions::parse(&broker.url()).unwrap();
+    let backend_settings = BackendSettings {
+        rate_limit: None,
+        telemetry_window: 4_096,
+        ..BackendSettings::default()
+    };
+    let mut backend =
+        BackendClient::spawn(&options, "firmware-chaos-backend", backend_settings, None).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !backend.is_connected() {
+        assert!(tokio::time::Instant::now() < deadline, "backend connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let received = Arc::new(Mutex::new(BTreeSet::new()));
+    let counted = Arc::clone(&received);
+    let reader = tokio::spawn(async move {
+        while let Some(event) = backend.next_event().await {
+            if let Event::Telemetry { telemetry, .. } = event {
+                counted.lock().unwrap().insert(telemetry.timestamp);
+            }
+        }
+    });
+
+    let mut device_settings = settings(100);
+    device_settings.keepalive = dese_protocol::Keepalive::new(keepalive.as_secs() as i64).unwrap();
+    device_settings.outbox_capacity = 100_000;
+    device_settings.backoff = Backoff {
+        base: Duration::from_millis(50),
+        cap: Duration::from_millis(500),
+        ..Backoff::DEFAULT
+    };
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let device = tokio::spawn(run_device_live(
+        proxy.addr(),
+        device_settings,
+        Arc::clone(&reports),
+        stopped,
+    ));
+    let connected = |reports: &Arc<Mutex<Vec<(std::time::Instant, Report)>>>| {
+        reports
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find_map(|(_, r)| match r {
+                Report::Connected => Some(true),
+                Report::Disconnected(_) => Some(false),
+                _ => None,
+            })
+            .unwrap_or(false)
+    };
+    // The faults in an order drawn from the seed, each on a connection up for 1.5 s.
+    let mut plan: Vec<u8> = std::iter::repeat_n(0, resets)
+        .chain(std::iter::repeat_n(1, cuts))
+        .chain(std::iter::repeat_n(2, silences))
+        .collect();
+    let mut random = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    for i in (1..plan.len()).rev() {
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        plan.swap(i, (random % (i as u64 + 1)) as usize);
+    }
+    let mut slowest = Duration::ZERO;
+    for fault in plan {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !(connected(&reports) && proxy.connections() > 0) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the device reconnected"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        match fault {
+            0 => proxy.reset(),
+            1 => proxy.cut_mid_packet(),
+            _ => {
+                proxy.silence();
+                let since = std::time::Instant::now();
+                while connected(&reports) && since.elapsed() < keepalive * 5 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                slowest = slowest.max(since.elapsed());
+            }
+        }
+    }
+    // Time for the outbox to drain on a quiet link, then the goodbye.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.send(()).unwrap();
+    let run = device.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    reader.abort();
+    let stats = run.device.stats();
+    let received = received.lock().unwrap().len() as u64;
+    let (reset, cut) = proxy.faults();
+    println!(
+        "firmware loop, seed {seed}: readings {}, received once {received}, still in the outbox \
+         {}, dropped {}; faults: {reset} resets, {cut} mid-packet cuts, {silences} silent links \
+         (slowest noticed after {slowest:.1?}); connections {}",
+        stats.telemetry, stats.pending, stats.telemetry_dropped, run.link.connections
+    );
+    assert_eq!(stats.telemetry_dropped, 0);
+    assert!(
+        received + stats.pending >= stats.telemetry && received <= stats.telemetry,
+        "every reading received or still in the outbox: {received} + {} of {}",
+        stats.pending,
+        stats.telemetry
+    );
+    assert_eq!((reset, cut), (resets as u64, cuts as u64));
+    assert!(
+        slowest <= keepalive.mul_f64(1.5) + Duration::from_millis(500),
+        "a silent link went unnoticed for {slowest:?}"
+    );
+}
