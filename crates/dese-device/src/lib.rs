@@ -8,6 +8,8 @@ mod app;
 mod backoff;
 mod dedup;
 mod device;
+#[cfg(feature = "model")]
+pub mod model;
 mod outbox;
 mod settings;
 mod time;

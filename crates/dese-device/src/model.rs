@@ -1,0 +1,232 @@
+//! The engine's invariants, checked after every operation of any sequence: one definition for
+//! the property tests (`tests/model.rs`, sequences from proptest) and the fuzz target
+//! (`fuzz/fuzz_targets/device_ops.rs`, sequences and payloads from libFuzzer). Behind the
+//! `model` feature; not part of the engine.
+//!
+//! The invariants: nothing is handed to the transport while the link is down; first
+//! transmissions of readings come in time order; no command id runs twice (DESE-C5); every
+//! message the engine accepted is delivered, dropped and counted, or still pending (DESE-D7,
+//! DESE-D9); the outbox never holds more than its capacity.
+
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use dese_protocol::{Action, JsonObject, Message, MessageKind, Timestamp, decode};
+
+use crate::{
+    CommandHandler, Device, Event, Instant, MessageId, Readings, SensorReader, Settings, Transmit,
+};
+
+/// One thing that happens to the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// This many seconds pass.
+    Wait(u16),
+    /// The broker accepts a connection (ignored while connected).
+    Connect,
+    /// The connection is lost, with this randomness for the backoff (ignored while down).
+    Disconnect(u32),
+    /// The broker acknowledges this share, out of 4, of what is in flight, oldest first.
+    Ack(u8),
+    /// Command `c{id}` arrives, retained or not.
+    Command {
+        /// Which of a few ids.
+        id: u8,
+        /// Delivered as a retained message.
+        retained: bool,
+    },
+    /// Any bytes on the device's `commands` topic (or `config`): what a hostile or buggy
+    /// backend could send.
+    Raw {
+        /// On `config` instead of `commands`.
+        config: bool,
+        /// The payload.
+        payload: Vec<u8>,
+        /// Delivered as a retained message.
+        retained: bool,
+    },
+}
+
+struct Probe;
+
+impl SensorReader for Probe {
+    fn read(&mut self, _now: Instant) -> Option<Readings> {
+        Some(Readings {
+            ph: 7.0,
+            chlorine: 1.0,
+            temperature: 20.0,
+            ..Readings::default()
+        })
+    }
+}
+
+struct Accept;
+
+impl CommandHandler for Accept {
+    fn run(&mut self, _action: &Action, _now: Instant) -> Result<Option<JsonObject>, String> {
+        Ok(None)
+    }
+}
+
+/// A device engine, what the harness knows of its link, and what it saw come out.
+pub struct Harness {
+    device: Device,
+    capacity: usize,
+    now: Instant,
+    connected: bool,
+    in_flight: Vec<Transmit>,
+    acked: BTreeSet<MessageId>,
+    acked_replayable: u64,
+    ran: BTreeMap<String, u32>,
+    last_reading: Option<Timestamp>,
+    seen: BTreeSet<MessageId>,
+}
+
+impl Harness {
+    /// A device `org`/`dev` with an outbox of `capacity`.
+    pub fn new(capacity: usize) -> Self {
+        let (Ok(org), Ok(dev)) = ("org".parse(), "dev".parse()) else {
+            unreachable!("valid ids")
+        };
+        let mut settings = Settings::new(org, dev, "1");
+        settings.outbox_capacity = capacity;
+        Self {
+            device: Device::new(settings, Instant::ZERO),
+            capacity: capacity.max(1),
+            now: Instant::ZERO,
+            connected: false,
+            in_flight: Vec::new(),
+            acked: BTreeSet::new(),
+            acked_replayable: 0,
+            ran: BTreeMap::new(),
+            last_reading: None,
+            seen: BTreeSet::new(),
+        }
+    }
+
+    fn utc(at: Instant) -> Timestamp {
+        let millis = 1_700_000_000_000 + i64::try_from(at.as_millis()).unwrap_or(i64::MAX / 2);
+        Timestamp::from_unix_millis(millis).unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+
+    /// Applies `op`, drains what the engine wants done, and checks every invariant: the first
+    /// broken one is the error.
+    pub fn apply(&mut self, op: &Op) -> Result<(), String> {
+        let utc = Self::utc(self.now);
+        match op {
+            Op::Wait(secs) => {
+                self.now = self.now + Duration::from_secs(u64::from(*secs));
+                while let Some(at) = self.device.poll_timeout().filter(|at| *at <= self.now) {
+                    self.device.handle_timeout(at, Self::utc(at), &mut Probe);
+                }
+                self.device
+                    .handle_timeout(self.now, Self::utc(self.now), &mut Probe);
+            }
+            Op::Connect if !self.connected => {
+                self.device.handle_connected(self.now, utc);
+                self.connected = true;
+            }
+            Op::Disconnect(random) if self.connected => {
+                self.device.handle_disconnected(self.now, *random);
+                self.in_flight.clear();
+                self.connected = false;
+            }
+            Op::Ack(share) => {
+                let n = self.in_flight.len() * usize::from(*share).min(4) / 4;
+                for t in self.in_flight.drain(..n) {
+                    self.device.handle_acked(t.id);
+                    if self.acked.insert(t.id) && t.kind != MessageKind::Status {
+                        self.acked_replayable += 1;
+                    }
+                }
+            }
+            Op::Command { id, retained } => {
+                let payload = format!(
+                    r#"{{"command_id":"c{id}","device_id":"dev","command":"reboot","timestamp":"2025-01-27T10:00:00Z"}}"#
+                );
+                self.device.handle_message(
+                    self.now,
+                    utc,
+                    "devices/org/dev/commands",
+                    payload.as_bytes(),
+                    *retained,
+                    &mut Accept,
+                );
+            }
+            Op::Raw {
+                config,
+                payload,
+                retained,
+            } => {
+                let topic = if *config {
+                    "devices/org/dev/config"
+                } else {
+                    "devices/org/dev/commands"
+                };
+                self.device
+                    .handle_message(self.now, utc, topic, payload, *retained, &mut Accept);
+            }
+            Op::Connect | Op::Disconnect(_) => {}
+        }
+        self.drain()?;
+        self.check()
+    }
+
+    fn drain(&mut self) -> Result<(), String> {
+        while let Some(t) = self.device.poll_transmit() {
+            if !self.connected {
+                return Err("a message was handed out while the link is down".into());
+            }
+            let decoded = decode(&t.topic, &t.payload)
+                .map_err(|e| format!("the engine published what it cannot decode: {e}"))?;
+            if let Message::Telemetry(telemetry) = decoded.message {
+                // First transmissions of readings come in time order; replays repeat an id.
+                if self.seen.insert(t.id) {
+                    if self
+                        .last_reading
+                        .is_some_and(|last| telemetry.timestamp <= last)
+                    {
+                        return Err(format!("reading {:?} out of order", telemetry.timestamp));
+                    }
+                    self.last_reading = Some(telemetry.timestamp);
+                }
+            }
+            self.in_flight.push(t);
+        }
+        while let Some(event) = self.device.poll_event() {
+            if let Event::CommandRun { command_id, .. } = event {
+                *self.ran.entry(command_id.to_string()).or_default() += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let stats = self.device.stats();
+        if let Some((id, n)) = self.ran.iter().find(|(_, n)| **n > 1) {
+            return Err(format!("command {id} ran {n} times"));
+        }
+        let built = stats.telemetry
+            + stats.alerts
+            + stats.commands_run
+            + stats.commands_refused
+            + stats.commands_duplicate;
+        let accounted =
+            self.acked_replayable + stats.telemetry_dropped + stats.other_dropped + stats.pending;
+        if built != accounted {
+            return Err(format!(
+                "{built} messages built, {accounted} delivered, dropped or pending: {stats:?}"
+            ));
+        }
+        if stats.pending > self.capacity as u64 {
+            return Err(format!(
+                "{} pending in an outbox of {}",
+                stats.pending, self.capacity
+            ));
+        }
+        Ok(())
+    }
+}
