@@ -37,6 +37,11 @@ pub struct Faults {
     pub silences: u32,
     /// The device's MQTT keepalive, seconds: what notices a silent link.
     pub keepalive_secs: u16,
+    /// Latency the proxy adds to every chunk either way, milliseconds, plus up to
+    /// `jitter_ms` drawn from the seed, for the whole run.
+    pub latency_ms: u16,
+    /// See [`Faults::latency_ms`].
+    pub jitter_ms: u16,
 }
 
 impl Faults {
@@ -49,6 +54,8 @@ impl Faults {
         mid_packet_cuts: 5,
         silences: 2,
         keepalive_secs: 2,
+        latency_ms: 2,
+        jitter_ms: 8,
     };
 
     /// The figures: 50 resets, 20 mid-packet cuts and 10 silent links during 10,000
@@ -61,6 +68,8 @@ impl Faults {
         mid_packet_cuts: 20,
         silences: 10,
         keepalive_secs: 2,
+        latency_ms: 2,
+        jitter_ms: 8,
     };
 }
 
@@ -156,12 +165,16 @@ impl CommandHandler for Runs {
     }
 }
 
-/// A device behind the faulty proxy, the backend on the broker directly, `faults` spread over
-/// the stream. Each `set_pump` carries its own duration, which tells the device's runs apart.
+/// A device behind the faulty proxy (which also delays every chunk by the latency and its
+/// jitter), the backend on the broker directly, `faults` spread over the stream. Each `set_pump` carries its own duration, which tells the device's runs apart.
 pub async fn link_faults<D: Transport, B: Transport>(faults: Faults) -> ChaosFigures {
     let started = StdInstant::now();
     let broker = Mosquitto::start().unwrap();
     let proxy = Proxy::start_seeded(broker.addr(), faults.seed).unwrap();
+    proxy.set_latency(
+        Duration::from_millis(u64::from(faults.latency_ms)),
+        Duration::from_millis(u64::from(faults.jitter_ms)),
+    );
     let backend_settings = BackendSettings {
         rate_limit: None,
         telemetry_window: 4_096,
