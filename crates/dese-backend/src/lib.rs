@@ -7,6 +7,8 @@ mod backend;
 mod devices;
 mod inbox;
 mod limit;
+#[cfg(feature = "model")]
+pub mod model;
 mod outbox;
 
 pub use backend::{
