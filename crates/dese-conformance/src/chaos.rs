@@ -35,6 +35,9 @@ pub struct Faults {
     pub mid_packet_cuts: u32,
     /// Links gone silent (no FIN, no RST), until the device notices.
     pub silences: u32,
+    /// Spells of 2 s in which the broker's bytes reach the device at 1 KiB a second, as a
+    /// device that reads slowly would take them.
+    pub slow_readers: u32,
     /// The device's MQTT keepalive, seconds: what notices a silent link.
     pub keepalive_secs: u16,
     /// Latency the proxy adds to every chunk either way, milliseconds, plus up to
@@ -53,6 +56,7 @@ impl Faults {
         resets: 10,
         mid_packet_cuts: 5,
         silences: 2,
+        slow_readers: 2,
         keepalive_secs: 2,
         latency_ms: 2,
         jitter_ms: 8,
@@ -67,6 +71,7 @@ impl Faults {
         resets: 50,
         mid_packet_cuts: 20,
         silences: 10,
+        slow_readers: 10,
         keepalive_secs: 2,
         latency_ms: 2,
         jitter_ms: 8,
@@ -93,6 +98,8 @@ pub struct ChaosFigures {
     pub mid_packet_cuts: u64,
     /// See [`ChaosFigures::resets`].
     pub silences: u64,
+    /// See [`ChaosFigures::resets`].
+    pub slow_readers: u64,
     /// The longest a silent link went unnoticed by the device.
     pub slowest_silence_detection: Duration,
     /// Commands sent, and how they ended.
@@ -113,7 +120,7 @@ impl fmt::Display for ChaosFigures {
             f,
             "sent {}, received once {}, lost {}, copies delivered {} (recognised by the engine \
              {}); faults: {} resets, {} mid-packet cuts, {} silent links (slowest noticed after \
-             {:.1?}); commands {:?}, run by the device {}, answered late {}, run twice {}; time \
+             {:.1?}), {} slow readers; commands {:?}, run by the device {}, answered late {}, run twice {}; time \
              {:.1?}",
             self.sent,
             self.received,
@@ -124,6 +131,7 @@ impl fmt::Display for ChaosFigures {
             self.mid_packet_cuts,
             self.silences,
             self.slowest_silence_detection,
+            self.slow_readers,
             self.commands,
             self.commands_run,
             self.late_responses,
@@ -138,6 +146,7 @@ enum Fault {
     Reset,
     MidPacketCut,
     Silence,
+    SlowReader,
 }
 
 /// How long the device's connection stays up, at least, before the next fault.
@@ -278,6 +287,10 @@ pub async fn link_faults<D: Transport, B: Transport>(faults: Faults) -> ChaosFig
             Fault::Silence,
             faults.silences as usize,
         ))
+        .chain(std::iter::repeat_n(
+            Fault::SlowReader,
+            faults.slow_readers as usize,
+        ))
         .collect();
     let mut random = faults.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     for i in (1..plan.len()).rev() {
@@ -327,6 +340,12 @@ pub async fn link_faults<D: Transport, B: Transport>(faults: Faults) -> ChaosFig
                     .slowest_silence_detection
                     .max(silent_since.elapsed());
                 figures.silences += 1;
+            }
+            Fault::SlowReader => {
+                proxy.set_to_client_rate(Some(1024));
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                proxy.set_to_client_rate(None);
+                figures.slow_readers += 1;
             }
         }
     }

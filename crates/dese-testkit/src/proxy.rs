@@ -268,7 +268,13 @@ fn accept(listener: &TcpListener, target: SocketAddr, state: &Arc<State>) {
 fn pump(mut from: TcpStream, mut to: TcpStream, link: &Link, state: &State, to_client: bool) {
     let mut buffer = [0u8; 16 * 1024];
     loop {
-        let n = match from.read(&mut buffer) {
+        // A slow reader takes a tenth of a second's worth at a time, so that the pace holds
+        // within the second, and a change of rate applies at once.
+        let rate = state.shaping().to_client_rate.filter(|_| to_client);
+        let take = rate.map_or(buffer.len(), |r| {
+            (r / 10).clamp(1, buffer.len() as u64) as usize
+        });
+        let n = match from.read(&mut buffer[..take]) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
