@@ -275,6 +275,10 @@ fn pump(mut from: TcpStream, mut to: TcpStream, link: &Link, state: &State, to_c
             (r / 10).clamp(1, buffer.len() as u64) as usize
         });
         let n = match from.read(&mut buffer[..take]) {
+            // A silent link passes nothing on, not even a close: the broker ends a connection
+            // it hears nothing on after 1.5 keepalive periods, and its FIN must not tell the
+            // client what only the client's own keepalive should.
+            Ok(0) | Err(_) if link.silent.load(Ordering::SeqCst) => return,
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
