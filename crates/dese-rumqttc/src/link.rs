@@ -279,6 +279,16 @@ fn failure(error: &ConnectionError) -> ConnectionFailure {
         ConnectionError::ConnectionRefused(
             Code::BadUserNamePassword | Code::NotAuthorized | Code::BadClientId,
         ) => ErrorKind::Auth,
+        // An I/O error during the handshake that is not TLS's own (a reset, a timeout) is the
+        // network's, retried; every other TLS error is a refusal.
+        ConnectionError::Tls(rumqttc::TlsError::Io(io))
+            if io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .is_none() =>
+        {
+            ErrorKind::Io
+        }
         ConnectionError::Tls(_) => ErrorKind::Tls,
         _ if tls_alert(error) => ErrorKind::Tls,
         _ => ErrorKind::Io,
@@ -337,6 +347,8 @@ async fn poll(
     loop {
         let result = match silence_limit(&eventloop) {
             Some(limit) => tokio::select! {
+                // What the broker sent first: the watchdog only when nothing is there.
+                biased;
                 result = eventloop.poll() => result,
                 () = tokio::time::sleep_until(heard + limit) => {
                     // Dropping the connection makes the next poll connect again.
@@ -361,9 +373,13 @@ async fn poll(
         }
         let raise = result.as_ref().err().and_then(oversized);
         let failed = result.is_err();
+        let handing = tokio::time::Instant::now();
         if events.send(result).await.is_err() {
             return;
         }
+        // Time spent waiting for the driver (a backend behind its database) is time nothing
+        // was read, not the broker's silence.
+        heard += handing.elapsed();
         if failed {
             let Some(next) = go.recv().await else {
                 return;
