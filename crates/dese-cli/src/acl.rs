@@ -651,8 +651,19 @@ fn write_atomically(path: &Path, text: &str, mode: Mode) -> std::io::Result<()> 
     }
     let mut file = options.open(&tmp)?;
     #[cfg(unix)]
-    if let Mode::Secret { group: Some(gid) } = mode {
-        std::os::unix::fs::fchown(&file, None, Some(gid))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Mode::Secret { group: Some(gid) } = mode {
+            std::os::unix::fs::fchown(&file, None, Some(gid))?;
+        }
+        // The mode asked for at creation is cut by the umask (a hardened 077 would make the
+        // broker's group unable to read): set it outright.
+        let bits = match mode {
+            Mode::Public => 0o644,
+            Mode::Secret { group: Some(_) } => 0o640,
+            Mode::Secret { group: None } => 0o600,
+        };
+        file.set_permissions(std::fs::Permissions::from_mode(bits))?;
     }
     std::io::Write::write_all(&mut file, text.as_bytes())?;
     file.sync_all()?;

@@ -66,18 +66,25 @@ impl fmt::Display for Printable<'_> {
     }
 }
 
-/// Control characters (C0, DEL, C1) and the invisible characters that change
-/// how text around them is shown: zero-width ones, bidirectional marks, embeddings, overrides
-/// and isolates, the line and paragraph separators, the byte order mark.
+/// Control characters (C0, DEL, C1) and the invisible characters that change how text around
+/// them is shown (Unicode's format characters and separators): the soft hyphen, the Arabic
+/// letter mark, the Mongolian vowel separator, zero-width ones, bidirectional marks,
+/// embeddings, overrides and isolates, the line and paragraph separators, the deprecated
+/// format controls, the byte order mark, interlinear annotation marks, tag characters.
 fn needs_escape(ch: char) -> bool {
     ch.is_control()
         || matches!(
             ch,
-            '\u{200b}'..='\u{200f}'
+            '\u{ad}'
+                | '\u{61c}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
                 | '\u{2028}'..='\u{202e}'
                 | '\u{2060}'..='\u{2064}'
-                | '\u{2066}'..='\u{2069}'
+                | '\u{2066}'..='\u{206f}'
                 | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+                | '\u{e0000}'..='\u{e007f}'
         )
 }
 

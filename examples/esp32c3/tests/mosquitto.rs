@@ -386,8 +386,15 @@ async fn the_firmware_loop_through_resets_cuts_and_silent_links() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1u64);
-    // (resets, mid-packet cuts, silent links)
+    // (resets, mid-packet cuts, silent links), and how long each connection stays up before
+    // the next fault: in the long run, long enough for about 10,000 readings in all (the
+    // protocol's shortest interval is 100 ms, so that is a quarter of an hour).
     let (resets, cuts, silences) = if long { (50, 20, 10) } else { (4, 2, 2) };
+    let settle = if long {
+        Duration::from_millis(12_300)
+    } else {
+        Duration::from_millis(1_500)
+    };
     let keepalive = Duration::from_secs(2);
     let broker = Mosquitto::start().unwrap();
     let proxy = dese_testkit::Proxy::start_seeded(broker.addr(), seed).unwrap();
@@ -444,7 +451,7 @@ async fn the_firmware_loop_through_resets_cuts_and_silent_links() {
             })
             .unwrap_or(false)
     };
-    // The faults in an order drawn from the seed, each on a connection up for 1.5 s.
+    // The faults in an order drawn from the seed, each on a connection up for `settle`.
     let mut plan: Vec<u8> = std::iter::repeat_n(0, resets)
         .chain(std::iter::repeat_n(1, cuts))
         .chain(std::iter::repeat_n(2, silences))
@@ -466,7 +473,7 @@ async fn the_firmware_loop_through_resets_cuts_and_silent_links() {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        tokio::time::sleep(settle).await;
         match fault {
             0 => proxy.reset(),
             1 => proxy.cut_mid_packet(),
