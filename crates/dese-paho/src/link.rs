@@ -1,7 +1,7 @@
 //! The [`Link`] over paho-mqtt: paho's callbacks and delivery tokens turned into the driver's
 //! events.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
@@ -48,6 +48,9 @@ pub struct PahoLink {
     secure: bool,
     /// `host:port`, to tell a refused TLS handshake from an unreachable broker.
     address: String,
+    /// Failed TLS connections in a row whose broker answered a plain TCP probe (see
+    /// [`failure`]); back to 0 on every connection.
+    tls_failures: Arc<AtomicU32>,
     /// Received messages not yet acknowledged by the driver (backends only).
     gate: Option<Arc<Gate>>,
     runtime: tokio::runtime::Handle,
@@ -339,6 +342,7 @@ impl PahoLink {
             recipe,
             secure: broker.is_secure(),
             address: broker.address(),
+            tls_failures: Arc::new(AtomicU32::new(0)),
             gate,
             runtime: tokio::runtime::Handle::current(),
             events,
@@ -365,6 +369,7 @@ impl Link for PahoLink {
         let events = self.events.clone();
         let tls_address = self.secure.then(|| self.address.clone());
         let runtime = self.runtime.clone();
+        let tls_failures = Arc::clone(&self.tls_failures);
         self.calls.call(move |owned| {
             // Built here: paho's options cannot move between threads.
             let options = match recipe.options(keepalive) {
@@ -381,9 +386,11 @@ impl Link for PahoLink {
             // after the loss of a connection that a broker restart cut at once, and the driver
             // would wait on a dead link.) A failure comes from the token, which carries the error.
             let connected = events.clone();
+            let reset = Arc::clone(&tls_failures);
             let token = owned.client.connect_with_callbacks(
                 options,
                 move |_, _| {
+                    reset.store(0, Ordering::Relaxed);
                     let _ = connected.send(LinkEvent::Connected);
                 },
                 |_, _, _| {},
@@ -391,7 +398,8 @@ impl Link for PahoLink {
             let outcome = move |result: paho::Result<paho::ServerResponse>| {
                 if let Err(error) = result {
                     drop(runtime.spawn(async move {
-                        let lost = LinkEvent::Lost(failure(&error, tls_address).await);
+                        let lost =
+                            LinkEvent::Lost(failure(&error, tls_address, &tls_failures).await);
                         let _ = events.send(lost);
                     }));
                 }
@@ -547,8 +555,14 @@ impl Recipe {
 /// The shared category of a failed connection attempt. The C library reports a refused TLS
 /// handshake and an unreachable broker alike ("TCP/TLS connect failure"); for a TLS link,
 /// `tls_address` is probed with a plain TCP connection to tell them apart: the broker answered,
-/// so TLS was refused.
-async fn failure(error: &paho::Error, tls_address: Option<String>) -> ConnectionFailure {
+/// so TLS was refused. A handshake that timed out on an overloaded broker looks the same, so
+/// only [`TLS_REFUSALS`] such failures in a row count as a refusal, which is final; the ones
+/// before are retried.
+async fn failure(
+    error: &paho::Error,
+    tls_address: Option<String>,
+    tls_failures: &AtomicU32,
+) -> ConnectionFailure {
     use paho::ConnectReturnCode as Code;
     let kind = match error {
         paho::Error::ConnectReturn(
@@ -556,13 +570,24 @@ async fn failure(error: &paho::Error, tls_address: Option<String>) -> Connection
         ) => ErrorKind::Auth,
         paho::Error::SslNotSupported => ErrorKind::Tls,
         paho::Error::TcpTlsConnectFailure | paho::Error::Failure => match tls_address {
-            Some(address) if reachable(&address).await => ErrorKind::Tls,
+            Some(address) if reachable(&address).await => {
+                let n = tls_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if n >= TLS_REFUSALS {
+                    ErrorKind::Tls
+                } else {
+                    ErrorKind::Io
+                }
+            }
             _ => ErrorKind::Io,
         },
         _ => ErrorKind::Io,
     };
     ConnectionFailure::new(kind, error.to_string())
 }
+
+/// How many failed TLS connections in a row, to a broker that answers plain TCP, make a TLS
+/// refusal (see [`failure`]).
+const TLS_REFUSALS: u32 = 3;
 
 /// Whether a TCP connection to `address` opens within a second.
 async fn reachable(address: &str) -> bool {
