@@ -638,16 +638,19 @@ fn group_id(name: &str) -> Option<u32> {
 fn write_atomically(path: &Path, text: &str, mode: Mode) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
+    #[cfg(unix)]
+    let bits = match mode {
+        Mode::Public => 0o644,
+        Mode::Secret { group: Some(_) } => 0o640,
+        Mode::Secret { group: None } => 0o600,
+    };
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(match mode {
-            Mode::Public => 0o644,
-            Mode::Secret { group: Some(_) } => 0o640,
-            Mode::Secret { group: None } => 0o600,
-        });
+        // Never more open than asked, even for a moment.
+        options.mode(bits & 0o600);
     }
     let mut file = options.open(&tmp)?;
     #[cfg(unix)]
@@ -657,12 +660,7 @@ fn write_atomically(path: &Path, text: &str, mode: Mode) -> std::io::Result<()> 
             std::os::unix::fs::fchown(&file, None, Some(gid))?;
         }
         // The mode asked for at creation is cut by the umask (a hardened 077 would make the
-        // broker's group unable to read): set it outright.
-        let bits = match mode {
-            Mode::Public => 0o644,
-            Mode::Secret { group: Some(_) } => 0o640,
-            Mode::Secret { group: None } => 0o600,
-        };
+        // broker's group unable to read): set it outright, once the group is right.
         file.set_permissions(std::fs::Permissions::from_mode(bits))?;
     }
     std::io::Write::write_all(&mut file, text.as_bytes())?;

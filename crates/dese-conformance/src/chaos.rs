@@ -292,13 +292,7 @@ pub async fn link_faults<D: Transport, B: Transport>(faults: Faults) -> ChaosFig
             faults.slow_readers as usize,
         ))
         .collect();
-    let mut random = faults.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    for i in (1..plan.len()).rev() {
-        random ^= random << 13;
-        random ^= random >> 7;
-        random ^= random << 17;
-        plan.swap(i, (random % (i as u64 + 1)) as usize);
-    }
+    dese_testkit::shuffle(&mut plan, faults.seed);
     let every = (readings as usize / (plan.len() + 1)).max(1);
     let mut figures = ChaosFigures::default();
     let mut next = plan.into_iter();

@@ -31,6 +31,6 @@ mod rumqttd;
 
 pub use mosquitto::{Mosquitto, MosquittoConfig, StartError};
 pub use postgres::{Postgres, PostgresError};
-pub use proxy::Proxy;
+pub use proxy::{Proxy, shuffle};
 #[cfg(feature = "rumqttd")]
 pub use rumqttd::{EmbeddedBroker, EmbeddedError};

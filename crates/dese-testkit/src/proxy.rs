@@ -315,6 +315,23 @@ fn pump(mut from: TcpStream, mut to: TcpStream, link: &Link, state: &State, to_c
     }
 }
 
+/// Shuffles `items` in an order drawn from `seed` (Fisher-Yates over the proxy's generator):
+/// the order of a chaos run's faults, replayed by the same seed.
+///
+/// ```
+/// let mut a = [1, 2, 3, 4, 5];
+/// let mut b = a;
+/// dese_testkit::shuffle(&mut a, 7);
+/// dese_testkit::shuffle(&mut b, 7);
+/// assert_eq!(a, b);
+/// ```
+pub fn shuffle<T>(items: &mut [T], seed: u64) {
+    let mut random = SplitMix(seed);
+    for i in (1..items.len()).rev() {
+        items.swap(i, (random.next() % (i as u64 + 1)) as usize);
+    }
+}
+
 /// SplitMix64: a small, seedable generator, plenty for choosing where faults fall.
 #[derive(Debug)]
 struct SplitMix(u64);

@@ -456,13 +456,7 @@ async fn the_firmware_loop_through_resets_cuts_and_silent_links() {
         .chain(std::iter::repeat_n(1, cuts))
         .chain(std::iter::repeat_n(2, silences))
         .collect();
-    let mut random = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    for i in (1..plan.len()).rev() {
-        random ^= random << 13;
-        random ^= random >> 7;
-        random ^= random << 17;
-        plan.swap(i, (random % (i as u64 + 1)) as usize);
-    }
+    dese_testkit::shuffle(&mut plan, seed);
     let mut slowest = Duration::ZERO;
     for fault in plan {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
