@@ -5,7 +5,10 @@
 //! come online, telemetry flows and is stored, a pH drift raises an alert, the backend starts
 //! the acid pump and shows the correlated response, a device loses power, a command to it
 //! times out, and its last will marks it offline. It ends by itself with a summary (exit 0
-//! when every step happened), or keeps running with `--keep-running`.
+//! when every step happened), or keeps running with `--keep-running`, serving the live
+//! dashboard (its address is printed at the start: <http://127.0.0.1:8080/> when that port is
+//! free). The SDK's own log lines go to standard error: warnings by default, more with
+//! `RUST_LOG=info`, JSON lines with `DESE_LOG_FORMAT=json`.
 //!
 //! Everything here is public API: `dese_reference_device`, `dese_reference_backend`
 //! (`examples/device`, `examples/backend`), `dese_rumqttc`, and `dese_testkit` for the broker.
@@ -20,6 +23,7 @@ use dese_backend::{Event, Outcome};
 use dese_protocol::{
     Action, DeviceConfig, DeviceState, Finite, Printable, Sensor, TelemetryInterval, Threshold,
 };
+use dese_reference_backend::dashboard::DashboardOptions;
 use dese_reference_backend::{Activity, BackendOptions, ReferenceBackend};
 use dese_reference_device::{DeviceOptions, ReferenceDevice};
 use dese_rumqttc::{BrokerOptions, Rumqttc};
@@ -29,8 +33,23 @@ use dese_testkit::{EmbeddedBroker, Proxy};
 /// Every step must have happened within this time, or the quickstart fails.
 const DEADLINE: Duration = Duration::from_secs(45);
 
+/// Where the dashboard goes when the port is free.
+const DASHBOARD: &str = "127.0.0.1:8080";
+
 fn main() -> ExitCode {
     let keep_running = std::env::args().any(|a| a == "--keep-running");
+    let format = match std::env::var("DESE_LOG_FORMAT").map(|f| f.parse()) {
+        Ok(Ok(format)) => format,
+        Ok(Err(e)) => {
+            eprintln!("DESE_LOG_FORMAT: {e}");
+            return ExitCode::from(2);
+        }
+        Err(_) => dese_transport::logging::LogFormat::Text,
+    };
+    if let Err(e) = dese_transport::logging::init(format, "warn") {
+        eprintln!("{e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -80,6 +99,17 @@ async fn quickstart(keep_running: bool) -> Result<(), Box<dyn std::error::Error>
     // Shortened from the protocol's 30 s, so that the timeout shows within the minute.
     backend_options.settings.command_timeout = Duration::from_secs(2);
     backend_options.pump_seconds = 30;
+    // The dashboard: on 8080 when it is free, any free port otherwise (another process could
+    // take 8080 between this probe and the backend's bind: then the quickstart says so).
+    let addr = if std::net::TcpListener::bind(DASHBOARD).is_ok() {
+        DASHBOARD
+    } else {
+        "127.0.0.1:0"
+    };
+    backend_options.dashboard = Some(DashboardOptions {
+        addr: addr.parse()?,
+        token: None,
+    });
     backend_options.config = Some(DeviceConfig {
         alert_thresholds: Some(
             [(
@@ -100,6 +130,11 @@ async fn quickstart(keep_running: bool) -> Result<(), Box<dyn std::error::Error>
         "backend: storing into {}",
         dir.join("dese.sqlite").display()
     ));
+    if let Some(addr) = backend.dashboard_addr() {
+        say(format!(
+            "dashboard: http://{addr}/ (live; add --keep-running to keep it up after the story)"
+        ));
+    }
 
     // pool-1's pH climbs fast, so that it crosses 7.6 within seconds. pool-3 connects through
     // a cable we can cut.
@@ -231,7 +266,12 @@ async fn quickstart(keep_running: bool) -> Result<(), Box<dyn std::error::Error>
     }
 
     if keep_running {
-        say("every step done; running on (Ctrl-C to stop)".into());
+        let addr = backend
+            .dashboard_addr()
+            .map_or(String::new(), |a| format!(" at http://{a}/"));
+        say(format!(
+            "every step done; running on, dashboard{addr} (Ctrl-C to stop)"
+        ));
         tokio::signal::ctrl_c().await?;
     }
     let pool_1 = devices[0].pool().snapshot();

@@ -233,6 +233,13 @@ pub struct DeviceKey {
     pub device: DeviceId,
 }
 
+/// `org/device`, as the topics name it.
+impl core::fmt::Display for DeviceKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}/{}", self.org, self.device)
+    }
+}
+
 impl DeviceKey {
     fn of(topic: &Topic) -> Self {
         Self {
@@ -443,7 +450,7 @@ pub struct Counters {
     pub duplicates: BTreeMap<MessageKind, u64>,
     /// Commands sent (first sendings).
     pub commands_sent: u64,
-    /// Commands that completed, failed, timed out.
+    /// Commands the device answered with `success: true`.
     pub commands_completed: u64,
     /// Commands the device answered with `success: false`.
     pub commands_failed: u64,
@@ -645,6 +652,16 @@ impl Backend {
     /// Whether the link is up.
     pub fn is_connected(&self) -> bool {
         matches!(self.link, Link::Up { .. })
+    }
+
+    /// When the next connection attempt is due, while the link is down and waiting out its
+    /// backoff (`None` while connected, or while an attempt is under way): for a log line
+    /// that says how long until the next try.
+    pub fn reconnect_at(&self) -> Option<Instant> {
+        match self.link {
+            Link::Down { retry_at, .. } => retry_at,
+            Link::Up { .. } => None,
+        }
     }
 
     /// Whether the transport may read the next message from the broker: false while the

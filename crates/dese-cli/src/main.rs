@@ -20,6 +20,7 @@ mod validate;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use dese_transport::logging::{self, LogFormat};
 
 use crate::exit::{Exit, Failure};
 
@@ -53,6 +54,10 @@ list). Docs: docs/cli.md in the repository.";
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The SDK's log lines on standard error, as text or JSON lines; RUST_LOG filters them
+    /// (default: warnings and errors only)
+    #[arg(long, global = true, env = "DESE_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +78,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = logging::init(cli.log_format, "warn") {
+        eprintln!("dese: {e}");
+        return Exit::Usage.into();
+    }
     let result = match cli.command {
         Command::Validate(args) => validate::run(&args),
         Command::Schema(args) => schema::run(&args),

@@ -927,6 +927,93 @@ pub async fn tls_certificates<D: Transport>() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// DESE-S3: a subscription the broker denies is reported, not silent. Mosquitto's dynamic
+/// security plugin refuses the filters a client may not subscribe to (SUBACK 0x80; its plain
+/// ACL file grants every subscription and filters on delivery). The device client and the
+/// backend client each name the refused filters ([`DeviceClient::refused_subscriptions`]),
+/// and go on working with the ones granted.
+pub async fn refused_subscriptions<T: Transport>() {
+    let dir = std::env::temp_dir().join(format!(
+        "dese-refused-{}-{}",
+        std::process::id(),
+        std::any::type_name::<T>().replace("::", "-")
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plugin = ["x86_64-linux-gnu", "aarch64-linux-gnu", "mosquitto", ""]
+        .iter()
+        .map(|lib| {
+            Path::new("/usr/lib")
+                .join(lib)
+                .join("mosquitto_dynamic_security.so")
+        })
+        .find(|path| path.exists())
+        .expect("Mosquitto's dynamic security plugin (Debian's mosquitto package has it)");
+    // Anonymous clients may subscribe to any device's telemetry and to every topic of dev-1.
+    let security = dir.join("dynamic-security.json");
+    std::fs::write(
+        &security,
+        serde_json::json!({
+            "defaultACLAccess": {
+                "publishClientSend": true,
+                "publishClientReceive": true,
+                "subscribe": false,
+                "unsubscribe": true
+            },
+            "clients": [],
+            "groups": [{"groupname": "anonymous", "roles": [{"rolename": "reader"}]}],
+            "roles": [{"rolename": "reader", "acls": [
+                {"acltype": "subscribePattern", "topic": "devices/+/+/telemetry", "priority": 0, "allow": true},
+                {"acltype": "subscribePattern", "topic": "devices/org-1/dev-1/#", "priority": 0, "allow": true}
+            ]}],
+            "anonymousGroup": "anonymous"
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let broker = Mosquitto::start_with(MosquittoConfig {
+        extra: vec![
+            format!("plugin {}", plugin.display()),
+            format!("plugin_opt_config_file {}", security.display()),
+        ],
+        ..MosquittoConfig::default()
+    })
+    .unwrap();
+    let options = BrokerOptions::parse(&broker.url()).unwrap();
+    let mut backend =
+        BackendClient::<T>::spawn(&options, "backend-acl", BackendSettings::default(), None)
+            .unwrap();
+    eventually(
+        || backend.refused_subscriptions().len() == 3,
+        || {
+            format!(
+                "three of four filters refused: {:?}; broker log:\n{}",
+                backend.refused_subscriptions(),
+                broker.log()
+            )
+        },
+    )
+    .await;
+    let refused: BTreeSet<String> = backend.refused_subscriptions().into_iter().collect();
+    let expected: BTreeSet<String> = ["status", "alert", "command_response"]
+        .iter()
+        .map(|kind| format!("devices/+/+/{kind}"))
+        .collect();
+    assert_eq!(refused, expected);
+    // The granted one works.
+    let device = DeviceClient::<T>::spawn(
+        &options,
+        device_settings("org-1", "dev-1", 100),
+        Probe,
+        Recorder::default(),
+    )
+    .unwrap();
+    wait_for(&mut backend, |e| matches!(e, Event::Telemetry { .. })).await;
+    assert!(device.refused_subscriptions().is_empty());
+    device.shutdown().await.unwrap();
+    backend.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// DESE-S1: a wrong password is an `Auth` error that ends the client after one attempt (no
 /// reconnect storm); the right one connects. Backends alike.
 pub async fn wrong_password<D: Transport>() {

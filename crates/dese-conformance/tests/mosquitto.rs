@@ -80,6 +80,12 @@ macro_rules! transport {
                 scenarios::tls_certificates::<$transport>().await;
             }
 
+            // DESE-S3
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn dese_s3_refused_subscriptions_are_reported() {
+                scenarios::refused_subscriptions::<$transport>().await;
+            }
+
             // DESE-S1
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn dese_s1_wrong_password() {

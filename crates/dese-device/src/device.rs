@@ -383,6 +383,16 @@ impl Device {
         matches!(self.link, Link::Up { .. })
     }
 
+    /// When the next connection attempt is due, while the link is down and waiting out its
+    /// backoff (`None` while connected, or while an attempt is under way): for a log line
+    /// that says how long until the next try.
+    pub fn reconnect_at(&self) -> Option<Instant> {
+        match self.link {
+            Link::Down { retry_at, .. } => retry_at,
+            Link::Up { .. } | Link::Closed => None,
+        }
+    }
+
     /// The counters.
     pub fn stats(&self) -> Stats {
         Stats {

@@ -413,11 +413,19 @@ impl Link for PahoLink {
 
     fn subscribe(&mut self, filters: &[String]) {
         let filters = filters.to_vec();
+        let events = self.events.clone();
+        let runtime = self.runtime.clone();
         self.calls.call(move |Owned { client, .. }| {
-            let qos = vec![1; filters.len()];
-            // The outcome is not awaited: a refused subscription shows as messages that never
-            // come, and a lost connection is reported by the callback.
-            drop(client.subscribe_many(&filters, &qos));
+            // One filter per SUBSCRIBE, so that a refusal names its filter.
+            for filter in filters {
+                let token = client.subscribe(&filter, 1);
+                let events = events.clone();
+                runtime.spawn(async move {
+                    if refused(token.await) {
+                        let _ = events.send(LinkEvent::SubscriptionRefused { filter });
+                    }
+                });
+            }
         });
     }
 
@@ -604,4 +612,21 @@ async fn reachable(address: &str) -> bool {
     })
     .await
     .unwrap_or(false)
+}
+
+/// Whether a subscription failed for another reason than the connection dropping (after which
+/// the next connection subscribes again). The broker's refusal (SUBACK 0x80) reaches the C
+/// library's failure callback with the code 0x80, which the Rust layer reports as a general
+/// [`paho::Error::Failure`]; the C library uses the same general failure for the rare request it
+/// fails itself, which is reported as refused too.
+fn refused(outcome: paho::Result<paho::ServerResponse>) -> bool {
+    const FAILURE: i32 = 0x80;
+    match outcome {
+        Ok(response) => response
+            .subscribe_response()
+            .is_some_and(|qos| qos >= FAILURE),
+        Err(paho::Error::Failure) => true,
+        Err(paho::Error::ReasonCode(code, _)) => code as i32 >= FAILURE,
+        Err(_) => false,
+    }
 }

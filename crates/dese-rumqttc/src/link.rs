@@ -87,6 +87,10 @@ pub struct RumqttcLink {
     sent: VecDeque<u64>,
     /// Messages written, by packet id, waiting for their PUBACK.
     pkids: HashMap<u16, u64>,
+    /// Filters given to rumqttc, in order, not yet written; then by packet id, waiting for
+    /// their SUBACK.
+    subscribing: VecDeque<String>,
+    subscribed: HashMap<u16, String>,
     /// Connections so far: a received message is named by this and its packet id, so that an
     /// acknowledgement meant for an earlier connection is recognised.
     generation: u64,
@@ -109,6 +113,8 @@ impl RumqttcLink {
             go,
             sent: VecDeque::new(),
             pkids: HashMap::new(),
+            subscribing: VecDeque::new(),
+            subscribed: HashMap::new(),
             generation: 0,
         }
     }
@@ -144,10 +150,26 @@ impl Link for RumqttcLink {
                         return LinkEvent::Acked(tag);
                     }
                 }
+                Ok(rumqttc::Event::Outgoing(Outgoing::Subscribe(pkid))) => {
+                    if let Some(filter) = self.subscribing.pop_front() {
+                        self.subscribed.insert(pkid, filter);
+                    }
+                }
+                Ok(rumqttc::Event::Incoming(Packet::SubAck(ack))) => {
+                    let refused = ack
+                        .return_codes
+                        .iter()
+                        .any(|code| matches!(code, rumqttc::SubscribeReasonCode::Failure));
+                    if let (Some(filter), true) = (self.subscribed.remove(&ack.pkid), refused) {
+                        return LinkEvent::SubscriptionRefused { filter };
+                    }
+                }
                 Ok(_) => {}
                 Err(error) => {
                     self.sent.clear();
                     self.pkids.clear();
+                    self.subscribing.clear();
+                    self.subscribed.clear();
                     return LinkEvent::Lost(failure(&error));
                 }
             }
@@ -159,8 +181,17 @@ impl Link for RumqttcLink {
     }
 
     fn subscribe(&mut self, filters: &[String]) {
+        // One filter per SUBSCRIBE, so that a refusal names its filter.
         for filter in filters {
-            let _ = self.client.try_subscribe(filter, QoS::AtLeastOnce);
+            match self.client.try_subscribe(filter, QoS::AtLeastOnce) {
+                Ok(()) => self.subscribing.push_back(filter.clone()),
+                // The request channel holds far more than the subscriptions: not expected.
+                Err(e) => tracing::error!(
+                    filter = %filter,
+                    error = %e,
+                    "cannot subscribe: rumqttc did not take the request"
+                ),
+            }
         }
     }
 
@@ -219,12 +250,15 @@ fn last_will(will: &Will) -> LastWill {
 }
 
 /// Whether the link needs to see `event`: the rest (pings, the acknowledgements the client
-/// itself writes, SUBACKs) would only cost the driver a wake-up per message.
+/// itself writes) would only cost the driver a wake-up per message.
 fn wanted(event: &rumqttc::Event) -> bool {
     matches!(
         event,
-        rumqttc::Event::Incoming(Packet::ConnAck(_) | Packet::Publish(_) | Packet::PubAck(_))
-            | rumqttc::Event::Outgoing(Outgoing::Publish(_) | Outgoing::Disconnect)
+        rumqttc::Event::Incoming(
+            Packet::ConnAck(_) | Packet::Publish(_) | Packet::PubAck(_) | Packet::SubAck(_)
+        ) | rumqttc::Event::Outgoing(
+            Outgoing::Publish(_) | Outgoing::Subscribe(_) | Outgoing::Disconnect
+        )
     )
 }
 

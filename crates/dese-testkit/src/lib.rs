@@ -9,6 +9,9 @@
 //! temporary folder, a free loopback port, the `postgres` user when the tests run as root,
 //! stopped by PID.
 //!
+//! [`Browser`] runs a headless Chromium through `chromedriver` on a free loopback port, stopped
+//! by PID, for tests of web pages.
+//!
 //! [`Proxy`] stands between a client and a broker and can cut the link without a goodbye, as a
 //! power loss would.
 //!
@@ -22,6 +25,7 @@
 // A std crate: portability to no_std is not a goal here.
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
 
+mod browser;
 mod mosquitto;
 mod postgres;
 mod proxy;
@@ -29,6 +33,7 @@ pub mod raw;
 #[cfg(feature = "rumqttd")]
 mod rumqttd;
 
+pub use browser::{Browser, BrowserError, Element};
 pub use mosquitto::{Mosquitto, MosquittoConfig, StartError};
 pub use postgres::{Postgres, PostgresError};
 pub use proxy::{Proxy, shuffle};

@@ -8,15 +8,19 @@ use dese_backend::{
     Ack, Backend, Counters, Delivered, DeviceKey, Event, MessageId, Outcome, Presence, SendError,
     Settings,
 };
-use dese_protocol::{Action, CommandId, DeviceConfig, DeviceId, OrgId, ShareGroup};
+use dese_protocol::{
+    Action, CommandId, DeviceConfig, DeviceId, DeviceState, OrgId, Printable, ShareGroup,
+};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tracing::{Instrument, debug, error, info, trace, warn};
 
 use crate::clock::{Jitter, sleep_until, utc_now};
 use crate::device::shutdown;
 use crate::error::{ConnectionFailure, Error};
 use crate::link::{Acknowledgement, Link, LinkEvent, Session, Transport};
+use crate::metrics::{self as meters, BackendMeters, Side};
 use crate::options::BrokerOptions;
 
 type Answer = Result<(CommandId, oneshot::Receiver<Outcome>), SendError>;
@@ -44,6 +48,7 @@ struct Status {
     counters: Counters,
     backlog: Backlog,
     connected: bool,
+    refused_subscriptions: Vec<String>,
 }
 
 /// What the backend holds, as of its last step: all of it bounded by the settings, so that a
@@ -158,8 +163,17 @@ impl<T: Transport> BackendClient<T> {
             jitter: Jitter::new(),
             reported: tokio::time::Instant::now(),
             stale: true,
+            meters: BackendMeters::new(),
+            counted: None,
+            devices_changed: true,
+            refused_subscriptions: Vec::new(),
         };
-        let task = tokio::spawn(driver.run());
+        let span = tracing::info_span!(
+            "dese_backend",
+            client_id = %Printable(client_id),
+            broker = %broker.address()
+        );
+        let task = tokio::spawn(driver.run().instrument(span));
         Ok(Self {
             handle: BackendHandle { control },
             events,
@@ -210,6 +224,24 @@ impl BackendHandle {
         device: DeviceId,
         action: Action,
     ) -> Result<(CommandId, Outcome), Error> {
+        let pending = self.start_command(org, device, action).await?;
+        let id = pending.id().clone();
+        Ok((id, pending.outcome().await?))
+    }
+
+    /// Sends `action` to a device and returns as soon as the engine has taken it, with its id:
+    /// for a caller that answers at once (a web request) and learns the outcome later, from
+    /// [`PendingCommand::outcome`] or from the [`Event::Command`] among the events.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`BackendHandle::send_command`]: once handed over, the command is not withdrawn.
+    pub async fn start_command(
+        &self,
+        org: OrgId,
+        device: DeviceId,
+        action: Action,
+    ) -> Result<PendingCommand, Error> {
         let (reply, answer) = oneshot::channel();
         self.control
             .send(Control::Command {
@@ -223,8 +255,7 @@ impl BackendHandle {
             .await
             .map_err(|_| Error::Closed)?
             .map_err(Error::Send)?;
-        let outcome = outcome.await.map_err(|_| Error::Closed)?;
-        Ok((id, outcome))
+        Ok(PendingCommand { id, outcome })
     }
 
     /// Sends a config message to a device (the protocol does not acknowledge config).
@@ -318,6 +349,30 @@ impl BackendHandle {
             .send(Control::Query(query))
             .map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)
+    }
+}
+
+/// A command the engine has taken ([`BackendHandle::start_command`]), whose outcome is to come.
+#[derive(Debug)]
+pub struct PendingCommand {
+    id: CommandId,
+    outcome: oneshot::Receiver<Outcome>,
+}
+
+impl PendingCommand {
+    /// The command's id, as the device and the events name it.
+    pub fn id(&self) -> &CommandId {
+        &self.id
+    }
+
+    /// Waits for the outcome: completed, failed, or timed out after the engine's timeout and
+    /// retries. Dropping this instead does not withdraw the command.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: the outcome is lost if cancelled (it still appears among the events).
+    pub async fn outcome(self) -> Result<Outcome, Error> {
+        self.outcome.await.map_err(|_| Error::Closed)
     }
 }
 
@@ -436,6 +491,13 @@ impl<T> BackendClient<T> {
         self.status.borrow().connected
     }
 
+    /// The filters the broker refused on the current connection (a SUBACK failure, such as an
+    /// ACL that denies them): no message on them arrives. Each is also logged as an error and
+    /// counted (`dese_backend_subscriptions_refused_total`).
+    pub fn refused_subscriptions(&self) -> Vec<String> {
+        self.status.borrow().refused_subscriptions.clone()
+    }
+
     /// Why the last connection attempt failed (or the connection was lost), while the client
     /// retries. Cleared when a connection succeeds.
     pub fn last_failure(&self) -> Option<ConnectionFailure> {
@@ -497,16 +559,24 @@ struct Driver<L> {
     backlog: VecDeque<Delivered>,
     status: watch::Sender<Status>,
     failure: watch::Sender<Option<ConnectionFailure>>,
-    waiting: HashMap<CommandId, oneshot::Sender<Outcome>>,
+    /// The callers waiting for their command's outcome, and when each command was handed over.
+    waiting: HashMap<CommandId, (oneshot::Sender<Outcome>, tokio::time::Instant)>,
     jitter: Jitter,
     /// When the counters were last published, and whether they changed since.
     reported: tokio::time::Instant,
     stale: bool,
+    meters: BackendMeters,
+    /// When the devices were last counted for the gauges (a walk over the device table, so at
+    /// most every [`COUNT_DEVICES_EVERY`]), and whether the table may have changed since.
+    counted: Option<tokio::time::Instant>,
+    devices_changed: bool,
+    refused_subscriptions: Vec<String>,
 }
 
 impl<L: Link> Driver<L> {
     async fn run(mut self) -> Result<(), Error> {
         // The first connection; the engine asks for every later one (Event::Connect).
+        debug!("connecting");
         self.link.connect(KEEPALIVE, None);
         loop {
             self.flush();
@@ -521,6 +591,7 @@ impl<L: Link> Driver<L> {
                 .engine
                 .poll_timeout()
                 .map(tokio::time::Instant::from_std);
+            let devices_due = self.devices_due();
             let woke = tokio::select! {
                 event = self.link.next(), if reading => Woke::Link(event),
                 permit = self.events.reserve(), if !self.backlog.is_empty() => {
@@ -531,21 +602,28 @@ impl<L: Link> Driver<L> {
                 }
                 () = sleep_until(wake) => Woke::Timer,
                 () = sleep_until(self.stale.then_some(self.reported + REPORT_EVERY)) => Woke::Report,
+                () = sleep_until(devices_due) => Woke::Report,
                 control = self.control.recv() => Woke::Control(control),
             };
             match woke {
                 Woke::Link(event) => self.on_link(event)?,
                 Woke::Room => {}
                 Woke::Report => self.report(tokio::time::Instant::now()),
-                Woke::Timer => self.engine.handle_timeout(std::time::Instant::now()),
+                Woke::Timer => {
+                    // Pruning and presence timers change the device table too.
+                    self.devices_changed = true;
+                    self.engine.handle_timeout(std::time::Instant::now());
+                }
                 Woke::Control(Some(Control::Shutdown(done))) => {
                     self.link.disconnect().await;
+                    info!("disconnected: shut down");
                     let _ = done.send(());
                     return Ok(());
                 }
                 Woke::Control(Some(control)) => self.on_control(control),
                 Woke::Control(None) => {
                     self.link.disconnect().await;
+                    info!("disconnected: the client was dropped");
                     return Ok(());
                 }
             }
@@ -564,18 +642,36 @@ impl<L: Link> Driver<L> {
                     .iter()
                     .map(ToString::to_string)
                     .collect();
+                info!(subscriptions = ?filters, "connected");
+                self.refused_subscriptions.clear();
                 self.link.subscribe(&filters);
+            }
+            LinkEvent::SubscriptionRefused { filter } => {
+                error!(
+                    filter = %Printable(&filter),
+                    "the broker refused a subscription: no message on it will arrive (check \
+                     the broker's ACL)"
+                );
+                meters::subscription_refused(Side::Backend);
+                self.refused_subscriptions.push(filter);
+                self.stale = true;
             }
             LinkEvent::Message {
                 topic,
                 payload,
                 delivery,
                 ..
-            } => self.engine.handle_message(now, delivery, &topic, &payload),
+            } => {
+                self.devices_changed = true;
+                self.engine.handle_message(now, delivery, &topic, &payload);
+            }
             LinkEvent::Acked(tag) => self.engine.handle_acked(MessageId(tag)),
             LinkEvent::Lost(failure) => {
+                let was_up = self.engine.is_connected();
                 self.engine.handle_disconnected(now, self.jitter.next());
                 let done = failure.kind.is_final();
+                meters::disconnect(Side::Backend, failure.kind);
+                failure.log(was_up, self.engine.reconnect_at().map(|at| at - now));
                 self.failure.send_replace(Some(failure.clone()));
                 if done {
                     return Err(Error::Connection(failure));
@@ -595,14 +691,25 @@ impl<L: Link> Driver<L> {
                 reply,
             } => {
                 let now = std::time::Instant::now();
+                let name = action.name().to_string();
                 let answer = self
                     .engine
-                    .send_command(now, utc_now(), org, device, action)
+                    .send_command(now, utc_now(), org.clone(), device.clone(), action)
                     .map(|id| {
                         let (tx, rx) = oneshot::channel();
-                        self.waiting.insert(id.clone(), tx);
+                        debug!(
+                            device = %format_args!("{org}/{device}"),
+                            command_id = %id,
+                            command = %Printable(&name),
+                            "command sent"
+                        );
+                        self.waiting
+                            .insert(id.clone(), (tx, tokio::time::Instant::now()));
                         (id, rx)
                     });
+                if let Err(e) = &answer {
+                    warn!(command = %Printable(&name), error = %e, "command not sent");
+                }
                 let _ = reply.send(answer);
             }
             Control::Config {
@@ -635,17 +742,31 @@ impl<L: Link> Driver<L> {
         let mut outcomes = Vec::new();
         while let Some(delivered) = self.engine.poll_event() {
             match &delivered.event {
-                Event::Connect => self.link.connect(KEEPALIVE, None),
+                Event::Connect => {
+                    debug!("connecting");
+                    self.link.connect(KEEPALIVE, None);
+                }
                 Event::Command {
                     command_id,
                     outcome,
-                    ..
+                    device,
                 } => {
-                    if let Some(waiter) = self.waiting.remove(command_id) {
+                    let waited = self.waiting.remove(command_id);
+                    let took = waited.as_ref().map(|(_, since)| since.elapsed());
+                    if let (Some(took), false) = (took, matches!(outcome, Outcome::TimedOut { .. }))
+                    {
+                        self.meters.round_trip(took);
+                    }
+                    log_outcome(device, command_id, outcome, took);
+                    if let Some((waiter, _)) = waited {
                         outcomes.push((waiter, outcome.clone()));
                     }
                 }
-                _ => {}
+                Event::Dropped { topic, reason, .. } => {
+                    meters::refused(topic, *reason);
+                    log_event(&delivered.event);
+                }
+                event => log_event(event),
             }
             self.backlog.push_back(delivered);
         }
@@ -685,16 +806,119 @@ impl<L: Link> Driver<L> {
     /// message would cost more than handling it), at once when the connection or a command
     /// changed.
     fn report(&mut self, now: tokio::time::Instant) {
+        let counters = self.engine.counters().clone();
+        let backlog = Backlog {
+            unconfirmed: self.engine.unconfirmed(),
+            outbox: self.engine.outbox_len(),
+        };
+        let connected = self.engine.is_connected();
+        self.meters.follow(&counters);
+        self.meters
+            .gauges(connected, backlog, self.refused_subscriptions.len());
+        let due = self.counted.map(|at| at + COUNT_DEVICES_EVERY);
+        if self.devices_changed && due.is_none_or(|due| now >= due) {
+            let online = self
+                .engine
+                .devices()
+                .filter(|(_, presence)| presence.state == DeviceState::Online)
+                .count();
+            self.meters.devices(online, self.engine.tracked_devices());
+            self.counted = Some(now);
+            self.devices_changed = false;
+        }
         self.status.send_replace(Status {
-            counters: self.engine.counters().clone(),
-            backlog: Backlog {
-                unconfirmed: self.engine.unconfirmed(),
-                outbox: self.engine.outbox_len(),
-            },
-            connected: self.engine.is_connected(),
+            counters,
+            backlog,
+            connected,
+            refused_subscriptions: self.refused_subscriptions.clone(),
         });
         self.reported = now;
         self.stale = false;
+    }
+}
+
+impl<L> Driver<L> {
+    /// When the device gauges are next due to be brought up to date: `None` when the table has
+    /// not changed since they were.
+    fn devices_due(&self) -> Option<tokio::time::Instant> {
+        if !self.devices_changed {
+            return None;
+        }
+        Some(
+            self.counted
+                .map_or_else(tokio::time::Instant::now, |at| at + COUNT_DEVICES_EVERY),
+        )
+    }
+}
+
+/// How often the devices online are counted for `dese_backend_devices_online`.
+const COUNT_DEVICES_EVERY: Duration = Duration::from_secs(1);
+
+/// A command's end, at the level it deserves.
+fn log_outcome(device: &DeviceKey, id: &CommandId, outcome: &Outcome, took: Option<Duration>) {
+    // Ids are checked when parsed: nothing in them needs escaping.
+    let device = device.to_string();
+    let took_ms = took.map(|t| t.as_secs_f64() * 1e3);
+    match outcome {
+        Outcome::Completed(_) => debug!(%device, command_id = %id, took_ms, "command completed"),
+        Outcome::Failed(response) => warn!(
+            %device,
+            command_id = %id,
+            took_ms,
+            error = %Printable(response.error.as_deref().unwrap_or("no reason given")),
+            "command failed"
+        ),
+        Outcome::TimedOut { attempts } => {
+            warn!(%device, command_id = %id, attempts, "command timed out")
+        }
+    }
+}
+
+/// The other events of the engine: refusals and surprises at debug or warn, the stream at trace.
+fn log_event(event: &Event) {
+    match event {
+        Event::Dropped {
+            topic,
+            reason,
+            error,
+        } => {
+            debug!(
+                topic = %Printable(topic),
+                reason = reason.as_str(),
+                error = %Printable(error),
+                "message refused"
+            );
+        }
+        Event::Duplicate { device, kind } => {
+            trace!(device = %device, kind = kind.as_str(), "duplicate")
+        }
+        Event::CommandRetried {
+            device,
+            command_id,
+            attempt,
+        } => info!(
+            device = %device,
+            command_id = %command_id,
+            attempt,
+            "command timed out; sent again"
+        ),
+        Event::LateResponse { device, response } => warn!(
+            device = %device,
+            command_id = %response.command_id,
+            "response after the command timed out (the device ran it)"
+        ),
+        Event::UnknownResponse { device, response } => warn!(
+            device = %device,
+            command_id = %Printable(response.command_id.as_str()),
+            "response to a command this instance does not know"
+        ),
+        Event::PresenceChanged { device, from, to } => debug!(
+            device = %device,
+            from = from.map(|f| f.as_str()),
+            to = to.as_str(),
+            "presence"
+        ),
+        _ => trace!(event = ?event, "event"),
     }
 }
 

@@ -6,13 +6,15 @@ use std::time::Duration;
 use dese_device::{
     CommandHandler, Device, Event, MessageId, Readings, SensorReader, Settings, Stats,
 };
-use dese_protocol::Alert;
+use dese_protocol::{Alert, Printable};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tracing::{Instrument, debug, error, info, warn};
 
 use crate::clock::{Clock, Jitter, sleep_until, utc_now};
 use crate::error::{ConnectionFailure, Error};
 use crate::link::{Acknowledgement, Link, LinkEvent, Session, Transport, Will};
+use crate::metrics::{self as meters, DeviceMeters, Side};
 use crate::options::BrokerOptions;
 
 /// How many events wait for [`DeviceClient::next_event`] before new ones are dropped (and
@@ -28,11 +30,12 @@ enum Control {
     Shutdown(oneshot::Sender<()>),
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Status {
     stats: Stats,
     events_lost: u64,
     connected: bool,
+    refused_subscriptions: Vec<String>,
 }
 
 /// A device on a real broker: the [`Device`] engine driven over the transport `T`, in a task
@@ -78,6 +81,11 @@ impl<T: Transport> DeviceClient<T> {
         let engine = Device::new(settings, clock.now());
         let connect = engine.connect_options(utc_now());
         let (keepalive, will) = session(&engine);
+        let span = tracing::info_span!(
+            "dese_device",
+            client_id = %Printable(&connect.client_id),
+            broker = %broker.address()
+        );
         let link = T::open(
             broker,
             Session {
@@ -108,8 +116,12 @@ impl<T: Transport> DeviceClient<T> {
             clock,
             jitter: Jitter::new(),
             events_lost: 0,
+            meters: DeviceMeters::new(),
+            connections: 0,
+            refused_subscriptions: Vec::new(),
+            dropped: 0,
         };
-        let task = tokio::spawn(driver.run(sensors, handler));
+        let task = tokio::spawn(driver.run(sensors, handler).instrument(span));
         Ok(Self {
             control,
             events,
@@ -151,6 +163,13 @@ impl<T> DeviceClient<T> {
     /// Whether the device is connected to the broker, as of the engine's last step.
     pub fn is_connected(&self) -> bool {
         self.status.borrow().connected
+    }
+
+    /// The filters the broker refused on the current connection (a SUBACK failure, such as an
+    /// ACL that denies the device its `commands` topic): no message on them arrives. Each is
+    /// also logged as an error and counted (`dese_device_subscriptions_refused_total`).
+    pub fn refused_subscriptions(&self) -> Vec<String> {
+        self.status.borrow().refused_subscriptions.clone()
     }
 
     /// Publishes telemetry from readings taken now, outside the periodic schedule.
@@ -242,6 +261,12 @@ struct Driver<L> {
     clock: Clock,
     jitter: Jitter,
     events_lost: u64,
+    meters: DeviceMeters,
+    /// Connections the broker accepted.
+    connections: u64,
+    refused_subscriptions: Vec<String>,
+    /// Messages the outbox dropped, as last logged.
+    dropped: u64,
 }
 
 impl<L: Link> Driver<L> {
@@ -285,11 +310,18 @@ impl<L: Link> Driver<L> {
         while let Some(event) = self.engine.poll_event() {
             match &event {
                 Event::Connect => {
+                    debug!("connecting");
                     let (keepalive, will) = session(&self.engine);
                     self.link.connect(keepalive, Some(will));
                 }
-                Event::KeepaliveChanged(_) if self.engine.is_connected() => self.link.reconnect(),
-                _ => {}
+                Event::KeepaliveChanged(keepalive) if self.engine.is_connected() => {
+                    info!(
+                        keepalive_s = keepalive.get(),
+                        "keepalive changed by config: reconnecting"
+                    );
+                    self.link.reconnect();
+                }
+                event => log_event(event),
             }
             if self.events.try_send(event).is_err() {
                 self.events_lost += 1;
@@ -298,12 +330,31 @@ impl<L: Link> Driver<L> {
         self.report();
     }
 
-    /// Publishes the engine's counters for [`DeviceClient::stats`].
-    fn report(&self) {
+    /// Publishes the engine's counters for [`DeviceClient::stats`], and to the metrics.
+    fn report(&mut self) {
+        let stats = self.engine.stats();
+        let connected = self.engine.is_connected();
+        let dropped = stats.telemetry_dropped + stats.other_dropped;
+        if dropped > self.dropped {
+            warn!(
+                telemetry = stats.telemetry_dropped,
+                other = stats.other_dropped,
+                "outbox full: {} message(s) dropped ({dropped} in all)",
+                dropped - self.dropped
+            );
+            self.dropped = dropped;
+        }
+        self.meters.follow(
+            &stats,
+            connected,
+            self.connections,
+            self.refused_subscriptions.len(),
+        );
         self.status.send_replace(Status {
-            stats: self.engine.stats(),
+            stats,
             events_lost: self.events_lost,
-            connected: self.engine.is_connected(),
+            connected,
+            refused_subscriptions: self.refused_subscriptions.clone(),
         });
     }
 
@@ -322,7 +373,19 @@ impl<L: Link> Driver<L> {
                     .iter()
                     .map(ToString::to_string)
                     .collect();
+                self.connections += 1;
+                info!(subscriptions = ?filters, "connected");
+                self.refused_subscriptions.clear();
                 self.link.subscribe(&filters);
+            }
+            LinkEvent::SubscriptionRefused { filter } => {
+                error!(
+                    filter = %Printable(&filter),
+                    "the broker refused a subscription: no message on it will arrive (check \
+                     the broker's ACL)"
+                );
+                meters::subscription_refused(Side::Device);
+                self.refused_subscriptions.push(filter);
             }
             LinkEvent::Message {
                 topic,
@@ -338,8 +401,14 @@ impl<L: Link> Driver<L> {
             LinkEvent::Lost(failure) => {
                 let kind = failure.kind;
                 self.failure.send_replace(Some(failure.clone()));
-                self.engine
-                    .handle_disconnected(self.clock.now(), self.jitter.next());
+                let was_up = self.engine.is_connected();
+                let now = self.clock.now();
+                self.engine.handle_disconnected(now, self.jitter.next());
+                meters::disconnect(Side::Device, kind);
+                let retry_in = self.engine.reconnect_at().map(|at| {
+                    std::time::Duration::from_millis(at.as_millis().saturating_sub(now.as_millis()))
+                });
+                failure.log(was_up, retry_in);
                 if kind.is_final() {
                     return Err(Error::Connection(failure));
                 }
@@ -363,7 +432,11 @@ impl<L: Link> Driver<L> {
                         .handle_disconnected(self.clock.now(), self.jitter.next());
                 }
                 Ok(LinkEvent::Closed) | Err(_) => break,
-                Ok(LinkEvent::Connected | LinkEvent::Message { .. }) => {}
+                Ok(
+                    LinkEvent::Connected
+                    | LinkEvent::Message { .. }
+                    | LinkEvent::SubscriptionRefused { .. },
+                ) => {}
             }
         }
         let connected = self.engine.is_connected();
@@ -378,6 +451,46 @@ impl<L: Link> Driver<L> {
             }
         }
         self.link.disconnect().await;
+        info!("disconnected: shut down");
         self.report();
+    }
+}
+
+/// The engine's events, at the level each deserves.
+fn log_event(event: &Event) {
+    match event {
+        Event::ConfigApplied(_) => info!("config applied"),
+        Event::ConfigRejected { error } => {
+            warn!(error = %Printable(error), "config refused: nothing of it applied")
+        }
+        Event::CommandRun {
+            command_id,
+            command,
+            success,
+        } => info!(
+            command_id = %command_id,
+            command = %Printable(command),
+            success,
+            "command run"
+        ),
+        Event::CommandDuplicate { command_id } => debug!(
+            command_id = %command_id,
+            "command delivered again: answered from the cache, not run"
+        ),
+        Event::CommandRefused { command_id, error } => warn!(
+            command_id = command_id.as_ref().map(|id| id.as_str()),
+            error = %Printable(error),
+            "command refused before the handler"
+        ),
+        Event::Dropped { reason, error } => debug!(
+            reason = reason.as_str(),
+            error = %Printable(error),
+            "incoming message dropped"
+        ),
+        Event::ReadingMissed => debug!("no usable reading this period"),
+        Event::ReadingRejected { error } => {
+            warn!(error = %Printable(error), "reading out of range: not sent")
+        }
+        _ => {}
     }
 }

@@ -52,6 +52,38 @@ impl ConnectionFailure {
     }
 }
 
+impl ConnectionFailure {
+    /// Logs this failure of an attempt (or loss of a connection, `was_up`) and when the next
+    /// attempt comes: an error when it is final, a warning otherwise.
+    pub(crate) fn log(&self, was_up: bool, retry_in: Option<std::time::Duration>) {
+        let reason = crate::metrics::failure_label(self.kind);
+        let error = &self.message;
+        let what = if was_up {
+            "connection lost"
+        } else {
+            "connection attempt failed"
+        };
+        if self.kind.is_final() {
+            tracing::error!(
+                reason,
+                %error,
+                "{what}: the broker refused the client, which stops (retrying cannot help)"
+            );
+        } else if let Some(delay) = retry_in {
+            let retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+            tracing::warn!(
+                reason,
+                %error,
+                retry_in_ms,
+                "{what}; reconnecting in {:.1} s",
+                delay.as_secs_f64()
+            );
+        } else {
+            tracing::warn!(reason, %error, "{what}");
+        }
+    }
+}
+
 impl fmt::Display for ConnectionFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.kind {

@@ -23,6 +23,21 @@
 //! application has confirmed it ([`BackendClient::next_delivery`], [`BackendClient::ack`]), and
 //! an application that falls behind makes the client stop reading instead of dropping events
 //! (docs/backend.md in the repository).
+//!
+//! # What an operator sees
+//!
+//! The clients log through [`tracing`](https://docs.rs/tracing) (connecting, connected, a lost
+//! connection with its reason and the delay before the next attempt, a subscription the broker
+//! refused, refused messages, command outcomes), each client inside a span that names its
+//! client id and broker, and count through the [`metrics`](https://docs.rs/metrics) facade
+//! ([`metrics::CATALOG`] lists every metric). Neither installs anything: the application
+//! chooses its subscriber and its recorder (docs/operations.md in the repository).
+//!
+//! # Crate features
+//!
+//! - `log-subscriber` (off by default): [`logging::init`], the subscriber the SDK's binaries
+//!   install (standard error, `RUST_LOG` filtering, text or JSON lines), for applications that
+//!   want the same.
 #![forbid(unsafe_code)]
 // A std crate: portability to no_std is not a goal here.
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
@@ -32,9 +47,12 @@ mod clock;
 mod device;
 mod error;
 mod link;
+#[cfg(feature = "log-subscriber")]
+pub mod logging;
+pub mod metrics;
 mod options;
 
-pub use backend::{BackendClient, BackendHandle, Backlog};
+pub use backend::{BackendClient, BackendHandle, Backlog, PendingCommand};
 pub use device::DeviceClient;
 pub use error::{ConnectionFailure, Error, ErrorKind};
 pub use link::{Acknowledgement, Link, LinkEvent, Session, Transport, Will};

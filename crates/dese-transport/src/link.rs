@@ -89,6 +89,12 @@ pub enum LinkEvent {
     },
     /// The broker acknowledged (PUBACK) the message published with this tag.
     Acked(u64),
+    /// The broker refused a subscription of [`Link::subscribe`] (a SUBACK failure, such as an
+    /// ACL that denies the filter): no message on it will arrive.
+    SubscriptionRefused {
+        /// The filter.
+        filter: String,
+    },
     /// A connection attempt failed or the connection was lost. Publishes not yet acknowledged
     /// are the driver's to replay; the link forgets them.
     Lost(ConnectionFailure),
@@ -111,7 +117,8 @@ pub trait Link: Send + 'static {
     /// [`LinkEvent::Connected`] or [`LinkEvent::Lost`].
     fn connect(&mut self, keepalive: Duration, will: Option<Will>);
 
-    /// Subscribes to these filters with QoS 1.
+    /// Subscribes to these filters with QoS 1; a filter the broker refuses is reported as
+    /// [`LinkEvent::SubscriptionRefused`].
     fn subscribe(&mut self, filters: &[String]);
 
     /// Acknowledges a received message to the broker (PUBACK), with

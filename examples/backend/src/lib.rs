@@ -15,11 +15,15 @@
 //!   below the minimum with the chlorine pump, and records each command's lifecycle:
 //!   completed, failed, timed out, or late.
 //!
-//! [`ReferenceBackend::activity`] tells the application what happened, for its logs.
+//! [`ReferenceBackend::activity`] tells the application what happened, for its logs; the
+//! optional live dashboard ([`BackendOptions::dashboard`], the binary's `--ui`) shows it in a
+//! browser, and [`prometheus`] serves the metrics (`--metrics`).
 #![forbid(unsafe_code)]
 // A std crate: portability to no_std is not a goal here.
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
 
+pub mod dashboard;
+pub mod prometheus;
 mod refusals;
 mod store;
 
@@ -36,6 +40,7 @@ use dese_transport::{BackendClient, BackendHandle, BrokerOptions, Error, Transpo
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::dashboard::{DashboardOptions, LiveView};
 use crate::refusals::RefusalLog;
 
 /// How often the log sums up the refused messages it did not show one by one.
@@ -79,6 +84,8 @@ pub struct BackendOptions {
     /// broker limits how many messages it sends before their acknowledgement (Mosquitto's
     /// `max_inflight_messages`), as brokers do.
     pub batch_linger: Duration,
+    /// The live dashboard, when wanted (`None` by default).
+    pub dashboard: Option<DashboardOptions>,
 }
 
 impl BackendOptions {
@@ -99,6 +106,7 @@ impl BackendOptions {
             pump_seconds: 60,
             batch_max: 512,
             batch_linger: Duration::ZERO,
+            dashboard: None,
         }
     }
 }
@@ -137,6 +145,7 @@ pub enum Activity {
 pub struct Commander {
     handle: BackendHandle,
     store: Arc<Store>,
+    view: Option<Arc<LiveView>>,
 }
 
 impl Commander {
@@ -152,16 +161,46 @@ impl Commander {
         device: DeviceId,
         action: Action,
     ) -> Result<(CommandId, Outcome), Error> {
+        let pending = self.started(org, device, action).await?;
+        let id = pending.id().clone();
+        Ok((id, pending.outcome().await?))
+    }
+
+    /// Sends `action` and returns its id as soon as the engine has taken it; the outcome is
+    /// stored by the event loop (and shown on the dashboard) when it comes.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling does not withdraw the command once handed over.
+    pub async fn start(
+        &self,
+        org: OrgId,
+        device: DeviceId,
+        action: Action,
+    ) -> Result<CommandId, Error> {
+        Ok(self.started(org, device, action).await?.id().clone())
+    }
+
+    async fn started(
+        &self,
+        org: OrgId,
+        device: DeviceId,
+        action: Action,
+    ) -> Result<dese_transport::PendingCommand, Error> {
         let key = DeviceKey {
             org: org.clone(),
             device: device.clone(),
         };
         let name = action.name().to_string();
-        let (id, outcome) = self.handle.send_command(org, device, action).await?;
-        if let Err(e) = self.store.command_sent(id.as_str(), &key, &name).await {
-            eprintln!("dese-backend: cannot record command {id}: {e}");
+        let pending = self.handle.start_command(org, device, action).await?;
+        let id = pending.id();
+        if let Some(view) = &self.view {
+            view.command_sent(id, &key, &name);
         }
-        Ok((id, outcome))
+        if let Err(e) = self.store.command_sent(id.as_str(), &key, &name).await {
+            tracing::error!(command_id = %id, error = %e, "cannot record the command");
+        }
+        Ok(pending)
     }
 }
 
@@ -173,6 +212,7 @@ pub struct ReferenceBackend {
     activity: mpsc::Receiver<Activity>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), Error>>,
+    dashboard: Option<(std::net::SocketAddr, JoinHandle<()>)>,
 }
 
 impl ReferenceBackend {
@@ -184,6 +224,9 @@ impl ReferenceBackend {
         if options.batch_max == 0 {
             return Err("batch_max must be at least 1".into());
         }
+        if let Some(dashboard) = &options.dashboard {
+            dashboard.check()?;
+        }
         let store = Arc::new(Store::open(&options.db).await?);
         let client = BackendClient::<T>::spawn(
             broker,
@@ -191,9 +234,27 @@ impl ReferenceBackend {
             options.settings.clone(),
             options.group.clone(),
         )?;
+        let view = options
+            .dashboard
+            .as_ref()
+            .map(|_| Arc::new(LiveView::new(options.settings.instance.clone())));
         let commander = Commander {
             handle: client.handle(),
             store: Arc::clone(&store),
+            view: view.clone(),
+        };
+        let dashboard = match (&options.dashboard, &view) {
+            (Some(dashboard), Some(view)) => {
+                let (listener, router) =
+                    dashboard::bind(dashboard, Arc::clone(view), commander.clone())
+                        .await
+                        .map_err(|e| {
+                            format!("the dashboard cannot listen on {}: {e}", dashboard.addr)
+                        })?;
+                let addr = listener.local_addr()?;
+                Some((addr, tokio::spawn(dashboard::serve(listener, router))))
+            }
+            _ => None,
         };
         let (activity_tx, activity) = mpsc::channel(1024);
         let stored = Arc::new(AtomicU64::new(0));
@@ -208,6 +269,8 @@ impl ReferenceBackend {
                 reacted: HashMap::new(),
                 stored: Arc::clone(&stored),
                 refusals: RefusalLog::new(REFUSAL_SUMMARY_EVERY),
+                view,
+                meters: StoreMeters::new(),
             }
             .run(stopped),
         );
@@ -218,7 +281,13 @@ impl ReferenceBackend {
             activity,
             stop: Some(stop),
             task,
+            dashboard,
         })
+    }
+
+    /// Where the dashboard listens, when it was asked for.
+    pub fn dashboard_addr(&self) -> Option<std::net::SocketAddr> {
+        self.dashboard.as_ref().map(|(addr, _)| *addr)
     }
 
     /// Sends commands and records them.
@@ -275,7 +344,31 @@ impl ReferenceBackend {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        if let Some((_, server)) = self.dashboard.take() {
+            server.abort();
+        }
         self.task.await.unwrap_or(Err(Error::Closed))
+    }
+}
+
+/// The storage's metrics ([`prometheus::CATALOG`]).
+struct StoreMeters {
+    committed: metrics::Counter,
+    failed: metrics::Counter,
+    seconds: metrics::Histogram,
+    batch: metrics::Histogram,
+    readings: metrics::Counter,
+}
+
+impl StoreMeters {
+    fn new() -> Self {
+        Self {
+            committed: metrics::counter!("dese_store_writes_total", "outcome" => "committed"),
+            failed: metrics::counter!("dese_store_writes_total", "outcome" => "failed"),
+            seconds: metrics::histogram!("dese_store_write_seconds"),
+            batch: metrics::histogram!("dese_store_batch_events"),
+            readings: metrics::counter!("dese_store_readings_total"),
+        }
     }
 }
 
@@ -288,12 +381,21 @@ struct EventLoop<T> {
     reacted: HashMap<DeviceKey, Instant>,
     stored: Arc<AtomicU64>,
     refusals: RefusalLog,
+    view: Option<Arc<LiveView>>,
+    meters: StoreMeters,
 }
+
+/// How often the dashboard's connection badge is brought up to date while nothing arrives.
+const VIEW_TICK: Duration = Duration::from_secs(1);
 
 impl<T> EventLoop<T> {
     async fn run(mut self, mut stopped: oneshot::Receiver<()>) -> Result<(), Error> {
         loop {
             let summary_due = self.refusals.due();
+            let tick = self.view.as_ref().map(|view| {
+                view.set_connected(self.client.is_connected());
+                Instant::now() + VIEW_TICK
+            });
             let first = tokio::select! {
                 delivered = self.client.next_delivery() => match delivered {
                     Some(delivered) => delivered,
@@ -301,13 +403,14 @@ impl<T> EventLoop<T> {
                 },
                 () = sleep_until_some(summary_due) => {
                     if let Some(summary) = self.refusals.flush() {
-                        eprintln!("{summary}");
+                        tracing::warn!("{summary}");
                     }
                     continue;
                 }
+                () = sleep_until_some(tick) => continue,
                 _ = &mut stopped => {
                     if let Some(summary) = self.refusals.flush() {
-                        eprintln!("{summary}");
+                        tracing::warn!("{summary}");
                     }
                     return self.client.shutdown().await;
                 }
@@ -331,6 +434,8 @@ impl<T> EventLoop<T> {
                 .filter(|(event, new)| **new && matches!(event, Event::Telemetry { .. }))
                 .count();
             self.stored.fetch_add(readings as u64, Ordering::Relaxed);
+            self.meters.readings.increment(readings as u64);
+            self.meters.batch.record(events.len() as f64);
             // The store let go of its share when the write ended.
             let events = Arc::try_unwrap(events).unwrap_or_else(|shared| (*shared).clone());
             for (event, new) in events.into_iter().zip(written.new) {
@@ -367,14 +472,24 @@ impl<T> EventLoop<T> {
         let mut pause = Duration::from_millis(100);
         let mut attempt = 0;
         loop {
-            match self.store.write(Arc::clone(&events)).await {
-                Ok(written) => return Some(written),
+            let started = Instant::now();
+            let result = self.store.write(Arc::clone(&events)).await;
+            self.meters.seconds.record(started.elapsed().as_secs_f64());
+            match result {
+                Ok(written) => {
+                    self.meters.committed.increment(1);
+                    return Some(written);
+                }
                 Err(e) => {
                     attempt += 1;
-                    eprintln!(
-                        "dese-backend: DATABASE WRITE FAILED (attempt {attempt}, {} events not \
-                         confirmed, the broker keeps them; retrying in {pause:?}): {e}",
-                        events.len()
+                    self.meters.failed.increment(1);
+                    tracing::error!(
+                        attempt,
+                        events = events.len(),
+                        retry_in_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+                        error = %e,
+                        "DATABASE WRITE FAILED: the batch is not confirmed (the broker keeps its \
+                         messages) and is written again after a pause"
                     );
                     self.tell(Activity::StoreFailed {
                         error: e.to_string(),
@@ -409,10 +524,13 @@ impl<T> EventLoop<T> {
                     .refusals
                     .refused(Instant::now(), topic, reason.as_str(), error);
                 if let Some(line) = line {
-                    eprintln!("{line}");
+                    tracing::warn!("{line}");
                 }
             }
             _ => {}
+        }
+        if let Some(view) = &self.view {
+            view.record(&event, new);
         }
         let alert = match &event {
             Event::Alert { device, alert } if new => Some((device.clone(), alert.clone())),

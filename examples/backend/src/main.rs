@@ -3,6 +3,7 @@
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -13,8 +14,10 @@ use dese_paho::Paho;
 use dese_protocol::{
     DeviceConfig, Finite, MessageKind, OrgId, Printable, Sensor, ShareGroup, Threshold,
 };
-use dese_reference_backend::{Activity, BackendOptions, Database, ReferenceBackend};
+use dese_reference_backend::dashboard::DashboardOptions;
+use dese_reference_backend::{Activity, BackendOptions, Database, ReferenceBackend, prometheus};
 use dese_rumqttc::{BrokerOptions, Rumqttc};
+use dese_transport::logging::{self, LogFormat};
 
 /// The DESE reference backend: every device message into SQLite, presence, thresholds sent to
 /// devices as they come online, pumps started in reaction to alerts.
@@ -25,6 +28,10 @@ use dese_rumqttc::{BrokerOptions, Rumqttc};
 Examples:
   dese-backend --db dese.sqlite
   sqlite3 dese.sqlite 'SELECT device, ph, chlorine FROM telemetry ORDER BY timestamp DESC LIMIT 5'
+
+  # The live dashboard on http://127.0.0.1:8080/ and Prometheus metrics on :9464/metrics.
+  dese-backend --ui --metrics
+  RUST_LOG=dese_transport=debug,info dese-backend --log-format json
 
   # Three instances in one group, on one PostgreSQL database: telemetry and alerts split
   # between them, presence and command answers on each, every reading stored once.
@@ -95,6 +102,20 @@ struct Args {
     /// The MQTT client library
     #[arg(long, value_enum, default_value_t = TransportKind::Rumqttc)]
     transport: TransportKind,
+    /// Serve the live dashboard on this address (given alone: 127.0.0.1:8080). Any address
+    /// but loopback needs --ui-token
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8080")]
+    ui: Option<SocketAddr>,
+    /// The token the dashboard asks for (?token=... in its address), at least 16 characters
+    #[arg(long, env = "DESE_UI_TOKEN", hide_env_values = true, requires = "ui")]
+    ui_token: Option<String>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (given alone: 127.0.0.1:9464)
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9464")]
+    metrics: Option<SocketAddr>,
+    /// Log lines on standard error as text or as JSON lines; RUST_LOG filters them (default
+    /// info)
+    #[arg(long, env = "DESE_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 /// Which MQTT client library carries the protocol.
@@ -119,6 +140,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> ExitCode {
+    if let Err(e) = logging::init(args.log_format, "info") {
+        eprintln!("dese-backend: {e}");
+        return ExitCode::from(2);
+    }
     let options = match options(&args) {
         Ok(o) => o,
         Err(e) => {
@@ -134,6 +159,27 @@ async fn run(args: Args) -> ExitCode {
         }
     };
     let db = options.db.to_string();
+    // Before the clients start: they take their metric handles then.
+    let metrics = match args
+        .metrics
+        .map(|addr| prometheus::install().map(|h| (addr, h)))
+    {
+        Some(Ok((addr, handle))) => match prometheus::serve(addr, handle).await {
+            Ok((bound, task)) => {
+                println!("dese-backend: metrics on http://{bound}/metrics");
+                Some(task)
+            }
+            Err(e) => {
+                eprintln!("dese-backend: the metrics endpoint cannot listen on {addr}: {e}");
+                return ExitCode::from(4);
+            }
+        },
+        Some(Err(e)) => {
+            eprintln!("dese-backend: {e}");
+            return ExitCode::from(4);
+        }
+        None => None,
+    };
     let spawned = match args.transport {
         TransportKind::Rumqttc => ReferenceBackend::spawn::<Rumqttc>(&broker, options).await,
         TransportKind::Paho => ReferenceBackend::spawn::<Paho>(&broker, options).await,
@@ -145,6 +191,13 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::from(4);
         }
     };
+    if let Some(addr) = backend.dashboard_addr() {
+        let token = args
+            .ui_token
+            .as_ref()
+            .map_or(String::new(), |_| "?token=<your token>".to_string());
+        println!("dese-backend: dashboard on http://{addr}/{token}");
+    }
     println!(
         "dese-backend: storing into {db} from {} (Ctrl-C to stop)",
         args.broker
@@ -175,6 +228,9 @@ async fn run(args: Args) -> ExitCode {
         );
     }
     let ended = backend.shutdown().await;
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     match summary {
         Ok(s) => println!(
             "dese-backend: stored {} telemetry, {} statuses, {} alerts; commands {:?}; presence {:?}; refused {:?}",
@@ -300,6 +356,14 @@ fn options(args: &Args) -> Result<BackendOptions, String> {
         return Err("--receive-window must be at least 1".to_string());
     }
     options.batch_max = args.batch_max;
+    if let Some(addr) = args.ui {
+        let dashboard = DashboardOptions {
+            addr,
+            token: args.ui_token.clone(),
+        };
+        dashboard.check().map_err(|e| format!("--ui: {e}"))?;
+        options.dashboard = Some(dashboard);
+    }
     options.batch_linger = Duration::from_millis(args.batch_linger_ms);
     options.settings.receive_window = args.receive_window;
     // Named by the flag that set it: `setting command_timeout: ...` says which number was absurd.

@@ -11,6 +11,7 @@ use dese_protocol::{DeviceId, OrgId, TelemetryInterval};
 use dese_reference_device::{DeviceOptions, ReferenceDevice, describe};
 use dese_rumqttc::{BrokerOptions, Rumqttc};
 use dese_sim::water::PoolModel;
+use dese_transport::logging::{self, LogFormat};
 
 /// The DESE reference device: a simulated pool (pH, chlorine, temperature, ORP, TDS, flow, two
 /// dosing pumps) on a real broker, answering all six commands.
@@ -62,10 +63,18 @@ struct Args {
     /// Seeds the probes' noise
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// The SDK's log lines on standard error, as text or JSON lines; RUST_LOG filters them
+    /// (default info)
+    #[arg(long, env = "DESE_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Err(e) = logging::init(args.log_format, "info") {
+        eprintln!("dese-device: {e}");
+        return ExitCode::from(2);
+    }
     match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime.block_on(run(args)),
         Err(e) => {
