@@ -14,7 +14,7 @@ use dese_protocol::{
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tracing::{Instrument, debug, error, info, trace, warn};
+use tracing::{Instrument, debug, info, trace, warn};
 
 use crate::clock::{Jitter, sleep_until, utc_now};
 use crate::device::shutdown;
@@ -647,12 +647,7 @@ impl<L: Link> Driver<L> {
                 self.link.subscribe(&filters);
             }
             LinkEvent::SubscriptionRefused { filter } => {
-                error!(
-                    filter = %Printable(&filter),
-                    "the broker refused a subscription: no message on it will arrive (check \
-                     the broker's ACL)"
-                );
-                meters::subscription_refused(Side::Backend);
+                meters::subscription_refused(Side::Backend, &filter);
                 self.refused_subscriptions.push(filter);
                 self.stale = true;
             }

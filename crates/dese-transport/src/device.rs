@@ -9,7 +9,7 @@ use dese_device::{
 use dese_protocol::{Alert, Printable};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tracing::{Instrument, debug, error, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::clock::{Clock, Jitter, sleep_until, utc_now};
 use crate::error::{ConnectionFailure, Error};
@@ -379,12 +379,7 @@ impl<L: Link> Driver<L> {
                 self.link.subscribe(&filters);
             }
             LinkEvent::SubscriptionRefused { filter } => {
-                error!(
-                    filter = %Printable(&filter),
-                    "the broker refused a subscription: no message on it will arrive (check \
-                     the broker's ACL)"
-                );
-                meters::subscription_refused(Side::Device);
+                meters::subscription_refused(Side::Device, &filter);
                 self.refused_subscriptions.push(filter);
             }
             LinkEvent::Message {

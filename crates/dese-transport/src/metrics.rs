@@ -465,8 +465,13 @@ pub(crate) fn disconnect(side: Side, kind: crate::ErrorKind) {
     counter!(name, "reason" => failure_label(kind)).increment(1);
 }
 
-/// A subscription the broker refused.
-pub(crate) fn subscription_refused(side: Side) {
+/// A subscription the broker refused: logged as an error (nothing on it will ever arrive) and
+/// counted.
+pub(crate) fn subscription_refused(side: Side, filter: &str) {
+    tracing::error!(
+        filter = %dese_protocol::Printable(filter),
+        "the broker refused a subscription: no message on it will arrive (check the broker's ACL)"
+    );
     let name = match side {
         Side::Backend => "dese_backend_subscriptions_refused_total",
         Side::Device => "dese_device_subscriptions_refused_total",
