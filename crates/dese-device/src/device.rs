@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 use core::time::Duration;
 
 use dese_protocol::{
-    Alert, Battery, Calibration, Celsius, Command, CommandId, CommandResponse, Decoder,
+    Action, Alert, Battery, Calibration, Celsius, Command, CommandId, CommandResponse, Decoder,
     DeviceConfig, DeviceId, DeviceState, Finite, FlowRate, Keepalive, Message, MessageKind,
     Metadata, OrgId, Ph, Ppm, QoS, Reason, Sensor, Sensors, Severity, SignalStrength, Status,
     Telemetry, TelemetryInterval, Threshold, Timestamp, Topic, TopicFilter, encode,
@@ -175,6 +175,10 @@ pub enum Event {
     Connect,
     /// A config message was applied; the device now runs with these settings.
     ConfigApplied(DeviceConfig),
+    /// A `reset_config` command succeeded: the telemetry interval and the keepalive are back
+    /// to the device's own settings, and the calibration and the thresholds that config
+    /// messages set are gone ([`Device::config`] tells what is in force, to persist it).
+    ConfigReset,
     /// A config message was refused; nothing of it was applied.
     ConfigRejected {
         /// Why.
@@ -409,6 +413,38 @@ impl Device {
         self.telemetry_interval
     }
 
+    /// The config in force, as config messages left it: every field present, an empty map for
+    /// no calibration or no thresholds. A firmware that keeps its config across a reboot saves
+    /// this after [`Event::ConfigApplied`] and [`Event::ConfigReset`], and applies it again at
+    /// boot with [`Device::restore_config`].
+    pub fn config(&self) -> DeviceConfig {
+        DeviceConfig {
+            telemetry_interval: Some(self.telemetry_interval),
+            mqtt_keepalive: Some(self.keepalive),
+            sensor_calibration: Some(self.calibration.clone()),
+            alert_thresholds: Some(self.thresholds.clone()),
+        }
+    }
+
+    /// Applies a config saved before a reboot ([`Device::config`]) without reporting it as a
+    /// config message: no event, no counter. Call it before the first connection.
+    pub fn restore_config(&mut self, now: Instant, config: &DeviceConfig) {
+        if let Some(interval) = config.telemetry_interval {
+            self.telemetry_interval = interval;
+            self.next_telemetry = now + interval.as_duration();
+        }
+        if let Some(keepalive) = config.mqtt_keepalive {
+            self.keepalive = keepalive;
+        }
+        if let Some(calibration) = &config.sensor_calibration {
+            self.calibration = calibration.clone();
+        }
+        if let Some(thresholds) = &config.alert_thresholds {
+            self.thresholds = thresholds.clone();
+            self.crossed.clear();
+        }
+    }
+
     /// The link came up (the broker accepted the connection): publish the `online` status
     /// first, then what waited in the outbox, in order.
     pub fn handle_connected(&mut self, now: Instant, utc: Timestamp) {
@@ -556,7 +592,9 @@ impl Device {
                 Some(command_id) => self.refuse(command_id, &error.to_string(), utc),
                 None => self.drop_incoming(error.reason(), error.to_string()),
             },
-            (MessageKind::Config, Ok(Message::Config(config))) => self.config(now, config.config),
+            (MessageKind::Config, Ok(Message::Config(config))) => {
+                self.apply_config(now, config.config)
+            }
             (MessageKind::Config, Err(error)) => {
                 self.stats.configs_rejected += 1;
                 let error = error.to_string();
@@ -635,6 +673,9 @@ impl Device {
         }
         let outcome = handler.run(&command.action, now);
         let success = outcome.is_ok();
+        if success && command.action == Action::ResetConfig {
+            self.reset_config(now);
+        }
         let response = match outcome {
             Ok(data) => CommandResponse::ok(command.command_id.clone(), data, utc),
             Err(error) => CommandResponse::failed(command.command_id.clone(), error, utc),
@@ -703,7 +744,26 @@ impl Device {
         self.outbox.push_back(Queued { id, kind, payload });
     }
 
-    fn config(&mut self, now: Instant, config: DeviceConfig) {
+    /// `reset_config` means the protocol's config too: what config messages changed returns to
+    /// the device's own settings.
+    fn reset_config(&mut self, now: Instant) {
+        let interval = self.settings.telemetry_interval;
+        if interval != self.telemetry_interval {
+            self.telemetry_interval = interval;
+            self.next_telemetry = now + interval.as_duration();
+        }
+        if self.keepalive != self.settings.keepalive {
+            self.keepalive = self.settings.keepalive;
+            self.events
+                .push_back(Event::KeepaliveChanged(self.keepalive));
+        }
+        self.calibration.clear();
+        self.thresholds.clear();
+        self.crossed.clear();
+        self.events.push_back(Event::ConfigReset);
+    }
+
+    fn apply_config(&mut self, now: Instant, config: DeviceConfig) {
         if let Some(interval) = config.telemetry_interval {
             self.telemetry_interval = interval;
             self.next_telemetry = now + interval.as_duration();

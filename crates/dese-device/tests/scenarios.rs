@@ -436,6 +436,77 @@ fn dese_p8_config_interval_and_calibration() {
     );
 }
 
+// reset_config resets what the protocol's config set (interval, keepalive,
+// calibration, thresholds) to the device's own settings, not only the application's targets.
+#[test]
+fn reset_config_resets_the_protocols_config() {
+    let mut rig = Rig::new(|_| {});
+    rig.probe.ph = 7.0;
+    rig.connect();
+    rig.deliver("config", r#"{"device_id":"esp32-001","config":{"telemetry_interval":10000,"mqtt_keepalive":120,"sensor_calibration":{"ph":{"offset":0.2}},"alert_thresholds":{"ph":{"min":6.8,"max":7.1}}},"timestamp":"2025-01-27T10:00:00Z"}"#, false);
+    rig.drain(true);
+    let changed = rig.device.config();
+    assert_eq!(changed.telemetry_interval.unwrap().get(), 10_000);
+    assert_eq!(changed.mqtt_keepalive.unwrap().get(), 120);
+    assert_eq!(changed.alert_thresholds.as_ref().unwrap().len(), 1);
+    rig.events.clear();
+    rig.deliver("commands", r#"{"command_id":"cmd-reset-1","device_id":"esp32-001","command":"reset_config","timestamp":"2025-01-27T10:00:01Z"}"#, false);
+    rig.drain(true);
+    assert_eq!(rig.handler.ran, ["reset_config"]);
+    assert!(rig.events.iter().any(|e| matches!(e, Event::ConfigReset)));
+    assert!(
+        rig.events
+            .iter()
+            .any(|e| matches!(e, Event::KeepaliveChanged(k) if k.get() == 60)),
+        "{:?}",
+        rig.events
+    );
+    let reset = rig.device.config();
+    assert_eq!(reset.telemetry_interval.unwrap().get(), 30_000);
+    assert_eq!(reset.mqtt_keepalive.unwrap().get(), 60);
+    assert!(reset.sensor_calibration.unwrap().is_empty());
+    assert!(reset.alert_thresholds.unwrap().is_empty());
+    // Readings are no longer calibrated, and pH 7.2 raises no alert any more.
+    rig.probe.ph = 7.2;
+    rig.run_until(secs(120), true);
+    let sent = rig.sent_messages();
+    let readings: Vec<f64> = sent
+        .iter()
+        .filter_map(|m| match m {
+            Message::Telemetry(t) => Some(t.sensors.ph.get()),
+            _ => None,
+        })
+        .collect();
+    assert!(!readings.is_empty());
+    assert!(
+        readings.iter().all(|ph| (ph - 7.2).abs() < 1e-9),
+        "{readings:?}"
+    );
+    assert!(
+        !sent.iter().any(|m| matches!(m, Message::Alert(_))),
+        "{sent:?}"
+    );
+}
+
+// A config saved before a reboot comes back without being reported as a config message.
+#[test]
+fn a_saved_config_is_restored_silently() {
+    let mut rig = Rig::new(|_| {});
+    rig.deliver("config", r#"{"device_id":"esp32-001","config":{"telemetry_interval":10000,"sensor_calibration":{"ph":{"offset":0.2}}},"timestamp":"2025-01-27T10:00:00Z"}"#, false);
+    let saved = rig.device.config();
+    let mut fresh = Rig::new(|_| {});
+    fresh.device.restore_config(secs(0), &saved);
+    assert_eq!(fresh.device.config(), saved);
+    assert_eq!(fresh.device.stats().configs_applied, 0);
+    fresh.drain(false);
+    assert!(
+        !fresh
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::ConfigApplied(_)))
+    );
+}
+
 // DESE-P8, DESE-V2: an invalid config changes nothing and is reported.
 #[test]
 fn dese_p8_invalid_config_refused_and_reported() {

@@ -455,6 +455,7 @@ impl<L: Link> Driver<L> {
 fn log_event(event: &Event) {
     match event {
         Event::ConfigApplied(_) => info!("config applied"),
+        Event::ConfigReset => info!("reset_config: config back to the device's own settings"),
         Event::ConfigRejected { error } => {
             warn!(error = %Printable(error), "config refused: nothing of it applied")
         }

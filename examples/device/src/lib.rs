@@ -108,6 +108,11 @@ pub fn describe(event: &Event) -> String {
     match event {
         Event::Connect => "connecting".to_string(),
         Event::ConfigApplied(config) => format!("config applied: {config:?}"),
+        Event::ConfigReset => {
+            "config reset: telemetry interval, keepalive, calibration and thresholds back to the \
+             device's own"
+                .to_string()
+        }
         Event::ConfigRejected { error } => format!("config refused: {error}"),
         Event::KeepaliveChanged(k) => format!("keepalive now {} s: reconnecting", k.get()),
         Event::CommandRun {
