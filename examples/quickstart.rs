@@ -46,7 +46,8 @@ fn main() -> ExitCode {
         }
         Err(_) => dese_transport::logging::LogFormat::Text,
     };
-    if let Err(e) = dese_transport::logging::init(format, "warn") {
+    // The embedded rumqttd logs every clean disconnection as an error: not the story's.
+    if let Err(e) = dese_transport::logging::init(format, "warn,rumqttd=off") {
         eprintln!("{e}");
         return ExitCode::from(2);
     }

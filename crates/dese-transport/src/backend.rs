@@ -168,7 +168,9 @@ impl<T: Transport> BackendClient<T> {
             devices_changed: true,
             refused_subscriptions: Vec::new(),
         };
-        let span = tracing::info_span!(
+        // At the error level, so that the span (which client) shows with any filter, even
+        // `warn`, where an info span would be disabled and its lines anonymous.
+        let span = tracing::error_span!(
             "dese_backend",
             client_id = %Printable(client_id),
             broker = %broker.address()

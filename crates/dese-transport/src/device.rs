@@ -81,7 +81,9 @@ impl<T: Transport> DeviceClient<T> {
         let engine = Device::new(settings, clock.now());
         let connect = engine.connect_options(utc_now());
         let (keepalive, will) = session(&engine);
-        let span = tracing::info_span!(
+        // At the error level, so that the span (which client) shows with any filter, even
+        // `warn`, where an info span would be disabled and its lines anonymous.
+        let span = tracing::error_span!(
             "dese_device",
             client_id = %Printable(&connect.client_id),
             broker = %broker.address()

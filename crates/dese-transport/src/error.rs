@@ -65,6 +65,7 @@ impl ConnectionFailure {
         };
         if self.kind.is_final() {
             tracing::error!(
+                target: "dese_transport::connection",
                 reason,
                 %error,
                 "{what}: the broker refused the client, which stops (retrying cannot help)"
@@ -72,6 +73,7 @@ impl ConnectionFailure {
         } else if let Some(delay) = retry_in {
             let retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
             tracing::warn!(
+                target: "dese_transport::connection",
                 reason,
                 %error,
                 retry_in_ms,
@@ -79,7 +81,7 @@ impl ConnectionFailure {
                 delay.as_secs_f64()
             );
         } else {
-            tracing::warn!(reason, %error, "{what}");
+            tracing::warn!(target: "dese_transport::connection", reason, %error, "{what}");
         }
     }
 }
