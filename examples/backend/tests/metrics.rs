@@ -39,6 +39,18 @@ fn value(metrics: &str, series: &str) -> Option<f64> {
     })
 }
 
+/// The backend this test started, killed if the test fails before stopping it (otherwise it
+/// would outlive the test, reconnecting to a broker that is gone).
+struct Started(std::process::Child);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            support::kill(&mut self.0);
+        }
+    }
+}
+
 fn promtool() -> &'static str {
     ["/usr/bin/promtool", "/usr/local/bin/promtool"]
         .into_iter()
@@ -51,12 +63,13 @@ async fn the_metrics_tell_what_happened_and_promtool_accepts_them() {
     let broker = Mosquitto::start().unwrap();
     let dir = support::scratch("metrics");
     let db = Database::Sqlite(dir.join("dese.sqlite"));
-    let (mut child, lines) = support::start_binary(
+    let (child, lines) = support::start_binary(
         &broker,
         &db,
         "metrics-backend",
         &["--metrics", "127.0.0.1:0"],
     );
+    let mut child = Started(child);
     let deadline = Instant::now() + Duration::from_secs(20);
     let addr = loop {
         let line = lines
@@ -154,7 +167,7 @@ async fn the_metrics_tell_what_happened_and_promtool_accepts_them() {
         metrics.lines().count()
     );
     publisher.disconnect().await;
-    assert!(support::stop(&mut child));
+    assert!(support::stop(&mut child.0));
 }
 
 #[test]
