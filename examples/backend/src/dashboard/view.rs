@@ -128,10 +128,6 @@ impl CommandView {
     }
 }
 
-fn key_of(device: &DeviceKey) -> String {
-    device.to_string()
-}
-
 /// A value kept as `f32` (half the memory of a long history), shown to four decimals rather
 /// than with the digits the conversion back to `f64` invents.
 fn shown(value: f32) -> f64 {
@@ -147,7 +143,7 @@ fn now_ms() -> i64 {
 impl DeviceView {
     fn json(&self, key: &DeviceKey, with_history: bool) -> Value {
         let mut value = json!({
-            "key": key_of(key),
+            "key": key.to_string(),
             "org": key.org.as_str(),
             "device": key.device.as_str(),
             "state": self.state.map(DeviceState::as_str),
@@ -237,7 +233,7 @@ impl LiveView {
     pub(crate) fn command_sent(&self, id: &CommandId, device: &DeviceKey, command: &str) {
         let view = CommandView {
             id: id.as_str().to_string(),
-            key: key_of(device),
+            key: device.to_string(),
             command: command.to_string(),
             outcome: "sent",
             detail: None,
@@ -283,7 +279,7 @@ impl LiveView {
                 self.tell(
                     "reading",
                     &json!({
-                        "key": key_of(device),
+                        "key": device.to_string(),
                         "t": t,
                         "timestamp": timestamp,
                         "readings": readings,
@@ -311,7 +307,7 @@ impl LiveView {
             Event::Alert { device, alert } if new => {
                 let data = json!({
                     "at": now_ms(),
-                    "key": key_of(device),
+                    "key": device.to_string(),
                     "severity": alert.severity.as_str(),
                     "message": shortened(&alert.message),
                     "sensor": alert.sensor.as_ref().map(|s| s.as_str()),
@@ -400,7 +396,7 @@ impl LiveView {
                     // Sent before this view existed (a previous run), or by another path.
                     let view = CommandView {
                         id: id.to_string(),
-                        key: key_of(device),
+                        key: device.to_string(),
                         command: "command".to_string(),
                         outcome,
                         detail,
