@@ -23,6 +23,7 @@ enum Step {
         payload: Vec<u8>,
         retained: bool,
     },
+    Reboot,
 }
 
 #[derive(Debug, Arbitrary)]
@@ -53,6 +54,7 @@ fuzz_target!(|input: Input| {
                 payload,
                 retained,
             },
+            Step::Reboot => Op::Reboot,
         };
         if let Err(broken) = harness.apply(&op) {
             panic!("{broken} after {op:?}");

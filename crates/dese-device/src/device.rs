@@ -17,6 +17,7 @@ use crate::app::{CommandHandler, Readings, SensorReader};
 use crate::backoff::Backoff;
 use crate::dedup::Answered;
 use crate::outbox::{MessageId, Outbox, Queued};
+use crate::persist::{Journal, Persist, Saved};
 use crate::settings::SettingsError;
 use crate::time::Instant;
 
@@ -46,6 +47,10 @@ pub struct Settings {
     pub keepalive: Keepalive,
     /// Reconnection policy.
     pub backoff: Backoff,
+    /// Whether the engine reports the changes to its reboot-safe state (the outbox, the
+    /// answered commands, the config) through [`Device::poll_persist`], for a firmware that
+    /// keeps them in flash. Default false: nothing is kept for it.
+    pub persist: bool,
 }
 
 impl Settings {
@@ -62,6 +67,7 @@ impl Settings {
             status_interval: Duration::from_secs(60),
             keepalive: Keepalive::DEFAULT,
             backoff: Backoff::DEFAULT,
+            persist: false,
         }
     }
 
@@ -179,6 +185,16 @@ pub enum Event {
     /// to the device's own settings, and the calibration and the thresholds that config
     /// messages set are gone ([`Device::config`] tells what is in force, to persist it).
     ConfigReset,
+    /// [`Device::restore`] took back what was saved before a reboot.
+    Restored {
+        /// Messages back in the outbox, to be published in their order.
+        messages: usize,
+        /// Answered commands remembered again.
+        answered: usize,
+        /// Saved messages and answers refused: not one of this device's, not valid, or a
+        /// status (counted in [`Stats::restore_refused`]).
+        refused: usize,
+    },
     /// A config message was refused; nothing of it was applied.
     ConfigRejected {
         /// Why.
@@ -258,6 +274,10 @@ pub struct Stats {
     pub readings_missed: u64,
     /// Connections lost.
     pub disconnects: u64,
+    /// Messages [`Device::restore`] put back in the outbox.
+    pub restored: u64,
+    /// Saved messages and answers [`Device::restore`] refused.
+    pub restore_refused: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -311,6 +331,7 @@ pub struct Device {
     crossed: BTreeMap<Sensor, Side>,
     last_metadata: (Option<Battery>, Option<SignalStrength>),
     events: VecDeque<Event>,
+    journal: Option<Journal>,
     stats: Stats,
 }
 
@@ -348,6 +369,9 @@ impl Device {
             crossed: BTreeMap::new(),
             last_metadata: (None, None),
             events: VecDeque::new(),
+            journal: settings
+                .persist
+                .then(|| Journal::new(settings.answered_capacity)),
             stats: Stats::default(),
             settings,
         }
@@ -464,6 +488,7 @@ impl Device {
             kind: MessageKind::Status,
             payload: status,
         });
+        self.journal_evictions();
         self.next_status = now + self.settings.status_interval;
     }
 
@@ -480,6 +505,7 @@ impl Device {
             Link::Closed => return,
         };
         self.outbox.requeue_in_flight();
+        self.journal_evictions();
         let delay = self.settings.backoff.delay(attempt, random);
         self.link = Link::Down {
             retry_at: Some(now + delay),
@@ -489,8 +515,13 @@ impl Device {
 
     /// The broker acknowledged a message.
     pub fn handle_acked(&mut self, id: MessageId) {
-        if self.outbox.ack(id).is_some() {
+        if let Some(kind) = self.outbox.ack(id) {
             self.stats.delivered += 1;
+            if kind != MessageKind::Status {
+                if let Some(journal) = &mut self.journal {
+                    journal.removed(id);
+                }
+            }
         }
     }
 
@@ -631,6 +662,93 @@ impl Device {
         self.events.pop_front()
     }
 
+    /// The next change to the reboot-safe state, with [`Settings::persist`] on: write each to
+    /// storage before sending what it concerns, that is, drain this after every input and
+    /// before publishing what [`Device::poll_transmit`] gave or acknowledging the message just
+    /// handled. Always `None` with [`Settings::persist`] off.
+    #[must_use]
+    pub fn poll_persist(&mut self) -> Option<Persist> {
+        self.journal.as_mut()?.next()
+    }
+
+    /// Takes back what was saved before a reboot: the outbox, the answered commands and the
+    /// config. Call it once, before the first connection.
+    ///
+    /// Every saved message and answer is checked as a peer would check it (this device's
+    /// topic and ids, the protocol's rules); one that fails, or a status, is refused and
+    /// counted, and a refused message is reported removed through [`Device::poll_persist`], so
+    /// storage forgets it. Messages go back in the order of their ids, behind nothing, and new
+    /// ones are numbered after them; past the outbox's capacity the oldest telemetry is
+    /// dropped as always. Reports [`Event::Restored`].
+    pub fn restore(&mut self, now: Instant, saved: Saved) {
+        let Saved {
+            mut messages,
+            answered,
+            config,
+        } = saved;
+        messages.sort_by_key(|message| message.id);
+        let (mut restored, mut refused) = (0, 0);
+        let mut last = None;
+        for message in messages {
+            self.next_id = self.next_id.max(message.id.0);
+            let replayable = matches!(
+                message.kind,
+                MessageKind::Telemetry | MessageKind::Alert | MessageKind::CommandResponse
+            );
+            let topic = Topic::new(
+                self.settings.org.clone(),
+                self.settings.device.clone(),
+                message.kind,
+            );
+            let valid = replayable
+                && last != Some(message.id)
+                && self
+                    .decoder
+                    .decode_message(&topic, &message.payload)
+                    .is_ok();
+            last = Some(message.id);
+            if !valid {
+                refused += 1;
+                if let Some(journal) = &mut self.journal {
+                    journal.removed(message.id);
+                }
+                continue;
+            }
+            self.outbox.push_back(Queued {
+                id: message.id,
+                kind: message.kind,
+                payload: message.payload,
+            });
+            restored += 1;
+        }
+        self.journal_evictions();
+        let responses = Topic::new(
+            self.settings.org.clone(),
+            self.settings.device.clone(),
+            MessageKind::CommandResponse,
+        );
+        let mut remembered = 0;
+        for (command_id, response) in answered {
+            match self.decoder.decode_message(&responses, &response) {
+                Ok(Message::CommandResponse(decoded)) if decoded.command_id == command_id => {
+                    self.answered.insert(command_id, response);
+                    remembered += 1;
+                }
+                _ => refused += 1,
+            }
+        }
+        if let Some(config) = config {
+            self.restore_config(now, &config);
+        }
+        self.stats.restored += restored as u64;
+        self.stats.restore_refused += refused as u64;
+        self.events.push_back(Event::Restored {
+            messages: restored,
+            answered: remembered,
+            refused,
+        });
+    }
+
     /// When to call [`Device::handle_timeout`] next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -733,6 +851,9 @@ impl Device {
             }
         };
         if remember {
+            if let Some(journal) = &mut self.journal {
+                journal.answered(command_id.clone(), payload.clone());
+            }
             self.answered.insert(command_id, payload.clone());
         }
         self.queue(MessageKind::CommandResponse, payload);
@@ -741,7 +862,33 @@ impl Device {
     /// Puts a message behind the others in the outbox.
     fn queue(&mut self, kind: MessageKind, payload: Vec<u8>) {
         let id = self.id();
+        if kind != MessageKind::Status {
+            if let Some(journal) = &mut self.journal {
+                journal.queued(id, kind, &payload);
+            }
+        }
         self.outbox.push_back(Queued { id, kind, payload });
+        self.journal_evictions();
+    }
+
+    /// Reports the messages the outbox dropped for room as removed.
+    fn journal_evictions(&mut self) {
+        let evicted = self.outbox.take_evicted();
+        if let Some(journal) = &mut self.journal {
+            for id in evicted {
+                journal.removed(id);
+            }
+        }
+    }
+
+    /// Reports the config in force, after it changed.
+    fn journal_config(&mut self) {
+        if self.journal.is_some() {
+            let config = self.config();
+            if let Some(journal) = &mut self.journal {
+                journal.config(config);
+            }
+        }
     }
 
     /// `reset_config` means the protocol's config too: what config messages changed returns to
@@ -760,6 +907,7 @@ impl Device {
         self.calibration.clear();
         self.thresholds.clear();
         self.crossed.clear();
+        self.journal_config();
         self.events.push_back(Event::ConfigReset);
     }
 
@@ -786,6 +934,7 @@ impl Device {
                 .extend(thresholds.iter().map(|(s, t)| (s.clone(), *t)));
         }
         self.stats.configs_applied += 1;
+        self.journal_config();
         self.events.push_back(Event::ConfigApplied(config));
     }
 

@@ -11,6 +11,7 @@ mod device;
 #[cfg(feature = "model")]
 pub mod model;
 mod outbox;
+mod persist;
 mod settings;
 mod time;
 
@@ -18,5 +19,6 @@ pub use app::{CommandHandler, Readings, SensorReader};
 pub use backoff::Backoff;
 pub use device::{ConnectOptions, Device, Event, Settings, Stats, Transmit, Will};
 pub use outbox::MessageId;
+pub use persist::{Persist, Saved, SavedMessage};
 pub use settings::{LONGEST, SettingsError};
 pub use time::Instant;

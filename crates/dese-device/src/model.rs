@@ -7,6 +7,12 @@
 //! transmissions of readings come in time order; no command id runs twice (DESE-C5); every
 //! message the engine accepted is delivered, dropped and counted, or still pending (DESE-D7,
 //! DESE-D9); the outbox never holds more than its capacity.
+//!
+//! The engine runs with [`Settings::persist`] on, and the harness keeps what a firmware would
+//! keep in flash from [`Device::poll_persist`]: a message is saved before it is handed to the
+//! transport, a removal names a saved message, and a reboot ([`Op::Reboot`]: a new engine
+//! restored from what was saved) loses no pending message, keeps the config, and runs no
+//! command twice.
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
@@ -17,7 +23,8 @@ use core::time::Duration;
 use dese_protocol::{Action, JsonObject, Message, MessageKind, Timestamp, decode};
 
 use crate::{
-    CommandHandler, Device, Event, Instant, MessageId, Readings, SensorReader, Settings, Transmit,
+    CommandHandler, Device, Event, Instant, MessageId, Persist, Readings, Saved, SavedMessage,
+    SensorReader, Settings, Transmit,
 };
 
 /// One thing that happens to the device.
@@ -48,6 +55,8 @@ pub enum Op {
         /// Delivered as a retained message.
         retained: bool,
     },
+    /// Power is lost and the device boots again: a new engine, restored from what was saved.
+    Reboot,
 }
 
 struct Probe;
@@ -71,9 +80,19 @@ impl CommandHandler for Accept {
     }
 }
 
+/// What a firmware keeps in flash, from the engine's [`Persist`] changes.
+#[derive(Default)]
+struct Store {
+    messages: BTreeMap<MessageId, SavedMessage>,
+    answered: Vec<(dese_protocol::CommandId, Vec<u8>)>,
+    config: Option<dese_protocol::DeviceConfig>,
+}
+
 /// A device engine, what the harness knows of its link, and what it saw come out.
 pub struct Harness {
     device: Device,
+    settings: Settings,
+    store: Store,
     capacity: usize,
     now: Instant,
     connected: bool,
@@ -93,8 +112,11 @@ impl Harness {
         };
         let mut settings = Settings::new(org, dev, "1");
         settings.outbox_capacity = capacity;
+        settings.persist = true;
         Self {
-            device: Device::new(settings, Instant::ZERO),
+            device: Device::new(settings.clone(), Instant::ZERO),
+            settings,
+            store: Store::default(),
             capacity: capacity.max(1),
             now: Instant::ZERO,
             connected: false,
@@ -169,16 +191,95 @@ impl Harness {
                 self.device
                     .handle_message(self.now, utc, topic, payload, *retained, &mut Accept);
             }
+            Op::Reboot => self.reboot()?,
             Op::Connect | Op::Disconnect(_) => {}
         }
         self.drain()?;
         self.check()
     }
 
+    /// A new engine from what the store holds; what was in flight is gone with the link.
+    fn reboot(&mut self) -> Result<(), String> {
+        let pending = self.device.stats().pending;
+        let config = self.device.config();
+        let saved = Saved {
+            messages: self.store.messages.values().cloned().collect(),
+            answered: self.store.answered.clone(),
+            config: self.store.config.clone(),
+        };
+        self.device = Device::new(self.settings.clone(), self.now);
+        self.device.restore(self.now, saved);
+        self.connected = false;
+        self.in_flight.clear();
+        let stats = self.device.stats();
+        if stats.restored != pending || stats.restore_refused != 0 {
+            return Err(format!(
+                "{pending} pending before the reboot, {} restored and {} refused after it",
+                stats.restored, stats.restore_refused
+            ));
+        }
+        if self.store.config.is_some() && self.device.config() != config {
+            return Err(format!(
+                "the config {config:?} became {:?} across the reboot",
+                self.device.config()
+            ));
+        }
+        // The new engine's counters start at zero, and it numbers its messages after the saved
+        // ones: the ids of messages delivered before the reboot come round again.
+        self.acked_replayable = 0;
+        self.acked.clear();
+        let saved = &self.store.messages;
+        self.seen.retain(|id| saved.contains_key(id));
+        Ok(())
+    }
+
+    /// Applies the engine's changes to the store, checking each.
+    fn save(&mut self) -> Result<(), String> {
+        while let Some(change) = self.device.poll_persist() {
+            match change {
+                Persist::Queued { id, kind, payload } => {
+                    if kind == MessageKind::Status {
+                        return Err("a status was saved".into());
+                    }
+                    let message = SavedMessage { id, kind, payload };
+                    if self.store.messages.insert(id, message).is_some() {
+                        return Err(format!("message {id:?} was saved twice"));
+                    }
+                }
+                Persist::Removed { id } => {
+                    if self.store.messages.remove(&id).is_none() {
+                        return Err(format!("message {id:?} was removed but never saved"));
+                    }
+                }
+                Persist::Answered {
+                    command_id,
+                    response,
+                } => {
+                    self.store.answered.push((command_id, response));
+                    let over = self
+                        .store
+                        .answered
+                        .len()
+                        .saturating_sub(self.settings.answered_capacity);
+                    self.store.answered.drain(..over);
+                }
+                Persist::Config(config) => self.store.config = Some(config),
+            }
+        }
+        Ok(())
+    }
+
     fn drain(&mut self) -> Result<(), String> {
+        self.save()?;
         while let Some(t) = self.device.poll_transmit() {
             if !self.connected {
                 return Err("a message was handed out while the link is down".into());
+            }
+            if t.kind != MessageKind::Status && !self.store.messages.contains_key(&t.id) {
+                return Err(format!(
+                    "{} {:?} was sent before it was saved",
+                    t.kind, t.id
+                ));
             }
             let decoded = decode(&t.topic, &t.payload)
                 .map_err(|e| format!("the engine published what it cannot decode: {e}"))?;
@@ -209,7 +310,8 @@ impl Harness {
         if let Some((id, n)) = self.ran.iter().find(|(_, n)| **n > 1) {
             return Err(format!("command {id} ran {n} times"));
         }
-        let built = stats.telemetry
+        let built = stats.restored
+            + stats.telemetry
             + stats.alerts
             + stats.commands_run
             + stats.commands_refused
@@ -219,6 +321,13 @@ impl Harness {
         if built != accounted {
             return Err(format!(
                 "{built} messages built, {accounted} delivered, dropped or pending: {stats:?}"
+            ));
+        }
+        if self.store.messages.len() as u64 != stats.pending {
+            return Err(format!(
+                "{} messages saved, {} pending",
+                self.store.messages.len(),
+                stats.pending
             ));
         }
         if stats.pending > self.capacity as u64 {

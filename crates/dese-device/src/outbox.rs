@@ -22,7 +22,7 @@ pub(crate) struct Queued {
 
 impl Queued {
     /// A status is never replayed: the device publishes a fresh one on every connection.
-    fn replayable(&self) -> bool {
+    pub(crate) fn replayable(&self) -> bool {
         self.kind != MessageKind::Status
     }
 }
@@ -36,6 +36,8 @@ pub(crate) struct Outbox {
     in_flight: VecDeque<Queued>,
     capacity: usize,
     dropped: [u64; 6],
+    /// Messages dropped for room since the engine last took them (for its journal).
+    evicted: Vec<MessageId>,
 }
 
 impl Outbox {
@@ -45,6 +47,7 @@ impl Outbox {
             in_flight: VecDeque::new(),
             capacity: capacity.max(1),
             dropped: [0; 6],
+            evicted: Vec::new(),
         }
     }
 
@@ -59,6 +62,11 @@ impl Outbox {
 
     pub(crate) fn dropped_total(&self) -> u64 {
         self.dropped.iter().sum()
+    }
+
+    /// The ids dropped for room since the last call.
+    pub(crate) fn take_evicted(&mut self) -> Vec<MessageId> {
+        core::mem::take(&mut self.evicted)
     }
 
     /// Adds a message behind the others.
@@ -128,7 +136,10 @@ impl Outbox {
                 .position(|m| m.kind == MessageKind::Telemetry)
                 .or_else(|| self.queued.iter().position(Queued::replayable));
             match victim.and_then(|at| self.queued.remove(at)) {
-                Some(dropped) => self.dropped[index(dropped.kind)] += 1,
+                Some(dropped) => {
+                    self.dropped[index(dropped.kind)] += 1;
+                    self.evicted.push(dropped.id);
+                }
                 // Only in-flight messages are left: they stay until acknowledged.
                 None => break,
             }

@@ -17,11 +17,12 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u8..5, proptest::bool::weighted(0.2)).prop_map(|(id, retained)| Op::Command { id, retained }),
         1 => (any::<bool>(), proptest::collection::vec(any::<u8>(), 0..64), any::<bool>())
             .prop_map(|(config, payload, retained)| Op::Raw { config, payload, retained }),
+        1 => Just(Op::Reboot),
     ]
 }
 
 proptest! {
-    // DESE-C5, DESE-D7, DESE-D9
+    // DESE-C5, DESE-D7, DESE-D9, across reboots too
     #[test]
     fn invariants_hold_under_any_sequence(ops in proptest::collection::vec(op(), 1..120), capacity in 1usize..20) {
         let mut harness = Harness::new(capacity);

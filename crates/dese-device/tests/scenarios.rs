@@ -6,7 +6,8 @@
 use core::time::Duration;
 
 use dese_device::{
-    CommandHandler, Device, Event, Instant, Readings, SensorReader, Settings, Transmit,
+    CommandHandler, Device, Event, Instant, MessageId, Persist, Readings, Saved, SensorReader,
+    Settings, Transmit,
 };
 use dese_protocol::{
     Action, DeviceState, JsonObject, Message, MessageKind, Reason, Severity, Timestamp, decode,
@@ -684,4 +685,146 @@ fn settings_that_cannot_work_are_refused() {
     rig.connect();
     rig.drain(true);
     assert!(!rig.take_sent().is_empty(), "the online status went out");
+}
+
+/// What a firmware keeps in flash, applied from the engine's changes, read back at boot.
+#[derive(Default)]
+struct Flash {
+    messages: Vec<dese_device::SavedMessage>,
+    answered: Vec<(dese_protocol::CommandId, Vec<u8>)>,
+    config: Option<dese_protocol::DeviceConfig>,
+}
+
+impl Flash {
+    fn save(&mut self, device: &mut Device) {
+        while let Some(change) = device.poll_persist() {
+            match change {
+                Persist::Queued { id, kind, payload } => {
+                    self.messages
+                        .push(dese_device::SavedMessage { id, kind, payload });
+                }
+                Persist::Removed { id } => self.messages.retain(|m| m.id != id),
+                Persist::Answered {
+                    command_id,
+                    response,
+                } => self.answered.push((command_id, response)),
+                Persist::Config(config) => self.config = Some(config),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    fn boot(&self) -> Saved {
+        Saved {
+            messages: self.messages.clone(),
+            answered: self.answered.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+// Power lost in the middle of a stream: the readings not yet acknowledged replay in order after
+// the boot, a command delivered again is answered from the saved response without running, and
+// the config a config message set is still in force.
+#[test]
+fn dese_d9_the_saved_state_survives_a_reboot() {
+    let mut rig = Rig::new(|s| s.persist = true);
+    let mut flash = Flash::default();
+    rig.connect();
+    rig.deliver(
+        "config",
+        r#"{"device_id":"esp32-001","timestamp":"2025-01-27T10:00:00Z","config":{"telemetry_interval":10000}}"#,
+        false,
+    );
+    rig.deliver("commands", SET_PUMP, false);
+    rig.run_until(secs(45), false); // the response and four readings handed out, none acknowledged
+    flash.save(&mut rig.device);
+    let before = rig.take_sent();
+    let unacked: Vec<Vec<u8>> = before
+        .iter()
+        .filter(|t| t.kind != MessageKind::Status)
+        .map(|t| t.payload.clone())
+        .collect();
+    assert_eq!(unacked.len(), 5, "{before:?}");
+    rig.device.handle_acked(before[1].id); // only the response arrived
+    flash.save(&mut rig.device);
+    assert_eq!(flash.messages.len(), 4);
+
+    // The boot: a new engine, an hour later on the monotonic clock it starts again at zero.
+    let mut rebooted = Rig::new(|s| s.persist = true);
+    rebooted.device.restore(Instant::ZERO, flash.boot());
+    assert_eq!(
+        rebooted.device.poll_event(),
+        Some(Event::Restored {
+            messages: 4,
+            answered: 1,
+            refused: 0
+        })
+    );
+    assert_eq!(rebooted.device.telemetry_interval().get(), 10_000);
+    rebooted.connect();
+    rebooted.deliver("commands", SET_PUMP, false);
+    rebooted.drain(true);
+    let after: Vec<Vec<u8>> = rebooted
+        .sent
+        .iter()
+        .filter(|t| t.kind != MessageKind::Status)
+        .map(|t| t.payload.clone())
+        .collect();
+    assert_eq!(after[..4], unacked[1..], "the readings, in order");
+    assert_eq!(after[4], unacked[0], "the first response, sent again");
+    assert!(
+        rebooted.handler.ran.is_empty(),
+        "the pump did not run again"
+    );
+    assert_eq!(rebooted.device.stats().commands_duplicate, 1);
+}
+
+// What storage gives back is checked as a peer would: another device's reading, a status and
+// an answer that does not match its id are refused, counted, and reported removed.
+#[test]
+fn restore_refuses_what_is_not_this_devices() {
+    let mut rig = Rig::new(|s| s.persist = true);
+    let other = br#"{"device_id":"esp32-002","timestamp":"2025-01-27T10:00:00Z","organization_id":"org-123","sensors":{"ph":7.2,"chlorine":2.5,"temperature":25.5},"metadata":{"firmware_version":"1.0.0"}}"#;
+    let status =
+        br#"{"status":"online","firmware_version":"1.0.0","timestamp":"2025-01-27T10:00:00Z"}"#;
+    let answer = br#"{"command_id":"cmd-9","success":true,"timestamp":"2025-01-27T10:00:00Z"}"#;
+    let saved = Saved {
+        messages: vec![
+            dese_device::SavedMessage {
+                id: MessageId(7),
+                kind: MessageKind::Telemetry,
+                payload: other.to_vec(),
+            },
+            dese_device::SavedMessage {
+                id: MessageId(3),
+                kind: MessageKind::Status,
+                payload: status.to_vec(),
+            },
+        ],
+        answered: vec![("cmd-1".parse().unwrap(), answer.to_vec())],
+        config: None,
+    };
+    rig.device.restore(Instant::ZERO, saved);
+    assert_eq!(
+        rig.device.poll_event(),
+        Some(Event::Restored {
+            messages: 0,
+            answered: 0,
+            refused: 3
+        })
+    );
+    assert_eq!(rig.device.stats().restore_refused, 3);
+    let removed: Vec<Persist> = core::iter::from_fn(|| rig.device.poll_persist()).collect();
+    assert_eq!(
+        removed,
+        [
+            Persist::Removed { id: MessageId(3) },
+            Persist::Removed { id: MessageId(7) }
+        ]
+    );
+    // New messages are numbered after the saved ones.
+    rig.connect();
+    rig.drain(true);
+    assert!(rig.sent[0].id > MessageId(7));
 }

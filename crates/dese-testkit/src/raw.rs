@@ -3,8 +3,8 @@
 //! measure a bare subscriber's rate beside the SDK's.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
@@ -34,6 +34,9 @@ struct Counts {
     acked: AtomicU64,
     received: AtomicU64,
     failures: AtomicU64,
+    /// Whether to keep what arrives, in `messages`.
+    record: bool,
+    messages: Mutex<Vec<(String, Vec<u8>)>>,
 }
 
 /// Larger than any broker configuration of the tests accepts: the publisher never refuses.
@@ -61,7 +64,12 @@ fn poll(mut eventloop: EventLoop, counts: Arc<Counts>) -> JoinHandle<()> {
                 Ok(Event::Incoming(Packet::PubAck(_))) => {
                     counts.acked.fetch_add(1, Ordering::SeqCst);
                 }
-                Ok(Event::Incoming(Packet::Publish(_))) => {
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    if counts.record {
+                        if let Ok(mut messages) = counts.messages.lock() {
+                            messages.push((publish.topic, publish.payload.to_vec()));
+                        }
+                    }
                     counts.received.fetch_add(1, Ordering::SeqCst);
                 }
                 Ok(_) => {}
@@ -92,6 +100,7 @@ async fn start(
     client_id: &str,
     clean_session: bool,
     subscribe: Option<&str>,
+    record: bool,
 ) -> std::io::Result<(AsyncClient, Arc<Counts>, JoinHandle<()>)> {
     if !addr.ip().is_loopback() {
         return Err(std::io::Error::other(
@@ -99,7 +108,10 @@ async fn start(
         ));
     }
     let (client, eventloop) = AsyncClient::new(options(addr, client_id, clean_session), 1024);
-    let counts = Arc::new(Counts::default());
+    let counts = Arc::new(Counts {
+        record,
+        ..Counts::default()
+    });
     let task = poll(eventloop, Arc::clone(&counts));
     if let Some(filter) = subscribe {
         client
@@ -123,7 +135,7 @@ async fn start(
 impl Publisher {
     /// Connects (clean session) to a loopback broker and waits for its CONNACK, at most 10 s.
     pub async fn connect(addr: SocketAddr, client_id: &str) -> std::io::Result<Self> {
-        let (client, counts, task) = start(addr, client_id, true, None).await?;
+        let (client, counts, task) = start(addr, client_id, true, None, false).await?;
         Ok(Self {
             client,
             sent: 0,
@@ -178,12 +190,37 @@ impl Subscriber {
     /// Connects to a loopback broker with a persistent session and subscribes to `filter` with
     /// QoS 1; waits for the CONNACK, at most 10 s.
     pub async fn connect(addr: SocketAddr, client_id: &str, filter: &str) -> std::io::Result<Self> {
-        let (client, counts, task) = start(addr, client_id, false, Some(filter)).await?;
+        let (client, counts, task) = start(addr, client_id, false, Some(filter), false).await?;
         Ok(Self {
             client,
             counts,
             task,
         })
+    }
+
+    /// Like [`Subscriber::connect`], with a clean session, keeping every message that arrives
+    /// for [`Subscriber::messages`].
+    pub async fn recording(
+        addr: SocketAddr,
+        client_id: &str,
+        filter: &str,
+    ) -> std::io::Result<Self> {
+        let (client, counts, task) = start(addr, client_id, true, Some(filter), true).await?;
+        Ok(Self {
+            client,
+            counts,
+            task,
+        })
+    }
+
+    /// The topics and payloads received so far, in order (empty unless
+    /// [`Subscriber::recording`]).
+    pub fn messages(&self) -> Vec<(String, Vec<u8>)> {
+        self.counts
+            .messages
+            .lock()
+            .map(|messages| messages.clone())
+            .unwrap_or_default()
     }
 
     /// Messages received so far.

@@ -25,6 +25,7 @@ use crate::mqtt::{
     encode_disconnect, encode_pingreq, encode_puback, encode_publish, encode_subscribe,
 };
 use crate::station::Application;
+use crate::store::{Store, Volatile};
 
 /// Opens connections to the broker.
 #[allow(async_fn_in_trait)] // implemented and called within one executor
@@ -52,6 +53,13 @@ pub trait Clock {
     fn random(&mut self) -> u32;
     /// Returns at `at` on the monotonic clock (at once if it has passed).
     async fn sleep_until(&self, at: Instant);
+}
+
+/// A hardware watchdog the loop feeds: if the loop stops turning (a hang, a panic), the
+/// watchdog resets the chip.
+pub trait Watchdog {
+    /// Restarts the watchdog's countdown.
+    fn feed(&mut self);
 }
 
 /// What the loop needs besides the engine's own connect options.
@@ -138,6 +146,12 @@ pub enum Report {
     },
     /// The engine reported something.
     Engine(Event),
+    /// A change to the reboot-safe state could not be saved: it holds in RAM, and is lost if
+    /// the power goes before the message it concerns is delivered.
+    NotSaved {
+        /// Why, from the store.
+        error: String,
+    },
     /// Stopped: the `offline` status was delivered (or the goodbye timed out) and the
     /// connection closed.
     Stopped,
@@ -156,13 +170,28 @@ pub struct LinkStats {
     pub oversized: u64,
     /// PUBLISHes received.
     pub received: u64,
+    /// Changes to the reboot-safe state the store could not save.
+    pub unsaved: u64,
 }
 
-/// The loop's state: options and counters.
-#[derive(Debug)]
-pub struct Client<'o> {
+/// The loop's state: options, counters, the store of the engine's reboot-safe state, and the
+/// watchdog it feeds.
+pub struct Client<'o, S = Volatile> {
     options: MqttOptions<'o>,
     stats: LinkStats,
+    store: S,
+    watchdog: Option<(&'o mut (dyn Watchdog + Send + Sync), Duration)>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for Client<'_, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("options", &self.options)
+            .field("stats", &self.stats)
+            .field("store", &self.store)
+            .field("feeds_watchdog_every", &self.watchdog.as_ref().map(|w| w.1))
+            .finish()
+    }
 }
 
 enum End {
@@ -186,12 +215,48 @@ impl Inbox {
 }
 
 impl<'o> Client<'o> {
-    /// A loop with these options.
+    /// A loop with these options, keeping the engine's state in RAM only.
     pub fn new(options: MqttOptions<'o>) -> Self {
+        Self::with_store(options, Volatile)
+    }
+}
+
+impl<'o, S: Store> Client<'o, S> {
+    /// A loop with these options that writes every change the engine reports
+    /// ([`Device::poll_persist`], with [`Settings::persist`](dese_device::Settings::persist)
+    /// on) to `store` before it sends what the change concerns: a message before its PUBLISH,
+    /// a command's answer before the command's PUBACK.
+    pub fn with_store(options: MqttOptions<'o>, store: S) -> Self {
         Self {
             options,
             stats: LinkStats::default(),
+            store,
+            watchdog: None,
         }
+    }
+
+    /// Feeds `watchdog` on every turn of the loop, and wakes at least every `period` to do so
+    /// (while waiting for the broker, for the next reading, for the backoff): give the
+    /// watchdog a timeout of a few periods. The longest the loop goes without a turn is one
+    /// connection attempt (the network's own timeouts, then [`MqttOptions::connack_timeout`]).
+    #[must_use]
+    pub fn with_watchdog(
+        mut self,
+        watchdog: &'o mut (dyn Watchdog + Send + Sync),
+        period: Duration,
+    ) -> Self {
+        self.watchdog = Some((watchdog, period.max(Duration::from_millis(10))));
+        self
+    }
+
+    /// The store.
+    pub fn store(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// The store back.
+    pub fn into_store(self) -> S {
+        self.store
     }
 
     /// The connection counters.
@@ -222,6 +287,7 @@ impl<'o> Client<'o> {
         F: Future<Output = ()> + Unpin,
     {
         loop {
+            let feed_by = self.feed(clock);
             let (connect, app_wake) = service(device, app, clock, report);
             if connect {
                 match self.session(device, app, net, clock, stop, report).await {
@@ -236,7 +302,8 @@ impl<'o> Client<'o> {
                 }
                 continue;
             }
-            let wake = earliest(device.poll_timeout(), app_wake);
+            self.persist(device, report).await;
+            let wake = earliest(earliest(device.poll_timeout(), app_wake), feed_by);
             let sleep = clock.sleep_until(wake.unwrap_or(clock.now() + Duration::from_secs(60)));
             if let embassy_futures::select::Either::Second(()) = select(sleep, &mut *stop).await {
                 report(Report::Stopped);
@@ -297,6 +364,7 @@ impl<'o> Client<'o> {
         }
 
         let end = loop {
+            let feed_by = self.feed(clock);
             // Everything read so far (the first time, whatever arrived behind the CONNACK).
             if let Err(error) = self.receive(
                 &mut inbox,
@@ -313,6 +381,8 @@ impl<'o> Client<'o> {
             let (_, app_wake) = service(device, app, clock, report);
             // Whatever `service` queued goes out in the same write.
             session.queue_transmits(device, &mut tx, report);
+            // Saved before anything it concerns leaves.
+            self.persist(device, report).await;
             if !tx.is_empty() {
                 if let Err(error) = send(&mut conn, &mut tx).await {
                     break End::Lost(error);
@@ -328,6 +398,7 @@ impl<'o> Client<'o> {
             };
             let wake = earliest(earliest(device.poll_timeout(), app_wake), Some(ping_at))
                 .unwrap_or(ping_at);
+            let wake = earliest(Some(wake), feed_by).unwrap_or(wake);
             let spare = &mut inbox.buf[inbox.filled..];
             match select3(conn.read(spare), clock.sleep_until(wake), &mut *stop).await {
                 Either3::First(Ok(0)) => break End::Lost(LinkError::Closed),
@@ -580,6 +651,7 @@ impl<'o> Client<'o> {
                 session.in_flight.insert(id, status.id);
                 offline = Some(id);
             }
+            self.persist(device, report).await;
             if !tx.is_empty() && send(conn, &mut tx).await.is_err() {
                 break false;
             }
@@ -606,9 +678,30 @@ impl<'o> Client<'o> {
                 _ => break false,
             }
         };
+        self.persist(device, report).await;
         if acked {
             encode_disconnect(&mut tx);
             let _ = send(conn, &mut tx).await;
+        }
+    }
+
+    /// Feeds the watchdog, if there is one; when to wake to feed it again.
+    fn feed<C: Clock>(&mut self, clock: &C) -> Option<Instant> {
+        let (watchdog, period) = self.watchdog.as_mut()?;
+        watchdog.feed();
+        Some(clock.now() + *period)
+    }
+
+    /// Writes what the engine reports changed to the store; a failure is counted and
+    /// reported, and the loop goes on (the state still holds in RAM).
+    async fn persist(&mut self, device: &mut Device, report: &mut impl FnMut(Report)) {
+        while let Some(change) = device.poll_persist() {
+            if let Err(error) = self.store.save(&change).await {
+                self.stats.unsaved += 1;
+                report(Report::NotSaved {
+                    error: error.to_string(),
+                });
+            }
         }
     }
 }

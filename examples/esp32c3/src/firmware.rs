@@ -5,10 +5,12 @@ extern crate alloc;
 use core::cell::Cell;
 use core::net::Ipv4Addr;
 
-use dese_device::{Device, Instant, Settings};
-use dese_esp32c3::client::{Client, Clock, MqttOptions, Network, Report};
+use dese_device::{Device, Instant, Saved, Settings};
+use dese_esp32c3::client::{Client, Clock, MqttOptions, Network, Report, Watchdog};
+use dese_esp32c3::restart::Restart;
 use dese_esp32c3::sntp::{self, WallClock};
 use dese_esp32c3::station::{Outputs, Station};
+use dese_esp32c3::store::{Blocking, FlashStore, Store};
 use dese_protocol::{DeviceId, OrgId, TelemetryInterval, Timestamp};
 use embassy_executor::Spawner;
 use embassy_net::dns::DnsQueryType;
@@ -17,15 +19,21 @@ use embassy_net::udp::{PacketMetadata, UdpSocket};
 use embassy_net::{IpAddress, Runner, Stack, StackResources};
 use embassy_time::{Duration, Timer, with_timeout};
 use esp_backtrace as _;
+use esp_bootloader_esp_idf::partitions::{
+    self, FlashRegion, NorFlashRegion, PARTITION_TABLE_MAX_LEN,
+};
 use esp_hal::clock::CpuClock;
 use esp_hal::gpio::{Level, Output, OutputConfig};
+use esp_hal::peripherals::{FLASH, TIMG0};
 use esp_hal::rng::Rng;
-use esp_hal::timer::timg::TimerGroup;
+use esp_hal::rtc_cntl::SocResetReason;
+use esp_hal::timer::timg::{MwdtStage, TimerGroup, Wdt};
 use esp_println::println;
 use esp_radio::wifi::sta::StationConfig;
 use esp_radio::wifi::{
     AuthenticationMethodConfig, Config, ControllerConfig, Interface, WifiController,
 };
+use esp_storage::FlashStorage;
 
 esp_bootloader_esp_idf::esp_app_desc!();
 
@@ -44,6 +52,18 @@ const BUILT_UNIX_SECONDS: &str = env!("DESE_BUILD_UNIX_SECONDS");
 /// TCP buffers for the broker connection.
 const TCP_BUFFER: usize = 4096;
 
+/// How long the main loop may go unfed before the watchdog resets the chip. The longest turn of
+/// the loop is one connection attempt: SNTP (9 s), DNS, TCP (10 s) and CONNACK (10 s).
+const WATCHDOG_TIMEOUT_SECS: u64 = 60;
+/// How often the loop feeds it.
+const WATCHDOG_FEED: core::time::Duration = core::time::Duration::from_secs(5);
+
+/// The label of the data partition (partitions.csv) that holds the reboot-safe state.
+const STORE_PARTITION: &str = "dese";
+
+/// The store on the chip: the `dese` partition through esp-storage.
+type ChipStore = FlashStore<Blocking<NorFlashRegion<'static, 'static, 'static>>>;
+
 macro_rules! make_static {
     ($t:ty, $val:expr) => {{
         static CELL: static_cell::StaticCell<$t> = static_cell::StaticCell::new();
@@ -51,8 +71,8 @@ macro_rules! make_static {
     }};
 }
 
-/// Stops the firmware with a message: for settings that build.rs already checked, so only a
-/// mismatch between the two could get here.
+/// Stops the firmware with a message (and the watchdog restarts it a minute later): for
+/// settings that build.rs already checked, so only a mismatch between the two could get here.
 fn halt(what: &str) -> ! {
     println!("dese: cannot start: {what}");
     loop {
@@ -68,9 +88,17 @@ async fn main(spawner: Spawner) -> ! {
     esp_alloc::heap_allocator!(#[esp_hal::ram(reclaimed)] size: 64 * 1024);
     esp_alloc::heap_allocator!(size: 96 * 1024);
     let timg0 = TimerGroup::new(peripherals.TIMG0);
+    // From here on a hang, or a panic (its handler spins), resets the chip within a minute.
+    let mut watchdog = ChipWatchdog(timg0.wdt);
+    watchdog.0.set_timeout(
+        MwdtStage::Stage0,
+        esp_hal::time::Duration::from_secs(WATCHDOG_TIMEOUT_SECS),
+    );
+    watchdog.0.enable();
     esp_rtos::start(timg0.timer0, peripherals.FROM_CPU_INTR0);
+    let restart = restart_reason();
     println!(
-        "dese: firmware {} for {ORG}/{DEVICE}",
+        "dese: firmware {} for {ORG}/{DEVICE}: {restart:?}",
         env!("CARGO_PKG_VERSION")
     );
 
@@ -104,7 +132,11 @@ async fn main(spawner: Spawner) -> ! {
     spawner.spawn(net_task(runner).unwrap_or_else(|_| halt("network task")));
 
     println!("dese: waiting for WiFi {SSID:?} and DHCP");
-    stack.wait_config_up().await;
+    let feed = Duration::from_millis(WATCHDOG_FEED.as_millis() as u64);
+    while with_timeout(feed, stack.wait_config_up()).await.is_err() {
+        watchdog.feed();
+    }
+    watchdog.feed();
     if let Some(config) = stack.config_v4() {
         println!("dese: address {}", config.address);
     }
@@ -113,6 +145,7 @@ async fn main(spawner: Spawner) -> ! {
     let fallback = Timestamp::from_unix(built, 0).unwrap_or(Timestamp::UNIX_EPOCH);
     let wall = Cell::new(WallClock::unsynchronized(monotonic(), fallback));
     synchronize(stack, &wall).await;
+    watchdog.feed();
 
     let org = OrgId::parse(ORG).unwrap_or_else(|_| halt("DESE_ORG"));
     let device_id = DeviceId::parse(DEVICE).unwrap_or_else(|_| halt("DESE_DEVICE"));
@@ -122,7 +155,25 @@ async fn main(spawner: Spawner) -> ! {
         .ok()
         .and_then(|ms| TelemetryInterval::new(ms).ok())
         .unwrap_or_else(|| halt("DESE_TELEMETRY_INTERVAL_MS"));
+    settings.persist = true;
+    let mut store = open_store(peripherals.FLASH, &settings);
+    let saved = match store.load().await {
+        Ok(saved) => saved,
+        Err(error) => {
+            // Unreadable even after sequential-storage's repair: start afresh rather than
+            // never keeping anything again.
+            println!("dese: the saved state cannot be read ({error}): erasing it");
+            if let Some(store) = &mut store
+                && let Err(error) = store.erase().await
+            {
+                println!("dese: erasing failed too ({error}): running without a store");
+            }
+            Saved::default()
+        }
+    };
     let mut device = Device::new(settings, monotonic());
+    device.restore(monotonic(), saved);
+    device.raise_alert(&restart.alert(wall.get().utc(monotonic())));
 
     let relays = Relays {
         acid: Output::new(peripherals.GPIO6, Level::Low, OutputConfig::default()),
@@ -155,7 +206,7 @@ async fn main(spawner: Spawner) -> ! {
         password: Some(MQTT_PASSWORD).filter(|p| !p.is_empty()),
         ..MqttOptions::default()
     };
-    let mut client = Client::new(options);
+    let mut client = Client::with_store(options, store).with_watchdog(&mut watchdog, WATCHDOG_FEED);
     let mut forever = core::future::pending::<()>();
     client
         .run(
@@ -170,6 +221,87 @@ async fn main(spawner: Spawner) -> ! {
     halt("the MQTT loop ended");
 }
 
+/// The `dese` data partition as a store, or `None` (the state then lives in RAM only) when the
+/// partition table has none: an image flashed without partitions.csv.
+fn open_store(flash: FLASH<'static>, settings: &Settings) -> Option<ChipStore> {
+    let storage = make_static!(FlashStorage<'static>, FlashStorage::new(flash));
+    let mut table = [0u8; PARTITION_TABLE_MAX_LEN];
+    let partitions = match partitions::read_partition_table(storage, &mut table) {
+        Ok(partitions) => partitions,
+        Err(error) => {
+            println!(
+                "dese: cannot read the partition table ({error:?}): nothing survives a reboot"
+            );
+            return None;
+        }
+    };
+    let Some(entry) = partitions
+        .iter()
+        .find(|p| p.raw_type() == 1 && p.label_as_str() == STORE_PARTITION)
+    else {
+        println!(
+            "dese: no {STORE_PARTITION:?} data partition (flash with partitions.csv): \
+             nothing survives a reboot"
+        );
+        return None;
+    };
+    let len = entry.len();
+    let region = make_static!(
+        FlashRegion<'static, 'static>,
+        entry.as_flash_region(storage)
+    );
+    let nor = match region.as_nor_flash() {
+        Ok(nor) => nor,
+        Err(error) => {
+            println!("dese: the {STORE_PARTITION:?} partition is not writable ({error:?})");
+            return None;
+        }
+    };
+    match FlashStore::new(Blocking(nor), 0..len, settings) {
+        Ok(store) => Some(store),
+        Err(error) => {
+            println!("dese: {error}");
+            None
+        }
+    }
+}
+
+/// Why the chip started, from its reset reason.
+fn restart_reason() -> Restart {
+    use SocResetReason as R;
+    match esp_hal::system::reset_reason() {
+        Some(R::ChipPowerOn) => Restart::PowerOn,
+        Some(R::CoreSw | R::Cpu0Sw) => Restart::Asked,
+        Some(
+            R::CoreMwdt0
+            | R::CoreMwdt1
+            | R::CoreRtcWdt
+            | R::Cpu0Mwdt0
+            | R::Cpu0Mwdt1
+            | R::Cpu0RtcWdt
+            | R::SysRtcWdt
+            | R::SysSuperWdt,
+        ) => Restart::Watchdog,
+        Some(R::SysBrownOut) => Restart::Brownout,
+        Some(R::CoreDeepSleep) => Restart::Other("deep sleep"),
+        Some(R::SysClkGlitch) => Restart::Other("clock glitch"),
+        Some(R::CoreEfuseCrc) => Restart::Other("eFuse CRC error"),
+        Some(R::CoreUsbUart) => Restart::Other("USB UART"),
+        Some(R::CoreUsbJtag) => Restart::Other("USB JTAG"),
+        Some(R::CorePwrGlitch) => Restart::Other("power glitch"),
+        None => Restart::Other("unknown"),
+    }
+}
+
+/// The timer group's watchdog, which resets the whole chip.
+struct ChipWatchdog(Wdt<TIMG0<'static>>);
+
+impl Watchdog for ChipWatchdog {
+    fn feed(&mut self) {
+        self.0.feed();
+    }
+}
+
 fn log(report: &Report) {
     match report {
         Report::Connecting => println!("dese: connecting to {BROKER_HOST}:{BROKER_PORT}"),
@@ -182,6 +314,7 @@ fn log(report: &Report) {
             println!("dese: discarded a {len}-byte message on {topic}");
         }
         Report::Engine(event) => println!("dese: {event:?}"),
+        Report::NotSaved { error } => println!("dese: not saved: {error}"),
         Report::Stopped => println!("dese: stopped"),
     }
 }

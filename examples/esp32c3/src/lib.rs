@@ -5,10 +5,13 @@
 //! same MQTT loop against a real Mosquitto.
 //!
 //! - [`mqtt`]: the MQTT 3.1.1 packets a device sends and receives, without panics.
-//! - [`client`]: the loop that drives the dese-device engine over one TCP connection.
+//! - [`client`]: the loop that drives the dese-device engine over one TCP connection, and
+//!   feeds the watchdog.
+//! - [`restart`]: why the chip started, as the first alert after every boot.
 //! - [`station`]: pumps, targets and calibration behind the engine's sensor and command traits.
 //! - [`sensors`]: the probes: ADC probe boards, or a simulated pool.
 //! - [`sntp`]: the wall clock, set by one SNTP exchange.
+//! - [`store`]: the engine's outbox, answered commands and config, kept in flash across reboots.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -17,6 +20,8 @@ extern crate alloc;
 
 pub mod client;
 pub mod mqtt;
+pub mod restart;
 pub mod sensors;
 pub mod sntp;
 pub mod station;
+pub mod store;

@@ -8,6 +8,8 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)] // tests run on std
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -15,14 +17,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dese_backend::{Event, Outcome, Settings as BackendSettings};
 use dese_device::{Backoff, Device, Instant, Settings};
-use dese_esp32c3::client::{Client, Clock, LinkError, LinkStats, MqttOptions, Network, Report};
+use dese_esp32c3::client::{
+    Client, Clock, LinkError, LinkStats, MqttOptions, Network, Report, Watchdog,
+};
 use dese_esp32c3::mqtt::ConnectReturn;
+use dese_esp32c3::restart::Restart;
 use dese_esp32c3::sensors::SimulatedProbes;
 use dese_esp32c3::station::{ACID_PUMP, Outputs, Station};
+use dese_esp32c3::store::{FlashStore, Store};
 use dese_protocol::{Action, DeviceState, PumpState, TelemetryInterval, Timestamp};
 use dese_rumqttc::{BackendClient, BrokerOptions};
+use dese_testkit::raw::{Publisher, Subscriber};
 use dese_testkit::{Mosquitto, MosquittoConfig};
 use embedded_io_adapters::tokio_1::FromTokio;
+use support::flash::{PAGE as FLASH_PAGE, SimulatedFlash};
 use tokio::net::TcpStream;
 
 /// Host TCP in place of embassy-net.
@@ -507,5 +515,263 @@ async fn the_firmware_loop_through_resets_cuts_and_silent_links() {
     assert!(
         slowest <= keepalive.mul_f64(1.5) + Duration::from_millis(500),
         "a silent link went unnoticed for {slowest:?}"
+    );
+}
+
+/// One life of the device between power-ups: restored from `store`'s flash, run until the power
+/// goes (`power` fires, and the loop is dropped where it stands: no goodbye, nothing more
+/// written), then the engine and the store, as the flash holds it, handed back.
+async fn live_until_power_cut(
+    addr: SocketAddr,
+    settings: Settings,
+    relays: Relays,
+    mut store: FlashStore<SimulatedFlash>,
+    restart: Restart,
+    power: tokio::sync::oneshot::Receiver<()>,
+) -> (Device, FlashStore<SimulatedFlash>) {
+    let clock = HostClock {
+        start: tokio::time::Instant::now(),
+        rng: 11,
+    };
+    let saved = store.load().await.unwrap();
+    let mut device = Device::new(settings, clock.now());
+    device.restore(clock.now(), saved);
+    device.raise_alert(&restart.alert(clock.utc()));
+    let mut station = Station::new(SimulatedProbes::new(5), relays);
+    let mut client = Client::with_store(MqttOptions::default(), store);
+    let mut never = Box::pin(core::future::pending::<()>());
+    let (mut clock, mut net, mut report) = (clock, HostTcp(addr), |_| {});
+    tokio::select! {
+        () = client.run(
+            &mut device,
+            &mut station,
+            &mut net,
+            &mut clock,
+            &mut never,
+            &mut report,
+        ) => panic!("the loop ended by itself"),
+        _ = power => {}
+    }
+    (device, client.into_store())
+}
+
+/// Waits until `watch` has received a message for which `found` holds; returns its index.
+async fn received(watch: &Subscriber, what: &str, found: impl Fn(&str, &[u8]) -> bool) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(at) = watch.messages().iter().position(|(t, p)| found(t, p)) {
+            return at;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {what} within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const POWER_COMMAND: &str = r#"{"command_id":"cmd-power-1","device_id":"esp32c3-1","command":"set_pump","parameters":{"pump_id":1,"state":"on","duration":60},"timestamp":"2026-12-01T00:00:00Z"}"#;
+
+// Power lost in the middle of a stream, the broker away: the readings taken offline were saved
+// to (simulated) flash, and after the boot they are published first, in order; the command
+// delivered again is answered with the saved response, byte for byte, and its pump not run.
+#[tokio::test]
+async fn after_a_power_cut_the_boot_replays_the_saved_outbox_and_answers_from_flash() {
+    let mut broker = Mosquitto::start().unwrap();
+    let mut settings = settings(200);
+    settings.persist = true;
+    let range = 0..(16 * FLASH_PAGE) as u32;
+    let store = FlashStore::new(SimulatedFlash::new(16), range.clone(), &settings).unwrap();
+    let is_answer = |t: &str, p: &[u8]| {
+        t.ends_with("/command_response") && String::from_utf8_lossy(p).contains("cmd-power-1")
+    };
+    let commands = "devices/org-1/esp32c3-1/commands";
+
+    // The first life: online, readings, one command run.
+    let watch = Subscriber::recording(broker.addr(), "watch-1", "devices/org-1/esp32c3-1/+")
+        .await
+        .unwrap();
+    let relays = Relays::default();
+    let (cut, power) = tokio::sync::oneshot::channel();
+    let life = tokio::spawn(live_until_power_cut(
+        broker.addr(),
+        settings.clone(),
+        relays.clone(),
+        store,
+        Restart::PowerOn,
+        power,
+    ));
+    received(&watch, "telemetry", |t, _| t.ends_with("/telemetry")).await;
+    received(&watch, "the power-on alert", |t, p| {
+        t.ends_with("/alert") && String::from_utf8_lossy(p).contains("power came on")
+    })
+    .await;
+    let mut publisher = Publisher::connect(broker.addr(), "backend-1")
+        .await
+        .unwrap();
+    publisher
+        .publish(commands, POWER_COMMAND, false)
+        .await
+        .unwrap();
+    let at = received(&watch, "the command's response", is_answer).await;
+    let first_answer = watch.messages()[at].1.clone();
+    assert!(relays.0.lock().unwrap().contains(&(ACID_PUMP, true)));
+    publisher.disconnect().await;
+
+    // The broker goes; readings pile up in the outbox, and in flash; then the power goes.
+    broker.stop();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    cut.send(()).unwrap();
+    let (device, store) = life.await.unwrap();
+    let pending = device.stats().pending;
+    assert!(pending >= 4, "{:?}", device.stats());
+    drop(device);
+    broker.start_again().unwrap();
+
+    // The boot: the flash read back, the engine restored, a fresh station (pumps off).
+    let mut flash = store.into_flash();
+    flash.boot();
+    let mut store = FlashStore::new(flash, range, &settings).unwrap();
+    let saved = store.load().await.unwrap();
+    assert_eq!(
+        saved.messages.len() as u64,
+        pending,
+        "every pending message was saved"
+    );
+    assert_eq!(saved.answered.len(), 1);
+    let offline: Vec<Vec<u8>> = saved.messages.iter().map(|m| m.payload.clone()).collect();
+
+    let watch = Subscriber::recording(broker.addr(), "watch-2", "devices/org-1/esp32c3-1/+")
+        .await
+        .unwrap();
+    let relays = Relays::default();
+    let (cut, power) = tokio::sync::oneshot::channel();
+    let life = tokio::spawn(live_until_power_cut(
+        broker.addr(),
+        settings.clone(),
+        relays.clone(),
+        store,
+        Restart::Watchdog,
+        power,
+    ));
+    let last = offline.last().unwrap().clone();
+    received(&watch, "the last saved reading", |_, p| {
+        p == last.as_slice()
+    })
+    .await;
+    let messages = watch.messages();
+    let online = messages
+        .iter()
+        .position(|(t, _)| t.ends_with("/status"))
+        .unwrap();
+    let replayed: Vec<Vec<u8>> = messages[online + 1..]
+        .iter()
+        .filter(|(t, _)| !t.ends_with("/status"))
+        .map(|(_, p)| p.clone())
+        .take(offline.len())
+        .collect();
+    assert_eq!(
+        replayed, offline,
+        "the saved outbox first, in order, after the online status"
+    );
+    // Then why it restarted, for the backend.
+    received(&watch, "the restart alert", |t, p| {
+        t.ends_with("/alert") && String::from_utf8_lossy(p).contains("restarted by the watchdog")
+    })
+    .await;
+
+    let mut publisher = Publisher::connect(broker.addr(), "backend-2")
+        .await
+        .unwrap();
+    publisher
+        .publish(commands, POWER_COMMAND, false)
+        .await
+        .unwrap();
+    let at = received(&watch, "the command's second response", is_answer).await;
+    assert_eq!(
+        watch.messages()[at].1,
+        first_answer,
+        "the saved response, byte for byte"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !relays.0.lock().unwrap().contains(&(ACID_PUMP, true)),
+        "the pump did not run again: {:?}",
+        relays.0.lock().unwrap()
+    );
+    cut.send(()).unwrap();
+    let (device, _) = life.await.unwrap();
+    assert_eq!(device.stats().commands_duplicate, 1);
+    assert_eq!(device.stats().restored, pending);
+    publisher.disconnect().await;
+}
+
+/// Counts its feeds.
+struct CountingWatchdog(Arc<std::sync::atomic::AtomicU64>);
+
+impl Watchdog for CountingWatchdog {
+    fn feed(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+// Nothing wakes the loop for a minute (readings, statuses and pings are 60 s apart, the backoff
+// 5 s), yet it feeds the watchdog every 100 ms: connected and idle, and with the broker gone.
+#[tokio::test]
+async fn the_loop_feeds_the_watchdog_connected_or_not() {
+    let mut broker = Mosquitto::start().unwrap();
+    let watch = Subscriber::recording(broker.addr(), "watch-wdt", "devices/org-1/esp32c3-1/+")
+        .await
+        .unwrap();
+    let mut settings = settings(60_000);
+    settings.backoff = Backoff {
+        base: Duration::from_secs(5),
+        cap: Duration::from_secs(5),
+        ..Backoff::DEFAULT
+    };
+    let feeds = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = Arc::clone(&feeds);
+    let addr = broker.addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let device = tokio::spawn(async move {
+        let mut clock = HostClock {
+            start: tokio::time::Instant::now(),
+            rng: 3,
+        };
+        let mut device = Device::new(settings, clock.now());
+        let mut station = Station::new(SimulatedProbes::new(3), Relays::default());
+        let mut watchdog = CountingWatchdog(counted);
+        let mut client = Client::new(MqttOptions::default())
+            .with_watchdog(&mut watchdog, Duration::from_millis(100));
+        let mut stop = Box::pin(async {
+            let _ = stopped.await;
+        });
+        client
+            .run(
+                &mut device,
+                &mut station,
+                &mut HostTcp(addr),
+                &mut clock,
+                &mut stop,
+                &mut |_| {},
+            )
+            .await;
+    });
+    received(&watch, "the online status", |t, _| t.ends_with("/status")).await;
+    let fed =
+        |feeds: &std::sync::atomic::AtomicU64| feeds.load(std::sync::atomic::Ordering::SeqCst);
+    let before = fed(&feeds);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let connected = fed(&feeds) - before;
+    broker.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = fed(&feeds);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let away = fed(&feeds) - before;
+    stop.send(()).unwrap();
+    device.await.unwrap();
+    assert!(
+        connected >= 5 && away >= 5,
+        "{connected} feeds connected, {away} away, in 1 s each"
     );
 }
