@@ -1,15 +1,14 @@
 //! What the scenarios share: settings, waiting helpers, certificates, the command handler.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dese_backend::{Counters, Event};
 use dese_device::{CommandHandler, Instant, Readings, SensorReader, Settings};
 use dese_protocol::{Action, JsonObject, MessageKind, TelemetryInterval};
+pub use dese_testkit::{TestCa, certificates};
 use dese_transport::BackendClient;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
 
 /// Device settings for `org`/`device` with telemetry every `interval_ms` and a short backoff.
 pub fn device_settings(org: &str, device: &str, interval_ms: i64) -> Settings {
@@ -154,88 +153,5 @@ impl CommandHandler for Recorder {
             }
             _ => Ok(None),
         }
-    }
-}
-
-/// A CA, and a server certificate it signed for 127.0.0.1 and localhost; writes
-/// `{name}-ca.pem`, `{name}-server.pem`, `{name}-server.key` into `dir` and returns their paths.
-pub fn certificates(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let ca = TestCa::new(dir, name);
-    let (cert, key) = ca.server(&format!("{name}-server"), &["localhost"], true, false);
-    (ca.path.clone(), cert, key)
-}
-
-/// A certificate authority of a test's own, writing what it signs as PEM files into `dir`.
-pub struct TestCa {
-    dir: PathBuf,
-    cert: rcgen::Certificate,
-    key: KeyPair,
-    /// `{name}-ca.pem`: the CA's certificate.
-    pub path: PathBuf,
-}
-
-impl TestCa {
-    /// A new CA named `name`, its certificate written to `dir/{name}-ca.pem`.
-    pub fn new(dir: &Path, name: &str) -> Self {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("DESE test CA {name}"));
-        let cert = params.self_signed(&key).unwrap();
-        let path = dir.join(format!("{name}-ca.pem"));
-        std::fs::write(&path, cert.pem()).unwrap();
-        Self {
-            dir: dir.to_path_buf(),
-            cert,
-            key,
-            path,
-        }
-    }
-
-    /// A server certificate for `hosts` (and 127.0.0.1 when `loopback`), expired a year ago
-    /// when `expired`; returns the certificate's and the key's paths, `{file}.pem`, `{file}.key`.
-    pub fn server(
-        &self,
-        file: &str,
-        hosts: &[&str],
-        loopback: bool,
-        expired: bool,
-    ) -> (PathBuf, PathBuf) {
-        let names: Vec<String> = hosts.iter().map(|h| (*h).to_string()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        if loopback {
-            params
-                .subject_alt_names
-                .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        }
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        }
-        self.sign(file, params)
-    }
-
-    /// A client certificate whose common name is `identity` (what Mosquitto's
-    /// `use_identity_as_username` takes as the username).
-    pub fn client(&self, file: &str, identity: &str) -> (PathBuf, PathBuf) {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, identity.to_string());
-        self.sign(file, params)
-    }
-
-    fn sign(&self, file: &str, params: CertificateParams) -> (PathBuf, PathBuf) {
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        let paths = (
-            self.dir.join(format!("{file}.pem")),
-            self.dir.join(format!("{file}.key")),
-        );
-        std::fs::write(&paths.0, cert.pem()).unwrap();
-        std::fs::write(&paths.1, key.serialize_pem()).unwrap();
-        paths
     }
 }

@@ -12,6 +12,9 @@
 //! [`Browser`] runs a headless Chromium through `chromedriver` on a free loopback port, stopped
 //! by PID, for tests of web pages.
 //!
+//! [`TestCa`] makes certificates of a test's own (a CA, and the server and client certificates
+//! it signs) for TLS listeners and clients.
+//!
 //! [`Proxy`] stands between a client and a broker and can cut the link without a goodbye, as a
 //! power loss would.
 //!
@@ -26,6 +29,7 @@
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
 
 mod browser;
+mod certificates;
 mod mosquitto;
 mod postgres;
 mod proxy;
@@ -34,6 +38,7 @@ pub mod raw;
 mod rumqttd;
 
 pub use browser::{Browser, BrowserError, Element};
+pub use certificates::{TestCa, certificates};
 pub use mosquitto::{Mosquitto, MosquittoConfig, StartError};
 pub use postgres::{Postgres, PostgresError};
 pub use proxy::{Proxy, shuffle};

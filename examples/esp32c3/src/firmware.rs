@@ -11,6 +11,8 @@ use dese_esp32c3::restart::Restart;
 use dese_esp32c3::sntp::{self, WallClock};
 use dese_esp32c3::station::{Outputs, Station};
 use dese_esp32c3::store::{Blocking, FlashStore, Store};
+#[cfg(dese_tls)]
+use dese_esp32c3::tls::Tls;
 use dese_protocol::{DeviceId, OrgId, TelemetryInterval, Timestamp};
 use embassy_executor::Spawner;
 use embassy_net::dns::DnsQueryType;
@@ -48,6 +50,10 @@ const DEVICE: &str = env!("DESE_BUILD_DEVICE");
 const TELEMETRY_INTERVAL_MS: &str = env!("DESE_BUILD_TELEMETRY_INTERVAL_MS");
 const NTP_SERVER: &str = env!("DESE_BUILD_NTP_SERVER");
 const BUILT_UNIX_SECONDS: &str = env!("DESE_BUILD_UNIX_SECONDS");
+/// The CA of `DESE_CA`, in DER, checked by build.rs: built with `mqtts://` only
+/// (`cfg(dese_tls)`), and then the broker's certificate must chain to it.
+#[cfg(dese_tls)]
+static BROKER_CA: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/broker-ca.der"));
 
 /// TCP buffers for the broker connection.
 const TCP_BUFFER: usize = 4096;
@@ -190,7 +196,7 @@ async fn main(spawner: Spawner) -> ! {
     let probes = dese_esp32c3::sensors::SimulatedProbes::new(seed);
     let mut station = Station::new(probes, relays);
 
-    let mut network = Broker {
+    let network = Broker {
         stack,
         wall: &wall,
         host: BROKER_HOST,
@@ -208,16 +214,39 @@ async fn main(spawner: Spawner) -> ! {
     };
     let mut client = Client::with_store(options, store).with_watchdog(&mut watchdog, WATCHDOG_FEED);
     let mut forever = core::future::pending::<()>();
-    client
-        .run(
-            &mut device,
-            &mut station,
-            &mut network,
-            &mut clock,
-            &mut forever,
-            &mut |report| log(&report),
-        )
-        .await;
+    #[cfg(dese_tls)]
+    {
+        // TLS 1.3; the validity dates are checked once SNTP has set the clock.
+        let wall_time = || {
+            let clock = wall.get();
+            clock.is_synchronized().then(|| clock.utc(monotonic()))
+        };
+        let mut network = Tls::new(network, BROKER_CA, BROKER_HOST, RadioRng(rng), wall_time);
+        client
+            .run(
+                &mut device,
+                &mut station,
+                &mut network,
+                &mut clock,
+                &mut forever,
+                &mut |report| log(&report),
+            )
+            .await;
+    }
+    #[cfg(not(dese_tls))]
+    {
+        let mut network = network;
+        client
+            .run(
+                &mut device,
+                &mut station,
+                &mut network,
+                &mut clock,
+                &mut forever,
+                &mut |report| log(&report),
+            )
+            .await;
+    }
     halt("the MQTT loop ended");
 }
 
@@ -292,6 +321,31 @@ fn restart_reason() -> Restart {
         None => Restart::Other("unknown"),
     }
 }
+
+/// The hardware random number generator as a cryptographic one: on the ESP32-C3 it draws on
+/// the RF subsystem's noise, a true random source while WiFi runs (Espressif's technical
+/// reference manual, "Random Number Generator"), and TLS connects only once WiFi is up.
+#[cfg(dese_tls)]
+struct RadioRng(Rng);
+
+#[cfg(dese_tls)]
+impl rand_core::RngCore for RadioRng {
+    fn next_u32(&mut self) -> u32 {
+        rand_core::RngCore::next_u32(&mut self.0)
+    }
+    fn next_u64(&mut self) -> u64 {
+        rand_core::RngCore::next_u64(&mut self.0)
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        rand_core::RngCore::fill_bytes(&mut self.0, dest);
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        rand_core::RngCore::try_fill_bytes(&mut self.0, dest)
+    }
+}
+
+#[cfg(dese_tls)]
+impl rand_core::CryptoRng for RadioRng {}
 
 /// The timer group's watchdog, which resets the whole chip.
 struct ChipWatchdog(Wdt<TIMG0<'static>>);

@@ -11,6 +11,8 @@
 //! - [`station`]: pumps, targets and calibration behind the engine's sensor and command traits.
 //! - [`sensors`]: the probes: ADC probe boards, or a simulated pool.
 //! - [`sntp`]: the wall clock, set by one SNTP exchange.
+//! - [`tls`]: MQTT over TLS 1.3, the broker's certificate checked against a CA fixed at build
+//!   time.
 //! - [`store`]: the engine's outbox, answered commands and config, kept in flash across reboots.
 #![no_std]
 #![forbid(unsafe_code)]
@@ -25,3 +27,4 @@ pub mod sensors;
 pub mod sntp;
 pub mod station;
 pub mod store;
+pub mod tls;

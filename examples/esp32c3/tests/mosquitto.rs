@@ -25,10 +25,11 @@ use dese_esp32c3::restart::Restart;
 use dese_esp32c3::sensors::SimulatedProbes;
 use dese_esp32c3::station::{ACID_PUMP, Outputs, Station};
 use dese_esp32c3::store::{FlashStore, Store};
+use dese_esp32c3::tls::Tls;
 use dese_protocol::{Action, DeviceState, PumpState, TelemetryInterval, Timestamp};
 use dese_rumqttc::{BackendClient, BrokerOptions};
 use dese_testkit::raw::{Publisher, Subscriber};
-use dese_testkit::{Mosquitto, MosquittoConfig};
+use dese_testkit::{Mosquitto, MosquittoConfig, TestCa};
 use embedded_io_adapters::tokio_1::FromTokio;
 use support::flash::{PAGE as FLASH_PAGE, SimulatedFlash};
 use tokio::net::TcpStream;
@@ -774,4 +775,108 @@ async fn the_loop_feeds_the_watchdog_connected_or_not() {
         connected >= 5 && away >= 5,
         "{connected} feeds connected, {away} away, in 1 s each"
     );
+}
+
+/// Runs the loop over TLS to `addr` for `run_for`, trusting `ca` (DER) for `server_name`.
+async fn run_over_tls(addr: SocketAddr, ca: Vec<u8>, server_name: &str, run_for: Duration) -> Run {
+    let mut clock = HostClock {
+        start: tokio::time::Instant::now(),
+        rng: 9,
+    };
+    let mut device = Device::new(settings(200), clock.now());
+    let mut station = Station::new(SimulatedProbes::new(3), Relays::default());
+    let wall = || {
+        let since = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+        Timestamp::from_unix_millis(i64::try_from(since.as_millis()).ok()?)
+    };
+    let mut network = Tls::new(HostTcp(addr), &ca, server_name, rand_core::OsRng, wall);
+    let mut client = Client::new(MqttOptions::default());
+    let mut stop = Box::pin(tokio::time::sleep(run_for));
+    let mut reports = Vec::new();
+    client
+        .run(
+            &mut device,
+            &mut station,
+            &mut network,
+            &mut clock,
+            &mut stop,
+            &mut |report| reports.push(report),
+        )
+        .await;
+    Run {
+        link: client.stats(),
+        device,
+        reports,
+    }
+}
+
+fn handshake_failures(run: &Run) -> Vec<String> {
+    run.reports
+        .iter()
+        .filter_map(|r| match r {
+            Report::Disconnected(LinkError::Connect(why)) if why.starts_with("Handshake(") => {
+                Some(why.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+// The firmware's own TLS (embedded-tls) against Mosquitto's TLS listener: with the CA that
+// signed the broker's certificate and the name it carries, the device connects and the broker
+// acknowledges its messages; with another CA, another name, or an expired certificate, every
+// attempt fails in the handshake and nothing is sent.
+#[tokio::test]
+async fn over_tls_the_right_ca_connects_and_a_wrong_one_is_refused() {
+    let dir = std::env::temp_dir().join(format!("dese-fw-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = TestCa::new(&dir, "fw-good");
+    let other = TestCa::new(&dir, "fw-other");
+    let tls_broker = |cert: &std::path::Path, key: &std::path::Path| {
+        Mosquitto::start_with(MosquittoConfig {
+            extra: vec![
+                format!("certfile {}", cert.display()),
+                format!("keyfile {}", key.display()),
+                "tls_version tlsv1.3".into(),
+            ],
+            ..MosquittoConfig::default()
+        })
+        .unwrap()
+    };
+    let (cert, key) = ca.server("fw-good-server", &["localhost"], false, false);
+    let broker = tls_broker(&cert, &key);
+    let second = Duration::from_millis(1500);
+
+    let good = run_over_tls(broker.addr(), ca.der(), "localhost", second).await;
+    assert!(good.link.connections >= 1, "{:?}", good.reports);
+    assert!(
+        good.device.stats().delivered >= 3,
+        "the status and readings, acknowledged through TLS: {:?}",
+        good.device.stats()
+    );
+    assert!(handshake_failures(&good).is_empty(), "{:?}", good.reports);
+
+    let refused = [
+        (
+            "another CA",
+            run_over_tls(broker.addr(), other.der(), "localhost", second).await,
+        ),
+        (
+            "another name",
+            run_over_tls(broker.addr(), ca.der(), "broker.example", second).await,
+        ),
+    ];
+    let (cert, key) = ca.server("fw-expired-server", &["localhost"], false, true);
+    let expired_broker = tls_broker(&cert, &key);
+    let expired = run_over_tls(expired_broker.addr(), ca.der(), "localhost", second).await;
+    for (what, run) in refused
+        .iter()
+        .chain([("an expired certificate", expired)].iter())
+    {
+        assert_eq!(run.link.connections, 0, "{what}: {:?}", run.reports);
+        assert_eq!(run.device.stats().delivered, 0, "{what}");
+        let failures = handshake_failures(run);
+        assert!(!failures.is_empty(), "{what}: {:?}", run.reports);
+        println!("{what}: {}", failures[0]);
+    }
 }
