@@ -4,7 +4,9 @@
 //! [`Pool`] gives a [`SensorReader`] ([`Pool::sensors`]) and a [`CommandHandler`]
 //! ([`Pool::controller`]) that share one body of water, so that a `set_pump` command shows in
 //! the next telemetry. `dese simulate`, the desktop reference device and the quickstart all run
-//! this model.
+//! this model. The station's logic (the pumps, the targets they follow, calibration, the
+//! refusals) and the water are `dese-station`'s, the same the ESP32-C3 firmware runs: a
+//! simulated device behaves as the firmware does.
 //!
 //! ```
 //! use dese_device::{CommandHandler, Instant, SensorReader};
@@ -23,55 +25,9 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use dese_device::{CommandHandler, Instant, Readings, SensorReader};
-use dese_protocol::{Action, Battery, JsonObject, PumpState, Sensor, SignalStrength, serde_json};
-
-/// The pump that doses acid (lowers the pH).
-pub const ACID_PUMP: u32 = 1;
-/// The pump that doses chlorine.
-pub const CHLORINE_PUMP: u32 = 2;
-
-/// How the water behaves. Rates are per minute of the device's clock.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PoolModel {
-    /// pH at the start.
-    pub ph: f64,
-    /// Free chlorine at the start, ppm.
-    pub chlorine: f64,
-    /// Water temperature at the start, °C.
-    pub temperature: f64,
-    /// How fast the pH rises by itself (aeration, fresh water), per minute.
-    pub ph_drift: f64,
-    /// How fast chlorine is consumed, ppm per minute.
-    pub chlorine_decay: f64,
-    /// How fast the acid pump lowers the pH while on, per minute.
-    pub acid_rate: f64,
-    /// How fast the chlorine pump raises chlorine while on, ppm per minute.
-    pub chlorine_rate: f64,
-    /// How far the pH probe reads above the truth until calibrated.
-    pub ph_probe_bias: f64,
-    /// Standard deviation of the pH probe's noise.
-    pub ph_noise: f64,
-    /// Standard deviation of the chlorine probe's noise, ppm.
-    pub chlorine_noise: f64,
-}
-
-impl Default for PoolModel {
-    /// A pool that needs attention within minutes, so that a short run shows the pumps working.
-    fn default() -> Self {
-        Self {
-            ph: 7.3,
-            chlorine: 2.0,
-            temperature: 26.0,
-            ph_drift: 0.05,
-            chlorine_decay: 0.02,
-            acid_rate: 0.5,
-            chlorine_rate: 0.5,
-            ph_probe_bias: 0.08,
-            ph_noise: 0.01,
-            chlorine_noise: 0.02,
-        }
-    }
-}
+use dese_protocol::{Action, JsonObject, Sensor};
+pub use dese_station::{ACID_PUMP, CHLORINE_PUMP, PoolModel};
+use dese_station::{Controls, Water};
 
 /// The state of the water and the device, as [`Pool::snapshot`] reports it.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,65 +54,44 @@ pub struct PoolState {
     pub resets: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// Off unless a target asks for it.
-    Auto,
-    /// Set by a command, until `until` (or for good).
-    Manual { on: bool, until: Option<Instant> },
-}
-
+/// The water, and the station that reads and doses it.
 #[derive(Debug)]
-struct Water {
-    model: PoolModel,
-    ph: f64,
-    chlorine: f64,
-    temperature: f64,
-    tds: f64,
-    acid: Mode,
-    dosing: Mode,
-    acid_on: bool,
-    chlorine_on: bool,
-    ph_target: Option<f64>,
-    chlorine_target: Option<f64>,
-    calibration: Vec<(Sensor, f64)>,
+struct Station {
+    water: Water,
+    controls: Controls,
     reboots: u32,
     resets: u32,
-    last: Option<Instant>,
-    rng: u64,
+}
+
+impl Station {
+    /// Moves the water on to `now` with the pumps as the station runs them, second by second
+    /// (a timed run ends on time).
+    fn advance(&mut self, now: Instant) {
+        let Self {
+            water, controls, ..
+        } = self;
+        water.advance(now, |at| controls.pumps_at(at));
+    }
 }
 
 /// One simulated pool with its probes and pumps. Cloning shares the same water.
 #[derive(Debug, Clone)]
 pub struct Pool {
-    water: Arc<Mutex<Water>>,
+    station: Arc<Mutex<Station>>,
 }
 
 impl Pool {
     /// A pool behaving as `model`; `seed` makes its noise reproducible (give each device its
     /// own).
     pub fn new(model: PoolModel, seed: u64) -> Self {
-        let water = Water {
-            model,
-            ph: model.ph,
-            chlorine: model.chlorine,
-            temperature: model.temperature,
-            tds: 850.0,
-            acid: Mode::Auto,
-            dosing: Mode::Auto,
-            acid_on: false,
-            chlorine_on: false,
-            ph_target: None,
-            chlorine_target: None,
-            calibration: Vec::new(),
+        let station = Station {
+            water: Water::new(model, seed),
+            controls: Controls::new(),
             reboots: 0,
             resets: 0,
-            last: None,
-            // xorshift must not start at zero.
-            rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
         };
         Self {
-            water: Arc::new(Mutex::new(water)),
+            station: Arc::new(Mutex::new(station)),
         }
     }
 
@@ -172,33 +107,35 @@ impl Pool {
 
     /// The water and the device as they are now.
     pub fn snapshot(&self) -> PoolState {
-        let w = self.lock();
+        let s = self.lock();
+        let pumps = s.controls.pumps();
         PoolState {
-            ph: w.ph,
-            chlorine: w.chlorine,
-            temperature: w.temperature,
-            acid_pump: w.acid_on,
-            chlorine_pump: w.chlorine_on,
-            ph_target: w.ph_target,
-            chlorine_target: w.chlorine_target,
-            calibration: w.calibration.clone(),
-            reboots: w.reboots,
-            resets: w.resets,
+            ph: s.water.ph(),
+            chlorine: s.water.chlorine(),
+            temperature: s.water.temperature(),
+            acid_pump: pumps.acid,
+            chlorine_pump: pumps.chlorine,
+            ph_target: s.controls.ph_target(),
+            chlorine_target: s.controls.chlorine_target(),
+            calibration: s.controls.offsets().to_vec(),
+            reboots: s.reboots,
+            resets: s.resets,
         }
     }
 
     /// Changes how the water behaves from now on (a storm, a swimmer-heavy afternoon).
     pub fn set_model(&self, model: PoolModel) {
-        self.lock().model = model;
+        self.lock().water.set_model(model);
     }
 
-    fn lock(&self) -> MutexGuard<'_, Water> {
+    fn lock(&self) -> MutexGuard<'_, Station> {
         // The model holds plain numbers: a panic elsewhere cannot leave them inconsistent.
-        self.water.lock().unwrap_or_else(PoisonError::into_inner)
+        self.station.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// The pool's probes: a [`SensorReader`].
+/// The pool's probes: a [`SensorReader`]. Each reading also decides the pumps, as the
+/// firmware's does.
 #[derive(Debug, Clone)]
 pub struct PoolSensors {
     pool: Pool,
@@ -206,9 +143,12 @@ pub struct PoolSensors {
 
 impl SensorReader for PoolSensors {
     fn read(&mut self, now: Instant) -> Option<Readings> {
-        let mut w = self.pool.lock();
-        w.advance(now);
-        Some(w.readings())
+        let mut s = self.pool.lock();
+        s.advance(now);
+        let raw = s.water.read();
+        let reading = s.controls.calibrated(&raw);
+        s.controls.regulate(now, Some(&reading));
+        Some(reading)
     }
 }
 
@@ -221,206 +161,36 @@ pub struct PoolController {
 
 impl CommandHandler for PoolController {
     fn run(&mut self, action: &Action, now: Instant) -> Result<Option<JsonObject>, String> {
-        let mut w = self.pool.lock();
-        w.advance(now);
-        w.run(action, now)
-    }
-}
-
-impl Water {
-    /// Moves the water forward to `now`, in steps of a second (longer for long gaps), each with
-    /// the pumps as they were at its start.
-    fn advance(&mut self, now: Instant) {
-        let Some(mut t) = self.last.replace(now) else {
-            return;
-        };
-        let gap = now.as_millis().saturating_sub(t.as_millis());
-        let step = (gap / 10_000).max(1_000);
-        while t < now {
-            let dt = step.min(now.as_millis() - t.as_millis());
-            self.step(t, dt as f64 / 60_000.0);
-            t = Instant::from_millis(t.as_millis() + dt);
-        }
-    }
-
-    fn step(&mut self, at: Instant, minutes: f64) {
-        self.acid_on = match self.acid {
-            Mode::Manual { on, until } if until.is_none_or(|end| at < end) => on,
-            _ => {
-                self.acid = Mode::Auto;
-                self.ph_target.is_some_and(|target| self.ph > target + 0.05)
-            }
-        };
-        self.chlorine_on = match self.dosing {
-            Mode::Manual { on, until } if until.is_none_or(|end| at < end) => on,
-            _ => {
-                self.dosing = Mode::Auto;
-                self.chlorine_target
-                    .is_some_and(|target| self.chlorine < target - 0.1)
-            }
-        };
-        let m = self.model;
-        self.ph += m.ph_drift * minutes;
-        if self.acid_on {
-            self.ph -= m.acid_rate * minutes;
-        }
-        self.chlorine -= m.chlorine_decay * minutes;
-        if self.chlorine_on {
-            self.chlorine += m.chlorine_rate * minutes;
-        }
-        self.ph = self.ph.clamp(5.5, 9.5);
-        self.chlorine = self.chlorine.clamp(0.0, 10.0);
-        // The temperature and dissolved solids wander slowly.
-        self.temperature += self.gaussian() * 0.05 * minutes.sqrt();
-        self.temperature = self.temperature.clamp(5.0, 40.0);
-        self.tds = (self.tds + self.gaussian() * 2.0 * minutes.sqrt()).clamp(100.0, 3000.0);
-    }
-
-    fn readings(&mut self) -> Readings {
-        let m = self.model;
-        let ph = self.ph + m.ph_probe_bias + self.gaussian() * m.ph_noise;
-        let chlorine = (self.chlorine + self.gaussian() * m.chlorine_noise).max(0.0);
-        let temperature = self.temperature + self.gaussian() * 0.05;
-        // ORP rises with chlorine and falls as the pH rises.
-        let orp = 650.0 + 120.0 * (self.chlorine.max(0.05) / 2.0).log10() - 60.0 * (self.ph - 7.2)
-            + self.gaussian() * 3.0;
-        let flow = 120.0 + self.gaussian() * 1.5;
-        let rssi = -55 - i64::from(self.next() % 10);
-        Readings {
-            ph: self.calibrated(&Sensor::Ph, ph).clamp(0.0, 14.0),
-            chlorine: self.calibrated(&Sensor::Chlorine, chlorine).max(0.0),
-            temperature: self.calibrated(&Sensor::Temperature, temperature),
-            orp: Some(self.calibrated(&Sensor::Orp, orp).round()),
-            tds: Some(self.calibrated(&Sensor::Tds, self.tds).round().max(0.0)),
-            flow_rate: Some(self.calibrated(&Sensor::FlowRate, flow).max(0.0)),
-            battery: Battery::new(100).ok(),
-            signal_strength: SignalStrength::new(rssi).ok(),
-        }
-    }
-
-    fn calibrated(&self, sensor: &Sensor, value: f64) -> f64 {
-        let offset = self
-            .calibration
-            .iter()
-            .find(|(s, _)| s == sensor)
-            .map_or(0.0, |(_, offset)| *offset);
-        value + offset
-    }
-
-    /// What the probe of `sensor` reads without noise, before calibration.
-    fn probe(&self, sensor: &Sensor) -> Option<f64> {
-        Some(match sensor {
-            Sensor::Ph => self.ph + self.model.ph_probe_bias,
-            Sensor::Chlorine => self.chlorine,
-            Sensor::Temperature => self.temperature,
-            Sensor::Tds => self.tds,
-            _ => return None,
-        })
-    }
-
-    fn run(&mut self, action: &Action, now: Instant) -> Result<Option<JsonObject>, String> {
-        let mut data = JsonObject::new();
+        let mut s = self.pool.lock();
+        s.advance(now);
         match action {
-            Action::SetPump {
-                pump_id,
-                state,
-                duration,
-            } => {
-                let on = *state == PumpState::On;
-                let mode = Mode::Manual {
-                    on,
-                    until: duration.map(|s| now + core::time::Duration::from_secs(u64::from(s))),
-                };
-                match *pump_id {
-                    ACID_PUMP => (self.acid, self.acid_on) = (mode, on),
-                    CHLORINE_PUMP => (self.dosing, self.chlorine_on) = (mode, on),
-                    other => {
-                        return Err(format!(
-                            "pump {other} does not exist: this device has pump {ACID_PUMP} \
-                             (acid) and pump {CHLORINE_PUMP} (chlorine)"
-                        ));
-                    }
-                }
-                data.insert("pump_id".into(), (*pump_id).into());
-                data.insert("state".into(), state.as_str().into());
-                if let Some(seconds) = duration {
-                    data.insert("duration".into(), (*seconds).into());
-                }
-            }
-            Action::SetPhTarget { target_ph } => {
-                self.ph_target = Some(target_ph.get());
-                self.acid = Mode::Auto;
-                data.insert("target_ph".into(), json_number(target_ph.get()));
-            }
-            Action::SetChlorineTarget { target_chlorine } => {
-                self.chlorine_target = Some(target_chlorine.get());
-                self.dosing = Mode::Auto;
-                data.insert("target_chlorine".into(), json_number(target_chlorine.get()));
-            }
             Action::Reboot => {
                 // Simulated: the pumps stop, targets and calibration survive (they are saved).
-                self.reboots += 1;
-                self.acid = Mode::Auto;
-                self.dosing = Mode::Auto;
-                self.acid_on = false;
-                self.chlorine_on = false;
-                data.insert("reboots".into(), self.reboots.into());
+                s.reboots += 1;
+                s.controls.stop();
+                let mut data = JsonObject::new();
+                data.insert("reboots".into(), s.reboots.into());
+                Ok(Some(data))
             }
             Action::ResetConfig => {
-                self.resets += 1;
-                self.ph_target = None;
-                self.chlorine_target = None;
-                self.calibration.clear();
-                self.acid = Mode::Auto;
-                self.dosing = Mode::Auto;
-                data.insert("resets".into(), self.resets.into());
+                s.resets += 1;
+                let resets = s.resets;
+                let mut data = s.controls.run(action, now, None)?.unwrap_or_default();
+                data.insert("resets".into(), resets.into());
+                Ok(Some(data))
             }
-            Action::CalibrateSensor { sensor_type, value } => {
-                let Some(raw) = self.probe(sensor_type) else {
-                    return Err(format!(
-                        "sensor {sensor_type} cannot be calibrated on this device \
-                         (ph, chlorine, temperature, tds can)"
-                    ));
-                };
-                let offset = value.get() - raw;
-                self.calibration.retain(|(s, _)| s != sensor_type);
-                self.calibration.push((sensor_type.clone(), offset));
-                data.insert("sensor_type".into(), sensor_type.as_str().into());
-                data.insert(
-                    "offset".into(),
-                    json_number((offset * 1000.0).round() / 1000.0),
-                );
+            _ => {
+                let raw = s.water.read();
+                s.controls.run(action, now, Some(&raw))
             }
-            other => return Err(format!("command {} is not supported", other.name())),
         }
-        Ok(Some(data))
     }
-
-    /// Roughly normal noise (the sum of four uniforms), mean 0, standard deviation about 1.
-    fn gaussian(&mut self) -> f64 {
-        let sum: f64 = (0..4)
-            .map(|_| f64::from(self.next()) / f64::from(u32::MAX))
-            .sum();
-        (sum - 2.0) * 1.732
-    }
-
-    /// xorshift64*: the model needs no RNG crate.
-    fn next(&mut self) -> u32 {
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        (self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as u32
-    }
-}
-
-fn json_number(value: f64) -> serde_json::Value {
-    serde_json::Number::from_f64(value).map_or(serde_json::Value::Null, serde_json::Value::Number)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dese_protocol::{Finite, Ph};
+    use dese_protocol::{Finite, Ph, PumpState, serde_json};
 
     fn minutes(m: u64) -> Instant {
         Instant::from_millis(m * 60_000)
@@ -450,6 +220,8 @@ mod tests {
         assert!(!pool.snapshot().acid_pump);
     }
 
+    // The station decides from its readings, as the firmware does: a reading every 10 s keeps
+    // the (biased, uncalibrated) reading within the band, so the true pH about 0.08 under it.
     #[test]
     fn a_ph_target_doses_acid_until_reached() {
         let pool = Pool::new(PoolModel::default(), 2);
@@ -460,11 +232,13 @@ mod tests {
             target_ph: Ph::new(7.0).unwrap(),
         };
         controller.run(&target, minutes(0)).unwrap();
-        for m in 1..=10 {
-            sensors.read(minutes(m));
+        assert!(sensors.read(Instant::from_millis(1)).is_some());
+        assert!(pool.snapshot().acid_pump, "7.38 read against a 7.0 target");
+        for tick in 1..=60 {
+            sensors.read(Instant::from_millis(tick * 10_000));
         }
         let ph = pool.snapshot().ph;
-        assert!((6.95..=7.1).contains(&ph), "regulated near 7.0: {ph}");
+        assert!((6.85..=7.0).contains(&ph), "regulated just under 7.0: {ph}");
     }
 
     #[test]
@@ -507,11 +281,15 @@ mod tests {
         };
         let err = controller.run(&dance, minutes(0)).unwrap_err();
         assert_eq!(err, "command dance is not supported");
-        let orp = Action::CalibrateSensor {
-            sensor_type: Sensor::Orp,
-            value: Finite::new(650.0).unwrap(),
+        let turbidity = Action::CalibrateSensor {
+            sensor_type: Sensor::parse("turbidity").unwrap(),
+            value: Finite::new(1.0).unwrap(),
         };
-        assert!(controller.run(&orp, minutes(0)).is_err());
+        let err = controller.run(&turbidity, minutes(0)).unwrap_err();
+        assert!(
+            err.contains("ph, chlorine, temperature, orp, tds, flow_rate can"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -214,39 +214,27 @@ async fn main(spawner: Spawner) -> ! {
     };
     let mut client = Client::with_store(options, store).with_watchdog(&mut watchdog, WATCHDOG_FEED);
     let mut forever = core::future::pending::<()>();
+    // mqtts://: TLS 1.3 around the TCP connection; the validity dates are checked once SNTP
+    // has set the clock.
     #[cfg(dese_tls)]
-    {
-        // TLS 1.3; the validity dates are checked once SNTP has set the clock.
-        let wall_time = || {
-            let clock = wall.get();
-            clock.is_synchronized().then(|| clock.utc(monotonic()))
-        };
-        let mut network = Tls::new(network, BROKER_CA, BROKER_HOST, RadioRng(rng), wall_time);
-        client
-            .run(
-                &mut device,
-                &mut station,
-                &mut network,
-                &mut clock,
-                &mut forever,
-                &mut |report| log(&report),
-            )
-            .await;
-    }
+    let wall_time = || {
+        let clock = wall.get();
+        clock.is_synchronized().then(|| clock.utc(monotonic()))
+    };
+    #[cfg(dese_tls)]
+    let mut network = Tls::new(network, BROKER_CA, BROKER_HOST, RadioRng(rng), wall_time);
     #[cfg(not(dese_tls))]
-    {
-        let mut network = network;
-        client
-            .run(
-                &mut device,
-                &mut station,
-                &mut network,
-                &mut clock,
-                &mut forever,
-                &mut |report| log(&report),
-            )
-            .await;
-    }
+    let mut network = network;
+    client
+        .run(
+            &mut device,
+            &mut station,
+            &mut network,
+            &mut clock,
+            &mut forever,
+            &mut |report| log(&report),
+        )
+        .await;
     halt("the MQTT loop ended");
 }
 

@@ -2,15 +2,9 @@
 //! simulated pool for a bare board.
 
 use dese_device::{Instant, Readings};
-
 /// Which pumps run now: a simulation uses it, real probes ignore it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PumpStates {
-    /// Pump 1: acid (lowers pH).
-    pub acid: bool,
-    /// Pump 2: chlorine dosing.
-    pub chlorine: bool,
-}
+pub use dese_station::PumpStates;
+use dese_station::{PoolModel, Water};
 
 /// Raw probe readings, before any calibration.
 pub trait Probes {
@@ -160,79 +154,34 @@ impl<A: AnalogInput> Probes for AdcProbes<A> {
     }
 }
 
-/// A pool that answers to the pumps, for a board without probes: pH rises slowly and falls
-/// while the acid pump runs, chlorine decays and rises while the dosing pump runs, readings
-/// carry noise and the pH probe reads 0.08 high (so that calibration has something to fix).
+/// A pool that answers to the pumps, for a board without probes: `dese-station`'s simulated
+/// water, the one `dese simulate` runs. The pH rises slowly and falls while the acid pump runs,
+/// chlorine decays and rises while the dosing pump runs, readings carry noise and the pH probe
+/// reads 0.08 high (so that calibration has something to fix).
 #[derive(Debug, Clone)]
 pub struct SimulatedProbes {
-    ph: f64,
-    chlorine: f64,
-    temperature: f64,
-    last: Option<Instant>,
-    rng: u64,
+    water: Water,
 }
 
 impl SimulatedProbes {
-    /// pH drift, per minute.
-    pub const PH_DRIFT: f64 = 0.05;
-    /// pH change per minute while the acid pump runs.
-    pub const ACID_RATE: f64 = 0.5;
-    /// Chlorine decay, ppm per minute.
-    pub const CHLORINE_DECAY: f64 = 0.02;
-    /// Chlorine rise per minute while the dosing pump runs.
-    pub const CHLORINE_RATE: f64 = 0.5;
-    /// What the pH probe adds to the true pH.
-    pub const PH_BIAS: f64 = 0.08;
-
-    /// A pool at pH 7.3, 2.0 ppm chlorine and 26 °C; `seed` drives the noise.
+    /// A pool at pH 7.3, 2.0 ppm chlorine and 26 °C ([`PoolModel::default`]); `seed` drives
+    /// the noise.
     pub fn new(seed: u64) -> Self {
         Self {
-            ph: 7.3,
-            chlorine: 2.0,
-            temperature: 26.0,
-            last: None,
-            rng: seed | 1,
+            water: Water::new(PoolModel::default(), seed),
         }
     }
 
     /// The true pH of the simulated water.
     pub fn true_ph(&self) -> f64 {
-        self.ph
-    }
-
-    fn noise(&mut self, amplitude: f64) -> f64 {
-        // xorshift64*, mapped to [-amplitude, amplitude].
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        let bits = (self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64;
-        (bits / (1u64 << 53) as f64 * 2.0 - 1.0) * amplitude
+        self.water.ph()
     }
 }
 
 impl Probes for SimulatedProbes {
     fn read(&mut self, now: Instant, pumps: PumpStates) -> Option<Readings> {
-        let minutes = self
-            .last
-            .replace(now)
-            .map_or(0.0, |last| now.saturating_since(last).as_secs_f64() / 60.0);
-        self.ph += Self::PH_DRIFT * minutes;
-        if pumps.acid {
-            self.ph -= Self::ACID_RATE * minutes;
-        }
-        self.chlorine -= Self::CHLORINE_DECAY * minutes;
-        if pumps.chlorine {
-            self.chlorine += Self::CHLORINE_RATE * minutes;
-        }
-        self.ph = self.ph.clamp(5.5, 9.5);
-        self.chlorine = self.chlorine.clamp(0.0, 10.0);
-        self.temperature = (self.temperature + self.noise(0.02)).clamp(5.0, 40.0);
-        Some(Readings {
-            ph: self.ph + Self::PH_BIAS + self.noise(0.01),
-            chlorine: (self.chlorine + self.noise(0.02)).max(0.0),
-            temperature: self.temperature + self.noise(0.05),
-            ..Readings::default()
-        })
+        self.water.advance(now, |_| pumps);
+        Some(self.water.read())
     }
 }
 
@@ -275,7 +224,7 @@ mod tests {
     }
 
     #[test]
-    fn the_simulated_pool_answers_to_its_pumps() {
+    fn the_simulated_probes_follow_the_pumps_they_are_given() {
         let mut pool = SimulatedProbes::new(7);
         let minute = |m: u64| Instant::from_millis(m * 60_000);
         pool.read(minute(0), PumpStates::default());
@@ -285,12 +234,7 @@ mod tests {
             acid: true,
             chlorine: false,
         };
-        let reading = pool.read(minute(12), acid).unwrap();
+        pool.read(minute(12), acid).unwrap();
         assert!((pool.true_ph() - 6.9).abs() < 1e-9, "{}", pool.true_ph());
-        assert!(
-            (reading.ph - 6.98).abs() < 0.011,
-            "biased reading {}",
-            reading.ph
-        );
     }
 }

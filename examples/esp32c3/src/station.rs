@@ -1,20 +1,16 @@
-//! The pool station: probes, pumps, targets and calibration, behind the engine's
-//! [`SensorReader`] and [`CommandHandler`].
+//! The pool station: probes and relays around `dese-station`'s [`Controls`] (pumps, targets,
+//! calibration, the same logic the simulator runs), behind the engine's [`SensorReader`] and
+//! [`CommandHandler`].
 
-use alloc::format;
 use alloc::string::String;
 use core::time::Duration;
 
 use dese_device::{CommandHandler, Instant, Readings, SensorReader, Stats};
-use dese_protocol::serde_json::{self, Value};
-use dese_protocol::{Action, JsonObject, PumpState, Sensor};
+use dese_protocol::{Action, JsonObject};
+pub use dese_station::{ACID_PUMP, CHLORINE_PUMP};
+use dese_station::{Controls, PumpStates};
 
-use crate::sensors::{Probes, PumpStates};
-
-/// Pump 1 doses acid (lowers pH).
-pub const ACID_PUMP: u32 = 1;
-/// Pump 2 doses chlorine.
-pub const CHLORINE_PUMP: u32 = 2;
+use crate::sensors::Probes;
 
 /// How long a `reboot` waits for its response to be delivered before restarting anyway.
 pub const REBOOT_GRACE: Duration = Duration::from_secs(3);
@@ -35,34 +31,15 @@ pub trait Application: SensorReader + CommandHandler {
     fn tick(&mut self, now: Instant, stats: &Stats) -> Option<Instant>;
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Mode {
-    /// The pump follows the target, if there is one.
-    Auto,
-    /// A `set_pump` command decides, until `until` if set.
-    Manual { on: bool, until: Option<Instant> },
-}
-
-/// Calibration offsets set by `calibrate_sensor`.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-struct Offsets {
-    ph: f64,
-    chlorine: f64,
-    temperature: f64,
-}
-
-/// Probes, pumps and the settings commands change. Targets and calibration live in RAM: a
+/// Probes, relays and the settings commands change. Targets and calibration live in RAM: a
 /// restart returns to the defaults.
 #[derive(Debug)]
 pub struct Station<P, O> {
     probes: P,
     outputs: O,
-    acid: Mode,
-    dosing: Mode,
-    pumps: PumpStates,
-    ph_target: Option<f64>,
-    chlorine_target: Option<f64>,
-    offsets: Offsets,
+    controls: Controls,
+    /// What the relays were last switched to.
+    relays: PumpStates,
     reboot_at: Option<Instant>,
 }
 
@@ -74,19 +51,15 @@ impl<P: Probes, O: Outputs> Station<P, O> {
         Self {
             probes,
             outputs,
-            acid: Mode::Auto,
-            dosing: Mode::Auto,
-            pumps: PumpStates::default(),
-            ph_target: None,
-            chlorine_target: None,
-            offsets: Offsets::default(),
+            controls: Controls::new(),
+            relays: PumpStates::default(),
             reboot_at: None,
         }
     }
 
     /// What the pumps do now.
     pub fn pumps(&self) -> PumpStates {
-        self.pumps
+        self.relays
     }
 
     /// The outputs (tests look at them).
@@ -99,139 +72,52 @@ impl<P: Probes, O: Outputs> Station<P, O> {
         &self.probes
     }
 
-    fn switch(&mut self, acid: bool, chlorine: bool) {
-        if acid != self.pumps.acid {
-            self.outputs.set_pump(ACID_PUMP, acid);
+    /// Switches the relays that differ from what the controls decided.
+    fn follow(&mut self) {
+        let wanted = self.controls.pumps();
+        if wanted.acid != self.relays.acid {
+            self.outputs.set_pump(ACID_PUMP, wanted.acid);
         }
-        if chlorine != self.pumps.chlorine {
-            self.outputs.set_pump(CHLORINE_PUMP, chlorine);
+        if wanted.chlorine != self.relays.chlorine {
+            self.outputs.set_pump(CHLORINE_PUMP, wanted.chlorine);
         }
-        self.pumps = PumpStates { acid, chlorine };
-    }
-
-    /// Decides each pump from its mode and, in automatic mode, from the latest reading.
-    fn regulate(&mut self, now: Instant, reading: Option<&Readings>) {
-        let decide = |mode: &mut Mode, current: bool, auto: Option<bool>| match *mode {
-            Mode::Manual { on, until } if until.is_none_or(|end| now < end) => on,
-            Mode::Manual { .. } => {
-                *mode = Mode::Auto;
-                auto.unwrap_or(false)
-            }
-            Mode::Auto => auto.unwrap_or(current),
-        };
-        let acid_auto = match (self.ph_target, reading) {
-            (Some(target), Some(r)) => Some(r.ph > target + 0.05),
-            (None, _) => Some(false),
-            (Some(_), None) => None,
-        };
-        let dosing_auto = match (self.chlorine_target, reading) {
-            (Some(target), Some(r)) => Some(r.chlorine < target - 0.1),
-            (None, _) => Some(false),
-            (Some(_), None) => None,
-        };
-        let acid = decide(&mut self.acid, self.pumps.acid, acid_auto);
-        let chlorine = decide(&mut self.dosing, self.pumps.chlorine, dosing_auto);
-        self.switch(acid, chlorine);
-    }
-
-    fn calibrated(&mut self, now: Instant) -> Option<Readings> {
-        let mut r = self.probes.read(now, self.pumps)?;
-        r.ph += self.offsets.ph;
-        r.chlorine += self.offsets.chlorine;
-        r.temperature += self.offsets.temperature;
-        Some(r)
+        self.relays = wanted;
     }
 }
 
 impl<P: Probes, O: Outputs> SensorReader for Station<P, O> {
     fn read(&mut self, now: Instant) -> Option<Readings> {
-        let reading = self.calibrated(now);
-        self.regulate(now, reading.as_ref());
+        let reading = self
+            .probes
+            .read(now, self.relays)
+            .map(|raw| self.controls.calibrated(&raw));
+        self.controls.regulate(now, reading.as_ref());
+        self.follow();
         reading
     }
 }
 
 impl<P: Probes, O: Outputs> CommandHandler for Station<P, O> {
     fn run(&mut self, action: &Action, now: Instant) -> Result<Option<JsonObject>, String> {
-        let mut data = JsonObject::new();
-        match action {
-            Action::SetPump {
-                pump_id,
-                state,
-                duration,
-            } => {
-                let on = *state == PumpState::On;
-                let until = duration.map(|s| now + Duration::from_secs(u64::from(s)));
-                let mode = Mode::Manual { on, until };
-                match *pump_id {
-                    ACID_PUMP => self.acid = mode,
-                    CHLORINE_PUMP => self.dosing = mode,
-                    other => {
-                        return Err(format!(
-                            "pump {other} does not exist: this device has pump {ACID_PUMP} \
-                             (acid) and pump {CHLORINE_PUMP} (chlorine)"
-                        ));
-                    }
-                }
-                self.regulate(now, None);
-                data.insert("pump_id".into(), (*pump_id).into());
-                data.insert("state".into(), state.as_str().into());
-                if let Some(seconds) = duration {
-                    data.insert("duration".into(), (*seconds).into());
-                }
-            }
-            Action::SetPhTarget { target_ph } => {
-                self.ph_target = Some(target_ph.get());
-                self.acid = Mode::Auto;
-                data.insert("target_ph".into(), number(target_ph.get()));
-            }
-            Action::SetChlorineTarget { target_chlorine } => {
-                self.chlorine_target = Some(target_chlorine.get());
-                self.dosing = Mode::Auto;
-                data.insert("target_chlorine".into(), number(target_chlorine.get()));
-            }
+        let outcome = match action {
             Action::Reboot => {
                 // The response goes out first: `tick` restarts once it is delivered.
                 self.reboot_at = Some(now + REBOOT_GRACE);
+                let mut data = JsonObject::new();
                 data.insert(
                     "restart_within_ms".into(),
                     (REBOOT_GRACE.as_millis() as u64).into(),
                 );
+                Ok(Some(data))
             }
-            Action::ResetConfig => {
-                self.ph_target = None;
-                self.chlorine_target = None;
-                self.offsets = Offsets::default();
-                self.acid = Mode::Auto;
-                self.dosing = Mode::Auto;
-                self.switch(false, false);
+            Action::CalibrateSensor { .. } => {
+                let raw = self.probes.read(now, self.relays);
+                self.controls.run(action, now, raw.as_ref())
             }
-            Action::CalibrateSensor { sensor_type, value } => {
-                let raw = self
-                    .probes
-                    .read(now, self.pumps)
-                    .ok_or_else(|| String::from("the probes gave no reading to calibrate"))?;
-                let (slot, raw) = match sensor_type {
-                    Sensor::Ph => (&mut self.offsets.ph, raw.ph),
-                    Sensor::Chlorine => (&mut self.offsets.chlorine, raw.chlorine),
-                    Sensor::Temperature => (&mut self.offsets.temperature, raw.temperature),
-                    other => {
-                        return Err(format!(
-                            "sensor {other} cannot be calibrated on this device \
-                             (ph, chlorine and temperature can)"
-                        ));
-                    }
-                };
-                *slot = value.get() - raw;
-                data.insert("sensor_type".into(), sensor_type.as_str().into());
-                data.insert(
-                    "offset".into(),
-                    number(libm::round(*slot * 1000.0) / 1000.0),
-                );
-            }
-            other => return Err(format!("command {} is not supported", other.name())),
-        }
-        Ok(Some(data))
+            _ => self.controls.run(action, now, None),
+        };
+        self.follow();
+        outcome
     }
 }
 
@@ -241,23 +127,18 @@ impl<P: Probes, O: Outputs> Application for Station<P, O> {
             // Restart once the reboot's response (and everything before it) is delivered.
             if stats.pending == 0 || now >= at {
                 self.reboot_at = None;
-                self.switch(false, false);
+                self.controls.stop();
+                self.follow();
                 self.outputs.restart();
             }
         }
-        self.regulate(now, None);
-        let ends = [self.acid, self.dosing]
+        self.controls.regulate(now, None);
+        self.follow();
+        [self.controls.next_change(), self.reboot_at]
             .into_iter()
-            .filter_map(|mode| match mode {
-                Mode::Manual { until, .. } => until,
-                Mode::Auto => None,
-            });
-        ends.chain(self.reboot_at).min()
+            .flatten()
+            .min()
     }
-}
-
-fn number(value: f64) -> Value {
-    serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number)
 }
 
 #[cfg(test)]
@@ -265,7 +146,7 @@ mod tests {
     use super::*;
     use crate::sensors::SimulatedProbes;
     use alloc::vec::Vec;
-    use dese_protocol::{Finite, Ph};
+    use dese_protocol::{Finite, Ph, PumpState, Sensor};
 
     #[derive(Debug, Default)]
     struct Relays {
@@ -357,8 +238,8 @@ mod tests {
         let reading = s.read(at(1)).unwrap();
         assert!((reading.ph - s.probes().true_ph()).abs() < 0.03);
         let refused = Action::CalibrateSensor {
-            sensor_type: Sensor::Orp,
-            value: Finite::new(650.0).unwrap(),
+            sensor_type: Sensor::parse("turbidity").unwrap(),
+            value: Finite::new(1.0).unwrap(),
         };
         assert!(s.run(&refused, at(2)).is_err());
     }

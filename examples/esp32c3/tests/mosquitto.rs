@@ -571,6 +571,23 @@ async fn received(watch: &Subscriber, what: &str, found: impl Fn(&str, &[u8]) ->
     }
 }
 
+/// Publishes [`POWER_COMMAND`] as the backend `client_id`.
+async fn send_command(addr: SocketAddr, client_id: &str) -> Publisher {
+    let mut publisher = Publisher::connect(addr, client_id).await.unwrap();
+    publisher
+        .publish("devices/org-1/esp32c3-1/commands", POWER_COMMAND, false)
+        .await
+        .unwrap();
+    publisher
+}
+
+/// An alert whose message holds `text`.
+fn alert_with(text: &'static str) -> impl Fn(&str, &[u8]) -> bool {
+    move |topic, payload| {
+        topic.ends_with("/alert") && String::from_utf8_lossy(payload).contains(text)
+    }
+}
+
 const POWER_COMMAND: &str = r#"{"command_id":"cmd-power-1","device_id":"esp32c3-1","command":"set_pump","parameters":{"pump_id":1,"state":"on","duration":60},"timestamp":"2026-12-01T00:00:00Z"}"#;
 
 // Power lost in the middle of a stream, the broker away: the readings taken offline were saved
@@ -586,7 +603,6 @@ async fn after_a_power_cut_the_boot_replays_the_saved_outbox_and_answers_from_fl
     let is_answer = |t: &str, p: &[u8]| {
         t.ends_with("/command_response") && String::from_utf8_lossy(p).contains("cmd-power-1")
     };
-    let commands = "devices/org-1/esp32c3-1/commands";
 
     // The first life: online, readings, one command run.
     let watch = Subscriber::recording(broker.addr(), "watch-1", "devices/org-1/esp32c3-1/+")
@@ -603,17 +619,8 @@ async fn after_a_power_cut_the_boot_replays_the_saved_outbox_and_answers_from_fl
         power,
     ));
     received(&watch, "telemetry", |t, _| t.ends_with("/telemetry")).await;
-    received(&watch, "the power-on alert", |t, p| {
-        t.ends_with("/alert") && String::from_utf8_lossy(p).contains("power came on")
-    })
-    .await;
-    let mut publisher = Publisher::connect(broker.addr(), "backend-1")
-        .await
-        .unwrap();
-    publisher
-        .publish(commands, POWER_COMMAND, false)
-        .await
-        .unwrap();
+    received(&watch, "the power-on alert", alert_with("power came on")).await;
+    let publisher = send_command(broker.addr(), "backend-1").await;
     let at = received(&watch, "the command's response", is_answer).await;
     let first_answer = watch.messages()[at].1.clone();
     assert!(relays.0.lock().unwrap().contains(&(ACID_PUMP, true)));
@@ -676,18 +683,14 @@ async fn after_a_power_cut_the_boot_replays_the_saved_outbox_and_answers_from_fl
         "the saved outbox first, in order, after the online status"
     );
     // Then why it restarted, for the backend.
-    received(&watch, "the restart alert", |t, p| {
-        t.ends_with("/alert") && String::from_utf8_lossy(p).contains("restarted by the watchdog")
-    })
+    received(
+        &watch,
+        "the restart alert",
+        alert_with("restarted by the watchdog"),
+    )
     .await;
 
-    let mut publisher = Publisher::connect(broker.addr(), "backend-2")
-        .await
-        .unwrap();
-    publisher
-        .publish(commands, POWER_COMMAND, false)
-        .await
-        .unwrap();
+    let publisher = send_command(broker.addr(), "backend-2").await;
     let at = received(&watch, "the command's second response", is_answer).await;
     assert_eq!(
         watch.messages()[at].1,
