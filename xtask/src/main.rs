@@ -1,21 +1,49 @@
 //! Repository chores. `cargo xtask schema` writes the JSON Schemas, the AsyncAPI document and
 //! the test vectors under `schemas/`, generated from the dese-protocol types; `--check` only
 //! reports the files that differ (the drift test in dese-protocol does the same in CI).
+//! `cargo xtask near-valid [--count N] [--seed S]` prints payloads one change away from a valid
+//! vector with the Rust decoder's verdict, for the validators in other languages.
+
+mod near_valid;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use dese_protocol::schema::FileState;
 
-const USAGE: &str = "usage: cargo xtask schema [--check] [--out DIR]";
+const USAGE: &str = "usage: cargo xtask schema [--check] [--out DIR] | cargo xtask near-valid [--count N] [--seed S]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("schema") => schema(&args[1..]),
+        Some("near-valid") => near_valid(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn near_valid(args: &[String]) -> ExitCode {
+    let (mut count, mut seed) = (2000usize, 1u64);
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let value = args.next().and_then(|v| v.parse::<u64>().ok());
+        match (arg.as_str(), value) {
+            ("--count", Some(n)) => count = usize::try_from(n).unwrap_or(usize::MAX),
+            ("--seed", Some(n)) => seed = n,
+            _ => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match near_valid::print(count, seed) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cannot print the cases: {e}");
+            ExitCode::FAILURE
         }
     }
 }
