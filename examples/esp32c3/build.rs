@@ -149,6 +149,13 @@ fn broker(value: &str) -> Result<Broker, String> {
     if host.is_empty() || port == 0 || host.contains('/') {
         return Err("expected mqtt://host:port or mqtts://host:port".into());
     }
+    if tls && host.len() > 64 {
+        return Err(
+            "mqtts:// takes a broker name of at most 64 bytes, the longest the \
+                    firmware's TLS checks a certificate against"
+                .into(),
+        );
+    }
     if tls && host.parse::<std::net::IpAddr>().is_ok() {
         return Err(
             "mqtts:// needs the broker's DNS name, as its certificate names it: the \

@@ -187,7 +187,8 @@ pub enum Event {
     ConfigReset,
     /// [`Device::restore`] took back what was saved before a reboot.
     Restored {
-        /// Messages back in the outbox, to be published in their order.
+        /// Messages put back in the outbox, to be published in their order (past the outbox's
+        /// capacity, the oldest telemetry among them is dropped at once, and counted as a drop).
         messages: usize,
         /// Answered commands remembered again.
         answered: usize,
@@ -672,7 +673,8 @@ impl Device {
     }
 
     /// Takes back what was saved before a reboot: the outbox, the answered commands and the
-    /// config. Call it once, before the first connection.
+    /// config. Call it once, right after [`Device::new`], before anything is queued (an alert
+    /// raised first could share an id with a saved message) and before the first connection.
     ///
     /// Every saved message and answer is checked as a peer would check it (this device's
     /// topic and ids, the protocol's rules); one that fails, or a status, is refused and

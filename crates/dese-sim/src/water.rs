@@ -165,9 +165,10 @@ impl CommandHandler for PoolController {
         s.advance(now);
         match action {
             Action::Reboot => {
-                // Simulated: the pumps stop, targets and calibration survive (they are saved).
+                // Simulated as the firmware restarts: the pumps stop, and the station's targets
+                // and calibration, held in RAM, are gone.
                 s.reboots += 1;
-                s.controls.stop();
+                s.controls = Controls::new();
                 let mut data = JsonObject::new();
                 data.insert("reboots".into(), s.reboots.into());
                 Ok(Some(data))
@@ -310,12 +311,23 @@ mod tests {
                 minutes(0),
             )
             .unwrap();
-        controller.run(&Action::Reboot, minutes(1)).unwrap();
-        let state = pool.snapshot();
-        assert!(!state.chlorine_pump && state.reboots == 1 && state.ph_target == Some(7.2));
-        controller.run(&Action::ResetConfig, minutes(2)).unwrap();
+        controller.run(&Action::ResetConfig, minutes(1)).unwrap();
         let state = pool.snapshot();
         assert_eq!((state.ph_target, state.resets), (None, 1));
+        assert!(!state.chlorine_pump, "reset_config stops the pumps");
+        controller.run(&on, minutes(2)).unwrap();
+        controller
+            .run(
+                &Action::SetPhTarget {
+                    target_ph: Ph::new(7.2).unwrap(),
+                },
+                minutes(2),
+            )
+            .unwrap();
+        controller.run(&Action::Reboot, minutes(3)).unwrap();
+        let state = pool.snapshot();
+        assert!(!state.chlorine_pump && state.reboots == 1);
+        assert_eq!(state.ph_target, None, "held in RAM, as on the firmware");
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub struct MqttOptions<'a> {
     /// The largest packet kept from the broker; larger PUBLISHes are acknowledged, counted and
     /// discarded. Commands and config are far smaller than the default 4 KiB.
     pub max_incoming: usize,
+    /// How long opening the connection may take: DNS, TCP, and the TLS handshake over TLS.
+    pub connect_timeout: Duration,
     /// How long the broker has to answer CONNECT.
     pub connack_timeout: Duration,
     /// How long a goodbye may take: delivering the outbox, then the `offline` status.
@@ -84,6 +86,7 @@ impl Default for MqttOptions<'_> {
             username: None,
             password: None,
             max_incoming: 4096,
+            connect_timeout: Duration::from_secs(20),
             connack_timeout: Duration::from_secs(10),
             goodbye_timeout: Duration::from_secs(2),
         }
@@ -93,7 +96,8 @@ impl Default for MqttOptions<'_> {
 /// Why a connection ended or never came up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkError {
-    /// The TCP connection could not be opened (DNS, refused, timed out).
+    /// The connection could not be opened (DNS, refused, a TLS handshake that failed), or not
+    /// within [`MqttOptions::connect_timeout`].
     Connect(String),
     /// The broker refused CONNECT.
     Refused(ConnectReturn),
@@ -238,7 +242,8 @@ impl<'o, S: Store> Client<'o, S> {
     /// Feeds `watchdog` on every turn of the loop, and wakes at least every `period` to do so
     /// (while waiting for the broker, for the next reading, for the backoff): give the
     /// watchdog a timeout of a few periods. The longest the loop goes without a turn is one
-    /// connection attempt (the network's own timeouts, then [`MqttOptions::connack_timeout`]).
+    /// connection attempt: [`MqttOptions::connect_timeout`], then
+    /// [`MqttOptions::connack_timeout`].
     #[must_use]
     pub fn with_watchdog(
         mut self,
@@ -289,6 +294,11 @@ impl<'o, S: Store> Client<'o, S> {
         loop {
             let feed_by = self.feed(clock);
             let (connect, app_wake) = service(device, app, clock, report);
+            // Saved before anything else: a connection attempt can take a while.
+            self.persist(device, report).await;
+            if app.restart_due() {
+                app.restart();
+            }
             if connect {
                 match self.session(device, app, net, clock, stop, report).await {
                     End::Stopped => {
@@ -302,7 +312,6 @@ impl<'o, S: Store> Client<'o, S> {
                 }
                 continue;
             }
-            self.persist(device, report).await;
             let wake = earliest(earliest(device.poll_timeout(), app_wake), feed_by);
             let sleep = clock.sleep_until(wake.unwrap_or(clock.now() + Duration::from_secs(60)));
             if let embassy_futures::select::Either::Second(()) = select(sleep, &mut *stop).await {
@@ -389,6 +398,11 @@ impl<'o, S: Store> Client<'o, S> {
                 }
                 session.last_sent = clock.now();
             }
+            // A restart the application asked for happens only now, with this turn's changes
+            // saved and its packets (a reboot's answer, a command's PUBACK) sent.
+            if app.restart_due() {
+                app.restart();
+            }
             // A ping when either way was quiet for three quarters of the keepalive; its answer
             // due within as long again: a silent link is noticed 1.5 keepalive periods after
             // the broker last sent anything, even while the device keeps writing into it.
@@ -453,10 +467,19 @@ impl<'o, S: Store> Client<'o, S> {
         C: Clock,
         F: Future<Output = ()> + Unpin,
     {
-        let mut conn = net
-            .connect()
-            .await
-            .map_err(|error| End::Lost(LinkError::Connect(format!("{error:?}"))))?;
+        let deadline = clock.now() + self.options.connect_timeout;
+        let mut conn = match select(net.connect(), clock.sleep_until(deadline)).await {
+            embassy_futures::select::Either::First(Ok(conn)) => conn,
+            embassy_futures::select::Either::First(Err(error)) => {
+                return Err(End::Lost(LinkError::Connect(format!("{error:?}"))));
+            }
+            embassy_futures::select::Either::Second(()) => {
+                return Err(End::Lost(LinkError::Connect(format!(
+                    "not connected within {} s",
+                    self.options.connect_timeout.as_secs()
+                ))));
+            }
+        };
         let packet = Connect {
             client_id: &connect.client_id,
             keepalive: connect.keepalive.get(),

@@ -29,6 +29,16 @@ pub trait Application: SensorReader + CommandHandler {
     /// Acts on what is due at `now` (a timed pump run ending, a requested reboot once the
     /// engine has nothing left to deliver) and answers when it wants to be called next.
     fn tick(&mut self, now: Instant, stats: &Stats) -> Option<Instant>;
+
+    /// Whether the application wants the device restarted now (a `reboot` whose answer was
+    /// delivered, or whose grace is over). The loop then calls [`Application::restart`], once
+    /// this turn's changes are saved and its packets sent.
+    fn restart_due(&self) -> bool {
+        false
+    }
+
+    /// Restarts the device (on the chip this does not return).
+    fn restart(&mut self) {}
 }
 
 /// Probes, relays and the settings commands change. Targets and calibration live in RAM: a
@@ -41,6 +51,7 @@ pub struct Station<P, O> {
     /// What the relays were last switched to.
     relays: PumpStates,
     reboot_at: Option<Instant>,
+    restart_due: bool,
 }
 
 impl<P: Probes, O: Outputs> Station<P, O> {
@@ -54,6 +65,7 @@ impl<P: Probes, O: Outputs> Station<P, O> {
             controls: Controls::new(),
             relays: PumpStates::default(),
             reboot_at: None,
+            restart_due: false,
         }
     }
 
@@ -127,9 +139,7 @@ impl<P: Probes, O: Outputs> Application for Station<P, O> {
             // Restart once the reboot's response (and everything before it) is delivered.
             if stats.pending == 0 || now >= at {
                 self.reboot_at = None;
-                self.controls.stop();
-                self.follow();
-                self.outputs.restart();
+                self.restart_due = true;
             }
         }
         self.controls.regulate(now, None);
@@ -138,6 +148,17 @@ impl<P: Probes, O: Outputs> Application for Station<P, O> {
             .into_iter()
             .flatten()
             .min()
+    }
+
+    fn restart_due(&self) -> bool {
+        self.restart_due
+    }
+
+    fn restart(&mut self) {
+        self.restart_due = false;
+        self.controls.stop();
+        self.follow();
+        self.outputs.restart();
     }
 }
 
@@ -253,8 +274,16 @@ mod tests {
             ..Stats::default()
         };
         assert_eq!(s.tick(at(1), &waiting), Some(at(3)));
-        assert_eq!(s.outputs().restarts, 0);
+        assert!(!s.restart_due());
         s.tick(at(2), &Stats::default());
+        assert!(s.restart_due(), "due once the answer is delivered");
+        assert_eq!(
+            s.outputs().restarts,
+            0,
+            "the loop restarts, after saving and sending"
+        );
+        s.restart();
         assert_eq!(s.outputs().restarts, 1);
+        assert!(!s.restart_due());
     }
 }

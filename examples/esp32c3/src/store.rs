@@ -29,12 +29,12 @@ use dese_protocol::{
 };
 use embedded_storage_async::nor_flash::MultiwriteNorFlash;
 use sequential_storage::cache::{Cache, Uncached};
+use sequential_storage::map::{MapConfig, MapStorage};
+use sequential_storage::queue::{QueueConfig, QueueStorage};
 
 /// No cache: every operation reads the page states from flash (a few hundred bytes), so a
 /// store needs no RAM beyond its buffer and cannot disagree with the flash after a power cut.
 type NoCache<K = ()> = Cache<Uncached, Uncached, Uncached, K>;
-use sequential_storage::map::{MapConfig, MapStorage};
-use sequential_storage::queue::{QueueConfig, QueueStorage};
 
 /// Where the engine's reboot-safe state goes.
 #[allow(async_fn_in_trait)] // implemented and called within one executor
@@ -145,9 +145,14 @@ pub enum StoreError<E> {
         /// Its size in bytes.
         len: usize,
     },
-    /// The outbox part is full of messages the broker has not acknowledged: this one is not
-    /// kept across a reboot.
-    Full,
+    /// A part of the store is full: the outbox, of messages the broker has not acknowledged,
+    /// or the memory of answers and config. This change is not kept across a reboot.
+    Full {
+        /// Which part.
+        part: &'static str,
+    },
+    /// A change this store does not know how to keep (from a newer engine).
+    Unsupported,
 }
 
 impl<E: fmt::Debug> fmt::Display for StoreError<E> {
@@ -159,18 +164,23 @@ impl<E: fmt::Debug> fmt::Display for StoreError<E> {
                 f,
                 "a {len}-byte {what} is larger than a flash page: it is not kept across a reboot"
             ),
-            Self::Full => f.write_str(
-                "the saved outbox is full of unacknowledged messages: this one is not kept \
-                 across a reboot",
+            Self::Full { part } => write!(
+                f,
+                "the saved {part} is full: this change is not kept across a reboot"
             ),
+            Self::Unsupported => {
+                f.write_str("a change this store does not know how to keep across a reboot")
+            }
         }
     }
 }
 
+impl<E: fmt::Debug> core::error::Error for StoreError<E> {}
+
 impl<E> From<sequential_storage::Error<E>> for StoreError<E> {
     fn from(error: sequential_storage::Error<E>) -> Self {
         match error {
-            sequential_storage::Error::FullStorage => Self::Full,
+            sequential_storage::Error::FullStorage => Self::Full { part: "outbox" },
             other => Self::Flash(other),
         }
     }
@@ -362,6 +372,9 @@ impl<F: MultiwriteNorFlash> FlashStore<F> {
                 what: "record",
                 len: item.len(),
             }),
+            Err(sequential_storage::Error::FullStorage) => Err(StoreError::Full {
+                part: "memory of answers and config",
+            }),
             other => Ok(other?),
         }
     }
@@ -399,8 +412,13 @@ where
             let mut queue = self.queue();
             let mut items = queue.iter().await?;
             while let Some(item) = items.next(&mut buf).await? {
-                if let Some(message) = parse_message(&item) {
-                    saved.messages.push(message);
+                match parse_message(&item) {
+                    Some(message) => saved.messages.push(message),
+                    // Not one of this firmware's items: erased, so that it does not hold its
+                    // page for ever.
+                    None => {
+                        item.pop().await?;
+                    }
                 }
             }
             Ok::<_, StoreError<F::Error>>(())
@@ -444,8 +462,8 @@ where
                 response,
             } => self.answered(command_id, response).await,
             Persist::Config(config) => self.config(config).await,
-            // A change this firmware does not know yet is not kept.
-            _ => Ok(()),
+            // A change this firmware does not know yet is reported, not silently dropped.
+            _ => Err(StoreError::Unsupported),
         }
     }
 }

@@ -883,3 +883,89 @@ async fn over_tls_the_right_ca_connects_and_a_wrong_one_is_refused() {
         println!("{what}: {}", failures[0]);
     }
 }
+
+// TLS records that trickle in (3 KB/s through the proxy) while the loop wakes every 20 ms to
+// feed its watchdog: every wake cancels a read half way through a record. The records still
+// decrypt, a 1.5 KB command is answered, and the link is never lost.
+#[tokio::test]
+async fn over_tls_a_record_that_trickles_in_survives_the_loops_wakeups() {
+    let dir = std::env::temp_dir().join(format!("dese-fw-tls-slow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = TestCa::new(&dir, "fw-slow");
+    let (cert, key) = ca.server("fw-slow-server", &["localhost"], false, false);
+    let plain = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let broker = Mosquitto::start_with(MosquittoConfig {
+        extra: vec![
+            format!("certfile {}", cert.display()),
+            format!("keyfile {}", key.display()),
+            // A plaintext listener beside the TLS one, for the test's own clients.
+            format!("listener {} 127.0.0.1", plain.port()),
+        ],
+        ..MosquittoConfig::default()
+    })
+    .unwrap();
+    let proxy = dese_testkit::Proxy::start(broker.addr()).unwrap();
+    proxy.set_to_client_rate(Some(3_000));
+    let watch = Subscriber::recording(plain, "watch-slow", "devices/org-1/esp32c3-1/+")
+        .await
+        .unwrap();
+
+    let addr = proxy.addr();
+    let ca_der = ca.der();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // embedded-tls's futures are not Send: the device runs in this task, beside the checks.
+    let device = async move {
+        let mut clock = HostClock {
+            start: tokio::time::Instant::now(),
+            rng: 5,
+        };
+        let mut device = Device::new(settings(60_000), clock.now());
+        let mut station = Station::new(SimulatedProbes::new(3), Relays::default());
+        let wall = || {
+            let since = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+            Timestamp::from_unix_millis(i64::try_from(since.as_millis()).ok()?)
+        };
+        let mut network = Tls::new(HostTcp(addr), &ca_der, "localhost", rand_core::OsRng, wall);
+        let mut watchdog = CountingWatchdog(Arc::new(std::sync::atomic::AtomicU64::new(0)));
+        let mut client = Client::new(MqttOptions::default())
+            .with_watchdog(&mut watchdog, Duration::from_millis(20));
+        let mut reports = Vec::new();
+        let mut stop = Box::pin(async {
+            let _ = stopped.await;
+        });
+        client
+            .run(
+                &mut device,
+                &mut station,
+                &mut network,
+                &mut clock,
+                &mut stop,
+                &mut |report| reports.push(report),
+            )
+            .await;
+        (client.stats(), reports)
+    };
+    let checks = async {
+        received(&watch, "the online status", |t, _| t.ends_with("/status")).await;
+        let note = "x".repeat(1500);
+        let command = format!(
+            r#"{{"command_id":"cmd-slow-1","device_id":"esp32c3-1","command":"set_pump","parameters":{{"pump_id":1,"state":"on","note":"{note}"}},"timestamp":"2026-12-01T00:00:00Z"}}"#
+        );
+        let mut publisher = Publisher::connect(plain, "backend-slow").await.unwrap();
+        publisher
+            .publish("devices/org-1/esp32c3-1/commands", command, false)
+            .await
+            .unwrap();
+        received(&watch, "the answer to the trickled command", |t, p| {
+            t.ends_with("/command_response") && String::from_utf8_lossy(p).contains("cmd-slow-1")
+        })
+        .await;
+        stop.send(()).unwrap();
+        publisher.disconnect().await;
+    };
+    let ((link, reports), ()) = tokio::join!(device, checks);
+    assert_eq!((link.connections, link.lost), (1, 0), "{reports:?}");
+}

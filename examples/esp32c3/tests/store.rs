@@ -237,19 +237,49 @@ fn a_power_cut_at_any_write_loses_nothing_saved_before_it() {
 }
 
 // The store's answers and config feed the engine's restore: a command answered before the
-// reboot is answered again, not run.
+// reboot is answered again with the saved response, not run.
 #[test]
 fn a_boot_from_flash_restores_the_engine() {
     let changes = stream();
     let mut store = open(SimulatedFlash::new(PAGES));
-    save_until_cut(&mut store, &changes);
+    assert_eq!(save_until_cut(&mut store, &changes), None);
     let mut flash = store.into_flash();
     flash.boot();
     let saved = block_on(open(flash).load()).unwrap();
     let pending = saved.messages.len();
+    let (answered_id, answer) = saved.answered.last().cloned().unwrap();
     let mut device = Device::new(settings(), Instant::ZERO);
     device.restore(Instant::ZERO, saved);
     assert_eq!(device.stats().restored, pending as u64);
     assert_eq!(device.stats().restore_refused, 0);
     assert_eq!(device.config().mqtt_keepalive.unwrap().get(), 30 + 285);
+
+    device.handle_connected(Instant::ZERO, utc(Instant::ZERO));
+    let command = format!(
+        r#"{{"command_id":"{answered_id}","device_id":"pool-1","command":"set_pump","parameters":{{"pump_id":1,"state":"on"}},"timestamp":"2026-06-01T00:00:00Z"}}"#
+    );
+    let mut counting = Counting(0);
+    device.handle_message(
+        Instant::ZERO,
+        utc(Instant::ZERO),
+        "devices/org-1/pool-1/commands",
+        command.as_bytes(),
+        false,
+        &mut counting,
+    );
+    assert_eq!(counting.0, 0, "not run again");
+    let sent: Vec<_> = std::iter::from_fn(|| device.poll_transmit()).collect();
+    assert_eq!(
+        sent.last().map(|t| &t.payload),
+        Some(&answer),
+        "the saved response"
+    );
+}
+
+struct Counting(u32);
+impl CommandHandler for Counting {
+    fn run(&mut self, _action: &Action, _now: Instant) -> Result<Option<JsonObject>, String> {
+        self.0 += 1;
+        Ok(None)
+    }
 }
