@@ -475,8 +475,8 @@ impl<'o, S: Store> Client<'o, S> {
             }
             embassy_futures::select::Either::Second(()) => {
                 return Err(End::Lost(LinkError::Connect(format!(
-                    "not connected within {} s",
-                    self.options.connect_timeout.as_secs()
+                    "not connected within {:?}",
+                    self.options.connect_timeout
                 ))));
             }
         };

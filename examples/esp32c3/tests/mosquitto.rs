@@ -969,3 +969,53 @@ async fn over_tls_a_record_that_trickles_in_survives_the_loops_wakeups() {
     let ((link, reports), ()) = tokio::join!(device, checks);
     assert_eq!((link.connections, link.lost), (1, 0), "{reports:?}");
 }
+
+// A broker that takes the TCP connection and then says nothing: the TLS handshake would wait
+// for ever; the connect deadline makes each attempt a failure the backoff paces.
+#[tokio::test]
+async fn a_silent_broker_is_a_failed_attempt_not_a_hang() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            open.push(stream);
+        }
+    });
+    let dir = std::env::temp_dir().join(format!("dese-fw-tls-silent-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = TestCa::new(&dir, "fw-silent");
+    let mut clock = HostClock {
+        start: tokio::time::Instant::now(),
+        rng: 2,
+    };
+    let mut device = Device::new(settings(60_000), clock.now());
+    let mut station = Station::new(SimulatedProbes::new(3), Relays::default());
+    let wall = || None;
+    let ca_der = ca.der();
+    let mut network = Tls::new(HostTcp(addr), &ca_der, "localhost", rand_core::OsRng, wall);
+    let options = MqttOptions {
+        connect_timeout: Duration::from_millis(300),
+        ..MqttOptions::default()
+    };
+    let mut client = Client::new(options);
+    let mut stop = Box::pin(tokio::time::sleep(Duration::from_millis(1500)));
+    let mut reports = Vec::new();
+    client
+        .run(
+            &mut device,
+            &mut station,
+            &mut network,
+            &mut clock,
+            &mut stop,
+            &mut |report| reports.push(report),
+        )
+        .await;
+    held.abort();
+    let timed_out = reports
+        .iter()
+        .filter(|r| matches!(r, Report::Disconnected(LinkError::Connect(why)) if why == "not connected within 300ms"))
+        .count();
+    assert!(timed_out >= 2, "{reports:?}");
+    assert_eq!(client.stats().connections, 0);
+}
