@@ -586,9 +586,14 @@ impl JsonSchema for Command {
                     "parameters": parameters,
                 },
             });
-            if required {
-                alternative["required"] = json!(["parameters"]);
-            }
+            // `command` required here too (it is at the top already): generated types then
+            // tell the alternatives apart by it, so that narrowing on the name types the
+            // parameters.
+            alternative["required"] = if required {
+                json!(["command", "parameters"])
+            } else {
+                json!(["command"])
+            };
             alternatives.push(alternative);
         }
         json_schema!({
