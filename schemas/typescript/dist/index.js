@@ -1,0 +1,16 @@
+// The DESE IoT protocol in TypeScript: the JSON Schemas as package data, and a validator that
+// applies every rule of the protocol, those outside the schemas included, with the verdict,
+// the reason label and the field path of the Rust SDK (`dese-protocol`).
+import { readFileSync } from "node:fs";
+export { Invalid, KINDS, idProblem, parseTopic, timestampProblem, validate } from "./rules.js";
+export { JsonNumber, JsonObject, parse, plain } from "./json.js";
+/** The JSON Schema of a message kind (`telemetry`, ..., `alert`) or of a command's parameters
+ * (`parameters/set_pump`), as shipped with the package. */
+export function schema(name) {
+    const url = new URL(`../schemas/json/${name}.schema.json`, import.meta.url);
+    return JSON.parse(readFileSync(url, "utf8"));
+}
+/** The AsyncAPI 3.0 document of the protocol. */
+export function asyncapi() {
+    return JSON.parse(readFileSync(new URL("../schemas/asyncapi.json", import.meta.url), "utf8"));
+}
