@@ -782,6 +782,17 @@ async fn the_loop_feeds_the_watchdog_connected_or_not() {
 
 /// Runs the loop over TLS to `addr` for `run_for`, trusting `ca` (DER) for `server_name`.
 async fn run_over_tls(addr: SocketAddr, ca: Vec<u8>, server_name: &str, run_for: Duration) -> Run {
+    run_over_tls_with(addr, ca, server_name, run_for, MqttOptions::default()).await
+}
+
+/// [`run_over_tls`] with `options`.
+async fn run_over_tls_with(
+    addr: SocketAddr,
+    ca: Vec<u8>,
+    server_name: &str,
+    run_for: Duration,
+    options: MqttOptions<'static>,
+) -> Run {
     let mut clock = HostClock {
         start: tokio::time::Instant::now(),
         rng: 9,
@@ -793,7 +804,7 @@ async fn run_over_tls(addr: SocketAddr, ca: Vec<u8>, server_name: &str, run_for:
         Timestamp::from_unix_millis(i64::try_from(since.as_millis()).ok()?)
     };
     let mut network = Tls::new(HostTcp(addr), &ca, server_name, rand_core::OsRng, wall);
-    let mut client = Client::new(MqttOptions::default());
+    let mut client = Client::new(options);
     let mut stop = Box::pin(tokio::time::sleep(run_for));
     let mut reports = Vec::new();
     client
@@ -985,37 +996,24 @@ async fn a_silent_broker_is_a_failed_attempt_not_a_hang() {
     let dir = std::env::temp_dir().join(format!("dese-fw-tls-silent-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let ca = TestCa::new(&dir, "fw-silent");
-    let mut clock = HostClock {
-        start: tokio::time::Instant::now(),
-        rng: 2,
-    };
-    let mut device = Device::new(settings(60_000), clock.now());
-    let mut station = Station::new(SimulatedProbes::new(3), Relays::default());
-    let wall = || None;
-    let ca_der = ca.der();
-    let mut network = Tls::new(HostTcp(addr), &ca_der, "localhost", rand_core::OsRng, wall);
     let options = MqttOptions {
         connect_timeout: Duration::from_millis(300),
         ..MqttOptions::default()
     };
-    let mut client = Client::new(options);
-    let mut stop = Box::pin(tokio::time::sleep(Duration::from_millis(1500)));
-    let mut reports = Vec::new();
-    client
-        .run(
-            &mut device,
-            &mut station,
-            &mut network,
-            &mut clock,
-            &mut stop,
-            &mut |report| reports.push(report),
-        )
-        .await;
+    let run = run_over_tls_with(
+        addr,
+        ca.der(),
+        "localhost",
+        Duration::from_millis(1500),
+        options,
+    )
+    .await;
     held.abort();
-    let timed_out = reports
+    let timed_out = run
+        .reports
         .iter()
         .filter(|r| matches!(r, Report::Disconnected(LinkError::Connect(why)) if why == "not connected within 300ms"))
         .count();
-    assert!(timed_out >= 2, "{reports:?}");
-    assert_eq!(client.stats().connections, 0);
+    assert!(timed_out >= 2, "{:?}", run.reports);
+    assert_eq!(run.link.connections, 0);
 }
