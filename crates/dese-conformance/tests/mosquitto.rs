@@ -8,7 +8,7 @@
 use dese_conformance::{delivery, scenarios};
 use dese_paho::Paho;
 use dese_rumqttc::Rumqttc;
-use dese_testkit::Mosquitto;
+use dese_testkit::{Mosquitto, MosquittoConfig};
 
 /// Scenarios between a device and a backend, for one (device transport, backend transport).
 macro_rules! pair {
@@ -24,6 +24,24 @@ macro_rules! transport {
             use super::*;
 
             pair!(pair, $transport, $transport);
+
+            // An IPv6 literal in the broker URL: the whole lifecycle (device and backend)
+            // over a listener on [::1].
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ipv6_literal() {
+                let port = std::net::TcpListener::bind("[::1]:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port();
+                let _broker = Mosquitto::start_with(MosquittoConfig {
+                    extra: vec![format!("listener {port} ::1")],
+                    ..MosquittoConfig::default()
+                })
+                .unwrap();
+                scenarios::lifecycle::<$transport, $transport>(&format!("mqtt://[::1]:{port}"))
+                    .await;
+            }
 
             // DESE-D9
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

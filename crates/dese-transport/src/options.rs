@@ -90,7 +90,8 @@ pub struct TlsFiles {
 
 impl BrokerOptions {
     /// Reads `mqtt://host[:port]` (port 1883 by default) or `mqtts://host[:port]` (TLS, port
-    /// 8883 by default; give the CA with [`BrokerOptions::with_ca`]).
+    /// 8883 by default; give the CA with [`BrokerOptions::with_ca`]). An IPv6 address goes in
+    /// brackets, as in any URL: `mqtt://[::1]:1883`.
     pub fn parse(url: &str) -> Result<Self, Error> {
         let fail = |reason| {
             Err(Error::BrokerUrl {
@@ -104,15 +105,34 @@ impl BrokerOptions {
             _ => return fail("expected mqtt://host:port or mqtts://host:port"),
         };
         let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((host, port)) => match port.parse() {
-                Ok(port) if port > 0 => (host, port),
-                _ => return fail("the port is not a number from 1 to 65535"),
+        let (host, port) = match rest.strip_prefix('[') {
+            // An IPv6 literal: `[::1]` or `[::1]:1883`; the host is what the brackets hold.
+            Some(bracketed) => match bracketed.split_once(']') {
+                Some((host, "")) => (host, None),
+                Some((host, port)) => match port.strip_prefix(':') {
+                    Some(port) => (host, Some(port)),
+                    None => return fail("expected mqtt://[address]:port after an IPv6 address"),
+                },
+                None => return fail("an IPv6 address's '[' has no ']'"),
             },
-            None => (rest, default_port),
+            None => match rest.rsplit_once(':') {
+                Some((host, _)) if host.contains(':') => {
+                    return fail("an IPv6 address goes in brackets: mqtt://[::1]:1883");
+                }
+                Some((host, port)) => (host, Some(port)),
+                None => (rest, None),
+            },
+        };
+        let port = match port.map(str::parse::<u16>) {
+            None => default_port,
+            Some(Ok(port)) if port > 0 => port,
+            Some(_) => return fail("the port is not a number from 1 to 65535"),
         };
         if host.is_empty() || rest.contains('/') {
             return fail("expected mqtt://host:port or mqtts://host:port");
+        }
+        if rest.starts_with('[') && host.parse::<std::net::Ipv6Addr>().is_err() {
+            return fail("the brackets hold no IPv6 address");
         }
         Ok(Self {
             host: host.to_string(),
@@ -230,7 +250,11 @@ impl BrokerOptions {
 
     /// `host:port`, for logs.
     pub fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 }
 
@@ -267,6 +291,11 @@ mod tests {
             "mqtt://h:0",
             "mqtt://h:x",
             "mqtt://h/x",
+            "mqtt://::1:1883",
+            "mqtt://[::1",
+            "mqtt://[::1]1883",
+            "mqtt://[broker]:1883",
+            "mqtt://[::1]:0",
         ] {
             let error = BrokerOptions::parse(bad).unwrap_err();
             assert_eq!(error.kind(), ErrorKind::Config, "{bad}");
@@ -277,6 +306,17 @@ mod tests {
             ("broker.local:1883".into(), false)
         );
         assert!(options.tls().unwrap().is_none());
+        for (url, address) in [
+            ("mqtt://[::1]:1884", "[::1]:1884"),
+            ("mqtts://[fe80::1]", "[fe80::1]:8883"),
+        ] {
+            let options = BrokerOptions::parse(url).unwrap();
+            assert_eq!(options.address(), address, "{url}");
+            assert!(
+                !options.host.starts_with('['),
+                "the host without its brackets"
+            );
+        }
     }
 
     #[test]
