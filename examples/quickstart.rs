@@ -218,10 +218,8 @@ async fn quickstart(keep_running: bool) -> Result<(), Box<dyn std::error::Error>
             }
             Activity::Reaction { device, action, .. } => {
                 say(format!(
-                    "backend reacts: {} to {}/{}: {action:?}",
-                    action.name(),
-                    device.org,
-                    device.device
+                    "backend reacts, to {}/{}: {action}",
+                    device.org, device.device
                 ));
             }
             Activity::Event(Event::Command {

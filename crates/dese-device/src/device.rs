@@ -1054,9 +1054,14 @@ impl Device {
                     } else {
                         "above its maximum"
                     };
+                    // Rounded to the bound itself, the reading is shown in full.
+                    let mut reading = shown(&sensor, value);
+                    if reading == shown(&sensor, bound.get()) {
+                        reading = format!("{value}");
+                    }
                     Some((
                         Severity::Warning,
-                        format!("{sensor} {value} is {word} {bound}"),
+                        format!("{sensor} {reading} is {word} {bound}"),
                         Some(bound),
                     ))
                 }
@@ -1064,7 +1069,10 @@ impl Device {
                     self.crossed.remove(&sensor);
                     Some((
                         Severity::Info,
-                        format!("{sensor} {value} is back within its thresholds"),
+                        format!(
+                            "{sensor} {} is back within its thresholds",
+                            shown(&sensor, value)
+                        ),
                         None,
                     ))
                 }
@@ -1134,6 +1142,27 @@ fn next_after(due: Instant, period: Duration, now: Instant) -> Instant {
     if next > now { next } else { now + period }
 }
 
+/// A reading as people read it, with the precision of its sensor (pH and chlorine to two
+/// decimals, temperature and flow to one, ORP and TDS whole), trailing zeros dropped: `7.63`,
+/// not `7.634000666976282`. The alert's `value` field keeps the exact reading.
+fn shown(sensor: &Sensor, value: f64) -> String {
+    let decimals = match sensor {
+        Sensor::Ph | Sensor::Chlorine => 2,
+        Sensor::Temperature | Sensor::FlowRate => 1,
+        Sensor::Orp | Sensor::Tds => 0,
+        Sensor::Other(_) => 3,
+    };
+    let mut text = format!("{value:.decimals$}");
+    if text.contains('.') {
+        let kept = text.trim_end_matches('0').trim_end_matches('.').len();
+        text.truncate(kept);
+    }
+    if text == "-0" {
+        text = String::from("0");
+    }
+    text
+}
+
 /// Rounds half away from zero, without `std`.
 fn libm_round(v: f64) -> f64 {
     let t = v as i64 as f64;
@@ -1171,4 +1200,21 @@ fn client_id_part(id: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readings_are_shown_with_their_sensors_precision() {
+        assert_eq!(shown(&Sensor::Ph, 7.634_000_666_976_282), "7.63");
+        assert_eq!(shown(&Sensor::Ph, 7.6), "7.6");
+        assert_eq!(shown(&Sensor::Chlorine, 2.0), "2");
+        assert_eq!(shown(&Sensor::Temperature, 25.55), "25.6");
+        assert_eq!(shown(&Sensor::Orp, 649.7), "650");
+        assert_eq!(shown(&Sensor::Temperature, -0.04), "0");
+        let turbidity = Sensor::parse("turbidity").unwrap();
+        assert_eq!(shown(&turbidity, 1.23456), "1.235");
+    }
 }

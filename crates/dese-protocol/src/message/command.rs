@@ -126,6 +126,29 @@ named_enum!(
     }
 );
 
+/// The command as the protocol writes it: its name, then its parameters as JSON when it has
+/// any.
+///
+/// ```
+/// use dese_protocol::{Action, PumpState};
+///
+/// let pump = Action::SetPump { pump_id: 1, state: PumpState::On, duration: Some(30) };
+/// assert_eq!(pump.to_string(), r#"set_pump {"pump_id":1,"state":"on","duration":30}"#);
+/// assert_eq!(Action::Reboot.to_string(), "reboot");
+/// ```
+impl core::fmt::Display for Action {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())?;
+        if self.has_parameters() {
+            let json = serde_json::to_string(&Parameters(self)).map_err(|_| core::fmt::Error)?;
+            if json != "{}" {
+                write!(f, " {json}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Action {
     /// The names of the protocol's six commands, in the order the protocol lists them.
     ///
