@@ -46,7 +46,7 @@ macro_rules! pair_tests {
                 $crate::scenarios::retry_runs_once::<$device, $backend>(&broker.url()).await;
             }
 
-            // DESE-D3
+            // DESE-D5
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn last_will() {
                 let broker = $broker;

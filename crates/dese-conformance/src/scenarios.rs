@@ -42,7 +42,7 @@ fn offline(e: &Event) -> bool {
     )
 }
 
-/// DESE-D1, DESE-D2, DESE-D4, DESE-D5, DESE-C1, DESE-C4, DESE-G1: the whole life of a device
+/// DESE-D1, DESE-D2, DESE-D4, DESE-D5, DESE-C1, DESE-C4: the whole life of a device
 /// seen by a backend. A retained online status (a backend that starts later still learns it),
 /// telemetry, an alert of the application, a config whose thresholds make the device raise an
 /// alert of its own, every command of the protocol answered and correlated, an error answer,
@@ -301,7 +301,7 @@ pub async fn retry_runs_once<D: Transport, B: Transport>(url: &str) {
     backend.shutdown().await.unwrap();
 }
 
-/// DESE-D3: a device whose connection dies without a goodbye (the link cut, as a power loss
+/// DESE-D5: a device whose connection dies without a goodbye (the link cut, as a power loss
 /// would) is marked offline by its last will, which the broker retains.
 pub async fn last_will<D: Transport, B: Transport>(broker_addr: std::net::SocketAddr) {
     let direct = BrokerOptions::parse(&format!("mqtt://{broker_addr}")).unwrap();
@@ -343,7 +343,7 @@ pub async fn last_will<D: Transport, B: Transport>(broker_addr: std::net::Socket
     backend.shutdown().await.unwrap();
 }
 
-/// DESE-D8: a config message that changes the MQTT keepalive takes effect without restarting
+/// DESE-D3: a config message that changes the MQTT keepalive takes effect without restarting
 /// the device: it reconnects with the new keepalive at once, and the broker's log shows it.
 pub async fn keepalive_change<D: Transport, B: Transport>(broker: &Mosquitto) {
     let options = BrokerOptions::parse(&broker.url()).unwrap();
@@ -394,7 +394,7 @@ pub async fn keepalive_change<D: Transport, B: Transport>(broker: &Mosquitto) {
     backend.shutdown().await.unwrap();
 }
 
-/// DESE-D9, DESE-G2: Mosquitto restarted gracefully 10 times while a device streams 5,000 QoS
+/// DESE-D9: Mosquitto restarted gracefully 10 times while a device streams 5,000 QoS
 /// 1 readings: the backend receives every one (duplicates allowed and flagged, none lost).
 pub async fn restarts<D: Transport, B: Transport>(tag: &str) -> Figures {
     const READINGS: usize = 5_000;

@@ -72,14 +72,13 @@ macro_rules! transport {
                 println!("{}: offline replay: {figures}", stringify!($name));
             }
 
-            // DESE-D8
+            // DESE-D3
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn keepalive_change() {
                 let broker = Mosquitto::start().unwrap();
                 scenarios::keepalive_change::<$transport, $transport>(&broker).await;
             }
 
-            // DESE-G3
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn shared_group() {
                 let broker = Mosquitto::start().unwrap();
