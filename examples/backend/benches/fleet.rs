@@ -90,7 +90,7 @@ fn backend(
     postgres: &Postgres,
     id: &str,
 ) -> (Child, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dese-backend"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dese-reference-backend"))
         .args(["--broker", &broker.url(), "--db", &postgres.url()])
         .args([
             "--client-id",
@@ -103,7 +103,7 @@ fn backend(
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .expect("dese-backend");
+        .expect("dese-reference-backend");
     let stdout = child.stdout.take().expect("stdout");
     let (tx, lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

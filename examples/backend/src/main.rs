@@ -1,4 +1,4 @@
-//! `dese-backend`: the reference backend. `dese-backend --help` lists the options.
+//! `dese-reference-backend`: the reference backend. `dese-reference-backend --help` lists the options.
 #![forbid(unsafe_code)]
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
 
@@ -26,19 +26,19 @@ use dese_transport::logging::{self, LogFormat};
     version,
     after_help = "\
 Examples:
-  dese-backend --db dese.sqlite
+  dese-reference-backend --db dese.sqlite
   sqlite3 dese.sqlite 'SELECT device, ph, chlorine FROM telemetry ORDER BY timestamp DESC LIMIT 5'
 
   # The live dashboard on http://127.0.0.1:8080/ and Prometheus metrics on :9464/metrics.
-  dese-backend --ui --metrics
-  RUST_LOG=dese_transport=debug,info dese-backend --log-format json
+  dese-reference-backend --ui --metrics
+  RUST_LOG=dese_transport=debug,info dese-reference-backend --log-format json
 
   # Three instances in one group, on one PostgreSQL database: telemetry and alerts split
   # between them, presence and command answers on each, every reading stored once.
   export DESE_DB=postgres://dese@db.internal/dese
-  dese-backend --group backends --client-id backend-a
-  dese-backend --group backends --client-id backend-b --no-config
-  dese-backend --group backends --client-id backend-c --no-config"
+  dese-reference-backend --group backends --client-id backend-a
+  dese-reference-backend --group backends --client-id backend-b --no-config
+  dese-reference-backend --group backends --client-id backend-c --no-config"
 )]
 struct Args {
     /// The broker: mqtt://HOST:PORT or mqtts://HOST:PORT

@@ -16,7 +16,7 @@ fn absurd_settings_are_refused_by_name() {
         (&["--receive-window", "0"], "--receive-window"),
     ];
     for (args, named) in cases {
-        let out = Command::new(env!("CARGO_BIN_EXE_dese-backend"))
+        let out = Command::new(env!("CARGO_BIN_EXE_dese-reference-backend"))
             .args(["--broker", "mqtt://127.0.0.1:9", "--db"])
             .arg(&db)
             .args(args)

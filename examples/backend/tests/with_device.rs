@@ -37,7 +37,7 @@ fn the_database_holds_telemetry_a_completed_command_and_an_offline_status() {
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("dese.sqlite");
 
-    let mut backend = Command::new(env!("CARGO_BIN_EXE_dese-backend"))
+    let mut backend = Command::new(env!("CARGO_BIN_EXE_dese-reference-backend"))
         .args(["--broker", &broker.url(), "--db", db.to_str().unwrap()])
         .args(["--ph-range", "6.8:7.6", "--command-timeout", "5"])
         .stdout(Stdio::piped())

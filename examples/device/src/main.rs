@@ -1,4 +1,4 @@
-//! `dese-device`: the desktop reference device. `dese-device --help` lists the options.
+//! `dese-reference-device`: the desktop reference device. `dese-reference-device --help` lists the options.
 #![forbid(unsafe_code)]
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
 
@@ -20,8 +20,8 @@ use dese_transport::logging::{self, LogFormat};
     version,
     after_help = "\
 Examples:
-  dese-device --org acme --device pool-1
-  dese-device --broker mqtts://broker.example:8883 --ca ca.pem --username acme/pool-1 \\
+  dese-reference-device --org acme --device pool-1
+  dese-reference-device --broker mqtts://broker.example:8883 --ca ca.pem --username acme/pool-1 \\
       --org acme --device pool-1 --interval-ms 5000"
 )]
 struct Args {

@@ -82,7 +82,7 @@ pub(crate) fn start_binary(
         Database::Sqlite(path) => path.display().to_string(),
         Database::Postgres(url) => url.clone(),
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dese-backend"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dese-reference-backend"))
         .args([
             "--broker",
             &broker.url(),
