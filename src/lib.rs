@@ -9,8 +9,11 @@
 //!   commands, config, alerts, reconnect backoff); `no_std`.
 //! - [`backend`] ([`dese-backend`](dese_backend), with `std`): the sans-IO backend engine
 //!   (ingest with tenant checks, dedup, presence, command tracking, rate limiting).
-//!
-//! The engines and transports join as they are built; see the repository's README.
+//! - `transport` (`dese-transport`, with the `rumqttc` or `paho` feature): what the clients
+//!   share: `BrokerOptions`, the `DeviceClient` and `BackendClient` that drive the engines over
+//!   a broker, one `Error` with its `kind()`, the metrics catalogue.
+//! - `rumqttc` (`dese-rumqttc`, feature `rumqttc`) and `paho` (`dese-paho`, feature `paho`):
+//!   the two transports, `Rumqttc` and `Paho`, to put in those clients.
 //!
 //! # Crate features
 //!
@@ -19,6 +22,11 @@
 //! - `alloc`: heap allocation without std, for firmware.
 //! - `schema`: generation of the JSON Schemas, the AsyncAPI document and the test vectors
 //!   (`protocol::schema`).
+//! - `rumqttc`: the clients over rumqttc (tokio, pure Rust): `dese::rumqttc` and
+//!   `dese::transport`. The one to start with.
+//! - `paho`: the same clients over the Eclipse Paho C library, built from source (cmake and a
+//!   C compiler): `dese::paho` and `dese::transport`. See docs/transports.md for how the two
+//!   differ.
 //!
 //! # Examples
 //!
@@ -39,7 +47,13 @@
 #[cfg(feature = "std")]
 pub use dese_backend as backend;
 pub use dese_device as device;
+#[cfg(feature = "paho")]
+pub use dese_paho as paho;
 pub use dese_protocol as protocol;
+#[cfg(feature = "rumqttc")]
+pub use dese_rumqttc as rumqttc;
+#[cfg(any(feature = "rumqttc", feature = "paho"))]
+pub use dese_transport as transport;
 
 /// The repository README's code, compiled and run as a doctest so that it stays true.
 #[cfg(doctest)]
