@@ -1231,10 +1231,7 @@ impl Backend {
 
     fn drop(&mut self, topic: &str, reason: DropReason, error: String) -> Fate {
         *self.counters.dropped.entry(reason).or_default() += 1;
-        let mut shown = String::from(&topic[..floor_boundary(topic, 160)]);
-        if shown.len() < topic.len() {
-            shown.push('…');
-        }
+        let shown = dese_protocol::shortened(topic, 160);
         self.events.push_back(Delivered {
             event: Event::Dropped {
                 topic: shown,
@@ -1263,12 +1260,4 @@ fn digest(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
     })
-}
-
-fn floor_boundary(s: &str, max: usize) -> usize {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    end
 }

@@ -1177,13 +1177,8 @@ fn libm_round(v: f64) -> f64 {
 }
 
 fn truncate(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
+    let kept = dese_protocol::head(&text, max).len();
+    text.truncate(kept);
     text
 }
 

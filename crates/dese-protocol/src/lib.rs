@@ -11,12 +11,16 @@ extern crate std;
 pub mod id;
 mod kind;
 mod printable;
+mod text;
 mod time;
 mod value;
 
 pub use id::{IdError, IdKind, IdProblem};
 pub use kind::{Direction, MessageKind, QoS, UnknownKind};
 pub use printable::Printable;
+pub use text::head;
+#[cfg(feature = "alloc")]
+pub use text::shortened;
 pub use time::{Timestamp, TimestampError};
 pub use value::{
     Battery, Celsius, Finite, FlowRate, Keepalive, Num, Ph, Ppm, Range, RangeError, Scale,

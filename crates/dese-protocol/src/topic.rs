@@ -418,16 +418,8 @@ impl TopicError {
     const SHOWN: usize = 160;
 
     pub(crate) fn new(topic: &str, problem: TopicProblem) -> Self {
-        let mut end = topic.len().min(Self::SHOWN);
-        while !topic.is_char_boundary(end) {
-            end -= 1;
-        }
-        let mut shown = String::from(&topic[..end]);
-        if end < topic.len() {
-            shown.push('…');
-        }
         Self {
-            topic: shown,
+            topic: crate::text::shortened(topic, Self::SHOWN),
             problem,
         }
     }

@@ -56,14 +56,7 @@ const SHOWN: usize = 64;
 
 /// `s`, cut to 64 bytes at a character boundary, with `…` when cut.
 pub(crate) fn shorten(s: &str) -> String {
-    if s.len() <= SHOWN {
-        return String::from(s);
-    }
-    let mut end = SHOWN;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
+    crate::text::shortened(s, SHOWN)
 }
 
 /// An id field, checked against the id rules for `kind`, then wrapped by `make`.

@@ -66,13 +66,8 @@ impl CommandResponse {
     /// A failure with its reason, cut to [`ERROR_MAX`] bytes if longer.
     pub fn failed(command_id: CommandId, error: impl Into<String>, timestamp: Timestamp) -> Self {
         let mut error = error.into();
-        if error.len() > ERROR_MAX {
-            let mut end = ERROR_MAX;
-            while !error.is_char_boundary(end) {
-                end -= 1;
-            }
-            error.truncate(end);
-        }
+        let kept = crate::text::head(&error, ERROR_MAX).len();
+        error.truncate(kept);
         if error.is_empty() {
             error.push_str("failed");
         }

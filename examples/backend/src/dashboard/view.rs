@@ -53,14 +53,7 @@ const SHOWN_TEXT: usize = 300;
 
 /// `text` cut at a character boundary to at most [`SHOWN_TEXT`] bytes, marked when cut.
 fn shortened(text: &str) -> String {
-    if text.len() <= SHOWN_TEXT {
-        return text.to_string();
-    }
-    let mut end = SHOWN_TEXT;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
+    dese_protocol::shortened(text, SHOWN_TEXT)
 }
 
 /// One change, for the pages: an SSE event name and its JSON data.
