@@ -204,8 +204,9 @@ pub enum SendError {
 impl core::fmt::Display for SendError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Self::Id(e) => write!(f, "cannot make a command id from the instance name: {e}"),
-            Self::Encode(e) => write!(f, "cannot encode the command: {e}"),
+            // The cause is the `source()`: shown once by whoever prints the chain.
+            Self::Id(_) => f.write_str("cannot make a command id from the instance name"),
+            Self::Encode(_) => f.write_str("cannot encode the command"),
             Self::OutboxFull { capacity } => write!(
                 f,
                 "the outbox is full: {capacity} messages already wait for the broker"

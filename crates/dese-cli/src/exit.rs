@@ -53,6 +53,35 @@ impl From<Error> for Failure {
             ErrorKind::Config => Exit::Usage,
             _ => Exit::Broker,
         };
-        Self::new(exit, error.to_string())
+        Self::new(exit, chain(&error))
+    }
+}
+
+/// An error and its causes, `: `-separated: each error writes its own text and leaves its
+/// cause to `source()`, so this is where the whole story is told.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_tells_the_whole_chain_of_causes() {
+        let engine = dese_backend::SendError::OutboxFull { capacity: 3 };
+        let failure = Failure::from(Error::Send(engine));
+        assert_eq!(
+            failure.message,
+            "the message could not be built: the outbox is full: 3 messages already wait for the broker"
+        );
+        assert_eq!(failure.exit, Exit::Usage);
     }
 }

@@ -457,14 +457,9 @@ impl fmt::Display for TopicError {
     }
 }
 
-impl core::error::Error for TopicError {
-    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
-        match &self.problem {
-            TopicProblem::Level { error, .. } => Some(error),
-            _ => None,
-        }
-    }
-}
+/// The message says what is wrong with the level, the id's problem included, so there is no
+/// `source()` to print it a second time; [`TopicError::problem`] has it, structured.
+impl core::error::Error for TopicError {}
 
 #[cfg(test)]
 mod tests {
