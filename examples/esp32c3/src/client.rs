@@ -254,11 +254,6 @@ impl<'o, S: Store> Client<'o, S> {
         self
     }
 
-    /// The store.
-    pub fn store(&mut self) -> &mut S {
-        &mut self.store
-    }
-
     /// The store back.
     pub fn into_store(self) -> S {
         self.store
@@ -296,9 +291,7 @@ impl<'o, S: Store> Client<'o, S> {
             let (connect, app_wake) = service(device, app, clock, report);
             // Saved before anything else: a connection attempt can take a while.
             self.persist(device, report).await;
-            if app.restart_due() {
-                app.restart();
-            }
+            restart_if_due(app);
             if connect {
                 match self.session(device, app, net, clock, stop, report).await {
                     End::Stopped => {
@@ -400,9 +393,7 @@ impl<'o, S: Store> Client<'o, S> {
             }
             // A restart the application asked for happens only now, with this turn's changes
             // saved and its packets (a reboot's answer, a command's PUBACK) sent.
-            if app.restart_due() {
-                app.restart();
-            }
+            restart_if_due(app);
             // A ping when either way was quiet for three quarters of the keepalive; its answer
             // due within as long again: a silent link is noticed 1.5 keepalive periods after
             // the broker last sent anything, even while the device keeps writing into it.
@@ -800,6 +791,14 @@ fn service<A: Application, C: Clock>(
         }
     }
     (connect, app.tick(now, &device.stats()))
+}
+
+/// Restarts the device if the application asks to: called once the turn's changes are saved
+/// (and, while connected, its packets sent).
+fn restart_if_due<A: Application>(app: &mut A) {
+    if app.restart_due() {
+        app.restart();
+    }
 }
 
 async fn send<T: Write>(conn: &mut T, tx: &mut Vec<u8>) -> Result<(), LinkError> {

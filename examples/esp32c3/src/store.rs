@@ -16,7 +16,7 @@
 //! encoded config message), keys 1 to `answered_capacity` the recent answers in turn,
 //! `[sequence: u32 LE][id length: u8][command id][response]`.
 
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
@@ -151,7 +151,8 @@ pub enum StoreError<E> {
         /// Which part.
         part: &'static str,
     },
-    /// A change this store does not know how to keep (from a newer engine).
+    /// A change this store cannot keep: of a kind it does not know (from a newer engine), or
+    /// a config that does not encode.
     Unsupported,
 }
 
@@ -168,9 +169,7 @@ impl<E: fmt::Debug> fmt::Display for StoreError<E> {
                 f,
                 "the saved {part} is full: this change is not kept across a reboot"
             ),
-            Self::Unsupported => {
-                f.write_str("a change this store does not know how to keep across a reboot")
-            }
+            Self::Unsupported => f.write_str("a change this store cannot keep across a reboot"),
         }
     }
 }
@@ -334,13 +333,7 @@ impl<F: MultiwriteNorFlash> FlashStore<F> {
         item.push(u8::try_from(id.len()).unwrap_or(u8::MAX));
         item.extend_from_slice(id);
         item.extend_from_slice(response);
-        if item.len() + 16 > self.buf.len() {
-            return Err(StoreError::TooLarge {
-                what: "command response",
-                len: item.len(),
-            });
-        }
-        self.store_item(slot, &item).await?;
+        self.store_item(slot, &item, "command response").await?;
         self.next_answer = (sequence.wrapping_add(1), slot % self.answered_capacity + 1);
         Ok(())
     }
@@ -351,27 +344,33 @@ impl<F: MultiwriteNorFlash> FlashStore<F> {
             config: config.clone(),
             timestamp: Timestamp::UNIX_EPOCH,
         });
-        let item = encode(&message).map_err(|e| StoreError::Layout(e.to_string()))?;
-        if item.len() + 16 > self.buf.len() {
-            return Err(StoreError::TooLarge {
-                what: "config",
-                len: item.len(),
-            });
-        }
-        self.store_item(CONFIG_KEY, &item).await
+        // A config the engine holds always encodes; should one not, it is not kept.
+        let item = encode(&message).map_err(|_| StoreError::Unsupported)?;
+        self.store_item(CONFIG_KEY, &item, "config").await
     }
 
-    async fn store_item(&mut self, key: u16, item: &[u8]) -> Result<(), StoreError<F::Error>> {
+    /// Stores `item` (a `what`) under `key` in the map.
+    async fn store_item(
+        &mut self,
+        key: u16,
+        item: &[u8],
+        what: &'static str,
+    ) -> Result<(), StoreError<F::Error>> {
+        let too_large = StoreError::TooLarge {
+            what,
+            len: item.len(),
+        };
+        // The key and the item go through the page-sized buffer together.
+        if item.len() + 16 > self.buf.len() {
+            return Err(too_large);
+        }
         let mut buf = core::mem::take(&mut self.buf);
         // The generic form: its future is `Send` (the trait-object one is not), for a host
         // application that runs the loop on a multi-threaded runtime.
         let result = self.map().store_item_generic(&mut buf, &key, &item).await;
         self.buf = buf;
         match result {
-            Err(sequential_storage::Error::ItemTooBig) => Err(StoreError::TooLarge {
-                what: "record",
-                len: item.len(),
-            }),
+            Err(sequential_storage::Error::ItemTooBig) => Err(too_large),
             Err(sequential_storage::Error::FullStorage) => Err(StoreError::Full {
                 part: "memory of answers and config",
             }),
