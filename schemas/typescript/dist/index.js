@@ -2,7 +2,7 @@
 // applies every rule of the protocol, those outside the schemas included, with the verdict,
 // the reason label and the field path of the Rust SDK (`dese-protocol`).
 import { readFileSync } from "node:fs";
-export { Invalid, KINDS, idProblem, parseTopic, timestampProblem, validate } from "./rules.js";
+export { Invalid, KINDS, idProblem, parseTopic, timestampProblem, validate, validateMessage } from "./rules.js";
 export { JsonNumber, JsonObject, parse, plain } from "./json.js";
 /** The JSON Schema of a message kind (`telemetry`, ..., `alert`) or of a command's parameters
  * (`parameters/set_pump`), as shipped with the package. */

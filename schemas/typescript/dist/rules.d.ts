@@ -3,6 +3,11 @@ export declare const MAX_PAYLOAD: number;
 export declare const MAX_DEPTH = 16;
 export declare const KINDS: readonly ["telemetry", "commands", "command_response", "status", "config", "alert"];
 export type Kind = (typeof KINDS)[number];
+export declare const ID_MAX: {
+    readonly organization: 64;
+    readonly device: 64;
+    readonly command: 128;
+};
 export declare const KNOWN_SENSORS: string[];
 export declare const COMMANDS: string[];
 /** A refused message: `reason` is the Rust SDK's label (`out_of_range`, `tenant_mismatch`,
@@ -41,3 +46,5 @@ export declare function validate(topic: string, payload: Uint8Array, options?: O
     topic: Topic;
     message: JsonObject;
 };
+/** `validate` for a topic already parsed; returns the parsed payload. */
+export declare function validateMessage(parsed: Topic, payload: Uint8Array, options?: Options): JsonObject;

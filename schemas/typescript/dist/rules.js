@@ -8,12 +8,13 @@ export const MAX_PAYLOAD = 16 * 1024;
 export const MAX_DEPTH = 16;
 export const KINDS = ["telemetry", "commands", "command_response", "status", "config", "alert"];
 const MAX_TOPIC_LEN = "devices".length + 3 + 2 * 64 + "command_response".length;
-const ID_MAX = { organization: 64, device: 64, command: 128 };
+export const ID_MAX = { organization: 64, device: 64, command: 128 };
 const FIRMWARE_VERSION_MAX = 64;
 const ALERT_MESSAGE_MAX = 512;
 const ERROR_MAX = 512;
 const UNKNOWN_COMMAND_MAX = 64;
 const SENSOR_NAME_MAX = 32;
+const SENSOR_NAME = new RegExp(`^[A-Za-z0-9_-]{1,${SENSOR_NAME_MAX}}$`);
 export const KNOWN_SENSORS = ["ph", "chlorine", "temperature", "orp", "tds", "flow_rate"];
 export const COMMANDS = ["set_pump", "set_ph_target", "set_chlorine_target", "reboot", "reset_config", "calibrate_sensor"];
 const DEVICE_STATES = ["online", "offline", "error", "maintenance"];
@@ -271,8 +272,8 @@ function oneOf(value, names, path) {
 function sensor(value, path) {
     if (KNOWN_SENSORS.includes(value))
         return;
-    if (!/^[A-Za-z0-9_-]{1,32}$/.test(value) || value.length > SENSOR_NAME_MAX) {
-        throw new Invalid("bad_text", "expected 1 to 32 ASCII letters, digits, '_' or '-'", path);
+    if (!SENSOR_NAME.test(value)) {
+        throw new Invalid("bad_text", `expected 1 to ${SENSOR_NAME_MAX} ASCII letters, digits, '_' or '-'`, path);
     }
 }
 function range(n, path, lo, hi, above = false) {
@@ -443,6 +444,10 @@ function alertRules(p) {
  * throws `Invalid` with the reason and the field path otherwise. */
 export function validate(topic, payload, options = {}) {
     const parsed = parseTopic(topic);
+    return { topic: parsed, message: validateMessage(parsed, payload, options) };
+}
+/** `validate` for a topic already parsed; returns the parsed payload. */
+export function validateMessage(parsed, payload, options = {}) {
     if (payload.length === 0)
         throw new Invalid("empty", "payload is empty");
     if (payload.length > MAX_PAYLOAD)
@@ -501,5 +506,5 @@ export function validate(topic, payload, options = {}) {
             alertRules(message);
             break;
     }
-    return { topic: parsed, message };
+    return message;
 }

@@ -7,10 +7,16 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 
 import { plain } from "./json.js";
-import { Invalid, idProblem, parseTopic, validate } from "./rules.js";
+import { ID_MAX, Invalid, MAX_PAYLOAD, idProblem, parseTopic, validateMessage } from "./rules.js";
+import type { Kind } from "./rules.js";
 
 const USAGE = "usage: dese-schemas validate --topic TOPIC [--json] [--org ORG]... [--uuid-orgs] [FILE]";
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+// 8-4-4-4-12 hex digits, either case, as the Rust SDK's check.
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function direction(kind: Kind): string {
+  return kind === "commands" || kind === "config" ? "backend_to_device" : "device_to_backend";
+}
 
 function usage(message: string): number {
   process.stderr.write(`${USAGE}\ndese-schemas: error: ${message}\n`);
@@ -39,7 +45,7 @@ function main(argv: string[]): number {
   if (positionals.length > 1) return usage("at most one FILE");
   const orgs = values.org ?? [];
   for (const org of orgs) {
-    const problem = idProblem(org, 64);
+    const problem = idProblem(org, ID_MAX.organization);
     if (problem) return usage(`--org ${JSON.stringify(org)}: organization id ${problem}`);
   }
   let payload: Uint8Array;
@@ -52,12 +58,21 @@ function main(argv: string[]): number {
   }
   const topicText = values.topic;
   try {
+    // In the order `dese validate` checks: the topic, the organizations served, UTF-8 (for a
+    // payload within the size limit), the UUID rule, then the message.
     const topic = parseTopic(topicText);
-    if (values["uuid-orgs"] && !UUID.test(topic.org)) throw new Invalid("topic", "topic level 2: organization id is not a lowercase UUID");
     if (orgs.length > 0 && !orgs.includes(topic.org)) throw new Invalid("org_not_allowed", `organization ${topic.org} is not one of those served (--org)`);
-    const { message } = validate(topicText, payload);
+    if (payload.length <= MAX_PAYLOAD) {
+      try {
+        new TextDecoder("utf-8", { fatal: true }).decode(payload);
+      } catch {
+        throw new Invalid("syntax", "payload is not UTF-8");
+      }
+    }
+    if (values["uuid-orgs"] && !UUID.test(topic.org)) throw new Invalid("topic", "topic level 2: organization id is not a UUID");
+    const message = validateMessage(topic, payload);
     if (values.json) {
-      console.log(JSON.stringify({ valid: true, topic: topicText, kind: topic.kind, org: topic.org, device: topic.device, message: plain(message) }));
+      console.log(JSON.stringify({ valid: true, topic: topicText, kind: topic.kind, org: topic.org, device: topic.device, direction: direction(topic.kind), message: plain(message) }));
     } else {
       console.log(`valid ${topic.kind}`);
     }

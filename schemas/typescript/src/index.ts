@@ -4,7 +4,7 @@
 
 import { readFileSync } from "node:fs";
 
-export { Invalid, KINDS, idProblem, parseTopic, timestampProblem, validate } from "./rules.js";
+export { Invalid, KINDS, idProblem, parseTopic, timestampProblem, validate, validateMessage } from "./rules.js";
 export type { Kind, Options, Topic } from "./rules.js";
 export { JsonNumber, JsonObject, parse, plain } from "./json.js";
 export type { Json } from "./json.js";

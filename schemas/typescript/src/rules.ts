@@ -11,13 +11,14 @@ export const MAX_DEPTH = 16;
 export const KINDS = ["telemetry", "commands", "command_response", "status", "config", "alert"] as const;
 export type Kind = (typeof KINDS)[number];
 const MAX_TOPIC_LEN = "devices".length + 3 + 2 * 64 + "command_response".length;
-const ID_MAX = { organization: 64, device: 64, command: 128 } as const;
+export const ID_MAX = { organization: 64, device: 64, command: 128 } as const;
 type IdKind = keyof typeof ID_MAX;
 const FIRMWARE_VERSION_MAX = 64;
 const ALERT_MESSAGE_MAX = 512;
 const ERROR_MAX = 512;
 const UNKNOWN_COMMAND_MAX = 64;
 const SENSOR_NAME_MAX = 32;
+const SENSOR_NAME = new RegExp(`^[A-Za-z0-9_-]{1,${SENSOR_NAME_MAX}}$`);
 export const KNOWN_SENSORS = ["ph", "chlorine", "temperature", "orp", "tds", "flow_rate"];
 export const COMMANDS = ["set_pump", "set_ph_target", "set_chlorine_target", "reboot", "reset_config", "calibrate_sensor"];
 const DEVICE_STATES = ["online", "offline", "error", "maintenance"];
@@ -265,8 +266,8 @@ function oneOf(value: string, names: string[], path: string): void {
 
 function sensor(value: string, path: string): void {
   if (KNOWN_SENSORS.includes(value)) return;
-  if (!/^[A-Za-z0-9_-]{1,32}$/.test(value) || value.length > SENSOR_NAME_MAX) {
-    throw new Invalid("bad_text", "expected 1 to 32 ASCII letters, digits, '_' or '-'", path);
+  if (!SENSOR_NAME.test(value)) {
+    throw new Invalid("bad_text", `expected 1 to ${SENSOR_NAME_MAX} ASCII letters, digits, '_' or '-'`, path);
   }
 }
 
@@ -422,6 +423,11 @@ export interface Options {
  * throws `Invalid` with the reason and the field path otherwise. */
 export function validate(topic: string, payload: Uint8Array, options: Options = {}): { topic: Topic; message: JsonObject } {
   const parsed = parseTopic(topic);
+  return { topic: parsed, message: validateMessage(parsed, payload, options) };
+}
+
+/** `validate` for a topic already parsed; returns the parsed payload. */
+export function validateMessage(parsed: Topic, payload: Uint8Array, options: Options = {}): JsonObject {
   if (payload.length === 0) throw new Invalid("empty", "payload is empty");
   if (payload.length > MAX_PAYLOAD) throw new Invalid("too_large", `payload is ${payload.length} bytes, expected at most ${MAX_PAYLOAD}`);
   if (nestingExceeds(payload, MAX_DEPTH)) throw new Invalid("too_deep", `payload nests deeper than ${MAX_DEPTH} levels`);
@@ -470,5 +476,5 @@ export function validate(topic: string, payload: Uint8Array, options: Options = 
       alertRules(message);
       break;
   }
-  return { topic: parsed, message };
+  return message;
 }

@@ -18,9 +18,18 @@ import json
 from importlib import resources
 from typing import Any, Dict
 
-from .rules import KINDS, Invalid, Topic, parse_topic, validate
+from .rules import KINDS, Invalid, Topic, parse_topic, validate, validate_message
 
-__all__ = ["KINDS", "Invalid", "Topic", "asyncapi", "parse_topic", "schema", "validate"]
+__all__ = [
+    "KINDS",
+    "Invalid",
+    "Topic",
+    "asyncapi",
+    "parse_topic",
+    "schema",
+    "validate",
+    "validate_message",
+]
 
 
 def schema(name: str) -> Dict[str, Any]:

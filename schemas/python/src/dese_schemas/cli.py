@@ -7,7 +7,7 @@ import json
 import sys
 from typing import List, Optional
 
-from .rules import Invalid, id_problem, validate
+from .rules import ID_MAX, MAX_PAYLOAD, Invalid, id_problem, parse_topic, validate_message
 
 READ_CAP = 64 * 1024 * 1024
 
@@ -16,16 +16,10 @@ class Usage(Exception):
     pass
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse exits 2 on usage errors, as clap does
-        self.print_usage(sys.stderr)
-        print(f"dese-schemas: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="dese-schemas", description="DESE IoT protocol tools")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    # argparse exits 2 on a usage error, as clap does.
+    parser = argparse.ArgumentParser(prog="dese-schemas", description="DESE IoT protocol tools")
+    commands = parser.add_subparsers(dest="command", required=True)
     v = commands.add_parser(
         "validate",
         help="check one message as the backend would",
@@ -47,14 +41,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-_UUID = "0123456789abcdef"
+_HEX = "0123456789abcdefABCDEF"
 
 
 def _is_uuid(org: str) -> bool:
+    """8-4-4-4-12 hex digits, either case, as the Rust SDK's check."""
     parts = org.split("-")
-    return [len(p) for p in parts] == [8, 4, 4, 4, 12] and all(
-        c in _UUID for p in parts for c in p
-    )
+    return [len(p) for p in parts] == [8, 4, 4, 4, 12] and all(c in _HEX for p in parts for c in p)
+
+
+def _direction(kind: str) -> str:
+    return "backend_to_device" if kind in ("commands", "config") else "device_to_backend"
 
 
 def _read(file: Optional[str]) -> bytes:
@@ -66,7 +63,7 @@ def _read(file: Optional[str]) -> bytes:
 
 def _validate(args: argparse.Namespace) -> int:
     for org in args.org:
-        problem = id_problem(org, 64)
+        problem = id_problem(org, ID_MAX["organization"])
         if problem:
             raise Usage(f"--org {org!r}: organization id {problem}")
     try:
@@ -75,14 +72,21 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"dese-schemas: cannot read the payload: {e}", file=sys.stderr)
         return 5
     try:
-        from .rules import parse_topic
-
-        topic = parse_topic(args.topic)
-        if args.uuid_orgs and not _is_uuid(topic.org):
-            raise Invalid("topic", "topic level 2: organization id is not a lowercase UUID")
-        if args.org and topic.org not in args.org:
-            raise Invalid("org_not_allowed", f"organization {topic.org} is not one of those served (--org)")
-        parsed, message = validate(args.topic, payload)
+        # In the order `dese validate` checks: the topic, the organizations served, UTF-8 (for
+        # a payload within the size limit), the UUID rule, then the message.
+        parsed = parse_topic(args.topic)
+        if args.org and parsed.org not in args.org:
+            raise Invalid(
+                "org_not_allowed", f"organization {parsed.org} is not one of those served (--org)"
+            )
+        if len(payload) <= MAX_PAYLOAD:
+            try:
+                payload.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise Invalid("syntax", f"payload is not UTF-8: invalid byte at offset {e.start}")
+        if args.uuid_orgs and not _is_uuid(parsed.org):
+            raise Invalid("topic", "topic level 2: organization id is not a UUID")
+        message = validate_message(parsed, payload)
     except Invalid as e:
         if args.json:
             verdict = {
@@ -103,6 +107,7 @@ def _validate(args: argparse.Namespace) -> int:
             "kind": parsed.kind,
             "org": parsed.org,
             "device": parsed.device,
+            "direction": _direction(parsed.kind),
             "message": message,
         }
         print(json.dumps(verdict, ensure_ascii=True))

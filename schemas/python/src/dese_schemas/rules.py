@@ -50,7 +50,6 @@ class Invalid(Exception):
         super().__init__(f"{path}: {message}" if path else message)
         self.reason = reason
         self.path = path
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -137,11 +136,10 @@ class Obj(dict):
 
 
 def _pairs(pairs: List[Tuple[str, Any]]) -> Obj:
-    obj, seen, twice = Obj(), set(), set()
+    obj, twice = Obj(), set()
     for key, value in pairs:
-        if key in seen:
+        if key in obj:
             twice.add(key)
-        seen.add(key)
         obj[key] = value
     obj.duplicates = frozenset(twice)
     return obj
@@ -464,7 +462,9 @@ def _sensor(value: str, path: str) -> None:
         chr(b).isascii() and (chr(b).isalnum() or b in b"_-") for b in raw
     )
     if not ok:
-        raise Invalid("bad_text", "expected 1 to 32 ASCII letters, digits, '_' or '-'", path)
+        raise Invalid(
+            "bad_text", f"expected 1 to {SENSOR_NAME_MAX} ASCII letters, digits, '_' or '-'", path
+        )
 
 
 def _range(value: float, path: str, lo: Optional[float], hi: Optional[float], above: bool = False):
@@ -475,10 +475,6 @@ def _range(value: float, path: str, lo: Optional[float], hi: Optional[float], ab
     )
     if bad:
         raise Invalid("out_of_range", f"{value} is out of range", path)
-
-
-def _float(value: Any) -> float:
-    return float(value)
 
 
 def _integer(value: Any, path: str, lo: int, hi: int) -> int:
@@ -504,15 +500,15 @@ def _telemetry(p: dict, topic: Topic) -> None:
     _id(p["organization_id"], "organization_id", "organization")
     _tenant(p["organization_id"], topic.org, "organization_id")
     s = p["sensors"]
-    _range(_float(s["ph"]), "sensors.ph", 0.0, 14.0)
-    _range(_float(s["chlorine"]), "sensors.chlorine", 0.0, None)
-    _range(_float(s["temperature"]), "sensors.temperature", -273.15, None)
+    _range(float(s["ph"]), "sensors.ph", 0.0, 14.0)
+    _range(float(s["chlorine"]), "sensors.chlorine", 0.0, None)
+    _range(float(s["temperature"]), "sensors.temperature", -273.15, None)
     if s.get("orp") is not None:
         _integer(s["orp"], "sensors.orp", -(2**31), 2**31 - 1)
     if s.get("tds") is not None:
         _integer(s["tds"], "sensors.tds", 0, 2**32 - 1)
     if s.get("flow_rate") is not None:
-        _range(_float(s["flow_rate"]), "sensors.flow_rate", 0.0, None)
+        _range(float(s["flow_rate"]), "sensors.flow_rate", 0.0, None)
     m = p["metadata"]
     if m.get("battery") is not None:
         _integer(m["battery"], "metadata.battery", 0, 100)
@@ -535,6 +531,13 @@ def _number_parameter(params: dict, key: str, path: str, integer: bool = False) 
     return value
 
 
+def _string_parameter(params: dict, key: str, path: str) -> str:
+    value = _parameter(params, key, path)
+    if not isinstance(value, str):
+        raise Invalid("wrong_type", f"expected a string, got {json_type(value)}", path)
+    return value
+
+
 def _command(p: dict, topic: Topic, refuse_unknown: bool) -> None:
     _id(p["command_id"], "command_id", "command")
     _device_of(p["device_id"], topic)
@@ -543,38 +546,22 @@ def _command(p: dict, topic: Topic, refuse_unknown: bool) -> None:
     if name == "set_pump":
         pump = _number_parameter(params, "pump_id", "parameters.pump_id", integer=True)
         _integer(pump, "parameters.pump_id", 0, 2**32 - 1)
-        state = _parameter(params, "state", "parameters.state")
-        if not isinstance(state, str):
-            raise Invalid(
-                "wrong_type", f"expected a string, got {json_type(state)}", "parameters.state"
-            )
+        state = _string_parameter(params, "state", "parameters.state")
         _one_of(state, PUMP_STATES, "parameters.state")
         if params.get("duration") is not None:
-            duration = params["duration"]
-            if not is_number(duration):
-                raise Invalid(
-                    "wrong_type",
-                    f"expected an integer, got {json_type(duration)}",
-                    "parameters.duration",
-                )
+            duration = _number_parameter(params, "duration", "parameters.duration", integer=True)
             _integer(duration, "parameters.duration", 0, 2**32 - 1)
     elif name == "set_ph_target":
         value = _number_parameter(params, "target_ph", "parameters.target_ph")
-        _range(_float(value), "parameters.target_ph", 0.0, 14.0)
+        _range(float(value), "parameters.target_ph", 0.0, 14.0)
     elif name == "set_chlorine_target":
         value = _number_parameter(params, "target_chlorine", "parameters.target_chlorine")
-        _range(_float(value), "parameters.target_chlorine", 0.0, None)
+        _range(float(value), "parameters.target_chlorine", 0.0, None)
     elif name == "calibrate_sensor":
-        sensor = _parameter(params, "sensor_type", "parameters.sensor_type")
-        if not isinstance(sensor, str):
-            raise Invalid(
-                "wrong_type",
-                f"expected a string, got {json_type(sensor)}",
-                "parameters.sensor_type",
-            )
+        sensor = _string_parameter(params, "sensor_type", "parameters.sensor_type")
         _sensor(sensor, "parameters.sensor_type")
         value = _number_parameter(params, "value", "parameters.value")
-        _range(_float(value), "parameters.value", None, None)
+        _range(float(value), "parameters.value", None, None)
     elif name not in ("reboot", "reset_config"):
         _text(name, UNKNOWN_COMMAND_MAX, "command")
     _timestamp(p["timestamp"], "timestamp")
@@ -582,14 +569,14 @@ def _command(p: dict, topic: Topic, refuse_unknown: bool) -> None:
         raise Invalid("unknown_command", f"{name!r} is not a command of the protocol", "command")
 
 
-def _response(p: dict, topic: Topic) -> None:
+def _response(p: dict) -> None:
     _id(p["command_id"], "command_id", "command")
     if p.get("error") is not None:
         _text(p["error"], ERROR_MAX, "error")
     _timestamp(p["timestamp"], "timestamp")
 
 
-def _status(p: dict, topic: Topic) -> None:
+def _status(p: dict) -> None:
     _one_of(p["status"], DEVICE_STATES, "status")
     if p.get("battery") is not None:
         _integer(p["battery"], "battery", 0, 100)
@@ -608,18 +595,18 @@ def _per_sensor(entries: dict, path: str, read: Callable[[dict, str], None]) -> 
 
 def _calibration(entry: dict, path: str) -> None:
     if entry.get("offset") is not None:
-        _range(_float(entry["offset"]), f"{path}.offset", None, None)
+        _range(float(entry["offset"]), f"{path}.offset", None, None)
     if entry.get("scale") is not None:
-        _range(_float(entry["scale"]), f"{path}.scale", 0.0, None, above=True)
+        _range(float(entry["scale"]), f"{path}.scale", 0.0, None, above=True)
 
 
 def _threshold(entry: dict, path: str) -> None:
     lo = entry.get("min")
     hi = entry.get("max")
     if lo is not None:
-        _range(_float(lo), f"{path}.min", None, None)
+        _range(float(lo), f"{path}.min", None, None)
     if hi is not None:
-        _range(_float(hi), f"{path}.max", None, None)
+        _range(float(hi), f"{path}.max", None, None)
     if lo is not None and hi is not None and float(lo) > float(hi):
         raise Invalid("inconsistent", f"min {lo} is above max {hi}", path)
 
@@ -638,15 +625,15 @@ def _config(p: dict, topic: Topic) -> None:
     _timestamp(p["timestamp"], "timestamp")
 
 
-def _alert(p: dict, topic: Topic) -> None:
+def _alert(p: dict) -> None:
     _one_of(p["severity"], SEVERITIES, "severity")
     _text(p["message"], ALERT_MESSAGE_MAX, "message")
     if p.get("sensor") is not None:
         _sensor(p["sensor"], "sensor")
     if p.get("value") is not None:
-        _range(_float(p["value"]), "value", None, None)
+        _range(float(p["value"]), "value", None, None)
     if p.get("threshold") is not None:
-        _range(_float(p["threshold"]), "threshold", None, None)
+        _range(float(p["threshold"]), "threshold", None, None)
     _timestamp(p["timestamp"], "timestamp")
 
 
@@ -657,6 +644,11 @@ def validate(topic: str, payload: bytes, refuse_unknown_commands: bool = True) -
     not list is refused (`unknown_command`) unless `refuse_unknown_commands` is false, as a
     device decodes it."""
     parsed = parse_topic(topic)
+    return parsed, validate_message(parsed, payload, refuse_unknown_commands)
+
+
+def validate_message(parsed: Topic, payload: bytes, refuse_unknown_commands: bool = True) -> Any:
+    """`validate` for a topic already parsed; returns the parsed payload."""
     if not payload:
         raise Invalid("empty", "payload is empty")
     if len(payload) > MAX_PAYLOAD:
@@ -683,11 +675,11 @@ def validate(topic: str, payload: bytes, refuse_unknown_commands: bool = True) -
     elif kind == "commands":
         _command(value, parsed, refuse_unknown_commands)
     elif kind == "command_response":
-        _response(value, parsed)
+        _response(value)
     elif kind == "status":
-        _status(value, parsed)
+        _status(value)
     elif kind == "config":
         _config(value, parsed)
     else:
-        _alert(value, parsed)
-    return parsed, value
+        _alert(value)
+    return value
