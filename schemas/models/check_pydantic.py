@@ -1,8 +1,7 @@
 """The Pydantic models that scripts/generate-models writes, on the test vectors: every valid
 payload is accepted, and every invalid one is refused unless the reason is a rule outside the
-schemas (tenant, thresholds, duplicates, limits, the topic) or one of the two a schema-derived
-model cannot see (an impossible date that the pattern allows; a length in UTF-8 bytes that is
-within the characters).
+schemas (tenant, thresholds, duplicates, limits, the topic) or the one a schema-derived model
+cannot see: an impossible date that the timestamp pattern allows.
 
     python check_pydantic.py MODELS_DIR VECTORS_DIR
 """

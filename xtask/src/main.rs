@@ -1,8 +1,8 @@
 //! Repository chores. `cargo xtask schema` writes the JSON Schemas, the AsyncAPI document and
 //! the test vectors under `schemas/`, generated from the dese-protocol types; `--check` only
 //! reports the files that differ (the drift test in dese-protocol does the same in CI).
-//! `cargo xtask near-valid [--count N] [--seed S]` prints payloads one change away from a valid
-//! vector with the Rust decoder's verdict, for the validators in other languages.
+//! `cargo xtask near-valid [--count N] [--seed S]` prints payloads a change or two away from a
+//! valid vector with the Rust decoder's verdict, for the validators in other languages.
 
 mod near_valid;
 

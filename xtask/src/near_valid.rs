@@ -1,12 +1,13 @@
-//! `cargo xtask near-valid`: payloads one step away from a valid test vector, each judged by
-//! the Rust decoder, for the validators in other languages to agree with (the test command's
-//! `scripts/check-validators`).
+//! `cargo xtask near-valid`: payloads a change or two away from a valid test vector, each
+//! judged by the Rust decoder, for the validators in other languages to agree with (the test
+//! command's `scripts/check-validators`).
 //!
-//! Every case starts from a valid vector and changes one thing: a field removed, nulled, or
-//! given a value of another type or at the edge of its range; a string made empty, too long,
-//! non-ASCII, or given a forbidden character; a timestamp's zone, fraction or date; a sensor
-//! name; an unknown field or map key; the topic's device or organization (the tenant check);
-//! or the text itself (a field given twice, a number JSON cannot hold, a cut, a byte order mark).
+//! Every case starts from a valid vector and changes one or two things: a field removed,
+//! nulled, or given a value of another type or at the edge of its range; a string made empty,
+//! too long, non-ASCII, or given a forbidden character; a timestamp's zone, fraction or date; a
+//! sensor name; an unknown field or map key; and sometimes the topic's device or organization
+//! (the tenant check) or the text itself (a field given twice, a number JSON cannot hold, a
+//! cut, a byte order mark).
 
 use dese_protocol::schema::vectors;
 use dese_protocol::serde_json::{self, Map, Value, json};

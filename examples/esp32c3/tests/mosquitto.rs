@@ -61,8 +61,7 @@ impl Clock for HostClock {
         Instant::from_millis(self.start.elapsed().as_millis() as u64)
     }
     fn utc(&self) -> Timestamp {
-        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-        Timestamp::from_unix_millis(since.as_millis() as i64).unwrap()
+        wall_time().unwrap()
     }
     fn random(&mut self) -> u32 {
         self.rng = self.rng.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
@@ -71,6 +70,12 @@ impl Clock for HostClock {
     async fn sleep_until(&self, at: Instant) {
         tokio::time::sleep_until(self.start + Duration::from_millis(at.as_millis())).await;
     }
+}
+
+/// The host's wall clock, as the device's SNTP time would give it.
+fn wall_time() -> Option<Timestamp> {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+    Timestamp::from_unix_millis(i64::try_from(since.as_millis()).ok()?)
 }
 
 /// Relays that record what they were told.
@@ -799,11 +804,7 @@ async fn run_over_tls_with(
     };
     let mut device = Device::new(settings(200), clock.now());
     let mut station = Station::new(SimulatedProbes::new(3), Relays::default());
-    let wall = || {
-        let since = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
-        Timestamp::from_unix_millis(i64::try_from(since.as_millis()).ok()?)
-    };
-    let mut network = Tls::new(HostTcp(addr), &ca, server_name, rand_core::OsRng, wall);
+    let mut network = Tls::new(HostTcp(addr), &ca, server_name, rand_core::OsRng, wall_time);
     let mut client = Client::new(options);
     let mut stop = Box::pin(tokio::time::sleep(run_for));
     let mut reports = Vec::new();
@@ -935,11 +936,13 @@ async fn over_tls_a_record_that_trickles_in_survives_the_loops_wakeups() {
         };
         let mut device = Device::new(settings(60_000), clock.now());
         let mut station = Station::new(SimulatedProbes::new(3), Relays::default());
-        let wall = || {
-            let since = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
-            Timestamp::from_unix_millis(i64::try_from(since.as_millis()).ok()?)
-        };
-        let mut network = Tls::new(HostTcp(addr), &ca_der, "localhost", rand_core::OsRng, wall);
+        let mut network = Tls::new(
+            HostTcp(addr),
+            &ca_der,
+            "localhost",
+            rand_core::OsRng,
+            wall_time,
+        );
         let mut watchdog = CountingWatchdog(Arc::new(std::sync::atomic::AtomicU64::new(0)));
         let mut client = Client::new(MqttOptions::default())
             .with_watchdog(&mut watchdog, Duration::from_millis(20));
