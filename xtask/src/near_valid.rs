@@ -6,8 +6,8 @@
 //! nulled, or given a value of another type or at the edge of its range; a string made empty,
 //! too long, non-ASCII, or given a forbidden character; a timestamp's zone, fraction or date; a
 //! sensor name; an unknown field or map key; and sometimes the topic's device or organization
-//! (the tenant check) or the text itself (a field given twice, a number JSON cannot hold, a
-//! cut, a byte order mark).
+//! (the tenant check) or the text itself (a field given twice at the top or nested, a number
+//! JSON cannot hold in an unknown or a known field, a cut, a byte order mark).
 
 use dese_protocol::schema::vectors;
 use dese_protocol::serde_json::{self, Map, Value, json};
@@ -182,17 +182,44 @@ fn mutate(value: &mut Value, rng: &mut Rng, edges: &[Value]) -> String {
     }
 }
 
+/// `text` with the first field of the object that opens just before `from` given twice (cut at
+/// the first `,` or `}`, so a nested value may come out cut: the Rust verdict says what it is).
+fn first_field_twice(text: &str, from: usize) -> String {
+    let end = text[from..]
+        .find([',', '}'])
+        .map_or(text.len(), |at| from + at);
+    format!("{}{},{}", &text[..from], &text[from..end], &text[from..])
+}
+
 /// Changes to the text itself, which a JSON value cannot express.
 fn mutate_text(text: &str, rng: &mut Rng) -> (String, String) {
-    match rng.below(8) {
-        0 => {
-            // The first field given twice.
-            let cut = text.find(',').unwrap_or(text.len());
-            let first = &text[1..cut];
-            (
-                format!("{{{first},{}", &text[1..]),
-                "the first field twice".into(),
-            )
+    match rng.below(10) {
+        0 => (first_field_twice(text, 1), "the first field twice".into()),
+        8 => match text.find(":{\"") {
+            Some(at) => (
+                first_field_twice(text, at + 2),
+                "a nested field twice".into(),
+            ),
+            None => (first_field_twice(text, 1), "the first field twice".into()),
+        },
+        9 => {
+            // A field of the message whose number no double holds.
+            let bytes = text.as_bytes();
+            let start = text.match_indices("\":").map(|(at, _)| at + 2).find(|&at| {
+                bytes
+                    .get(at)
+                    .is_some_and(|b| b.is_ascii_digit() || *b == b'-')
+            });
+            match start {
+                Some(start) => {
+                    let end = text[start..]
+                        .find([',', '}', ']'])
+                        .map_or(text.len(), |at| start + at);
+                    let changed = format!("{}1e400{}", &text[..start], &text[end..]);
+                    (changed, "a known field's number beyond a double".into())
+                }
+                None => (format!("{text} x"), "trailing garbage".into()),
+            }
         }
         1 => {
             let end = rng.below(text.len());
