@@ -12,6 +12,8 @@
 //! - `transport` (`dese-transport`, with the `rumqttc` or `paho` feature): what the clients
 //!   share: `BrokerOptions`, the `DeviceClient` and `BackendClient` that drive the engines over
 //!   a broker, one `Error` with its `kind()`, the metrics catalogue.
+//! - `schema` (`dese-schema`, feature `schema`): the JSON Schemas, the AsyncAPI document and
+//!   the test vectors, generated from the protocol's types, and the function that writes them.
 //! - `rumqttc` (`dese-rumqttc`, feature `rumqttc`) and `paho` (`dese-paho`, feature `paho`):
 //!   the two transports, `Rumqttc` and `Paho`, to put in those clients.
 //!
@@ -20,8 +22,9 @@
 //! - `std` (default): everything that needs the standard library, the backend engine
 //!   included.
 //! - `alloc`: heap allocation without std, for firmware.
-//! - `schema`: generation of the JSON Schemas, the AsyncAPI document and the test vectors
-//!   (`protocol::schema`).
+//! - `schema`: the protocol for other languages: `dese::schema` (`dese-schema`) generates
+//!   the JSON Schemas, the AsyncAPI document and the test vectors under `schemas/`, and
+//!   `protocol::schema` holds the JSON Schema of each type, for schemars.
 //! - `rumqttc`: the clients over rumqttc (tokio, pure Rust): `dese::rumqttc` and
 //!   `dese::transport`. The one to start with.
 //! - `paho`: the same clients over the Eclipse Paho C library, built from source (cmake and a
@@ -52,6 +55,8 @@ pub use dese_paho as paho;
 pub use dese_protocol as protocol;
 #[cfg(feature = "rumqttc")]
 pub use dese_rumqttc as rumqttc;
+#[cfg(feature = "schema")]
+pub use dese_schema as schema;
 #[cfg(any(feature = "rumqttc", feature = "paho"))]
 pub use dese_transport as transport;
 

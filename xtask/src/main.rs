@@ -9,7 +9,7 @@ mod near_valid;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use dese_protocol::schema::FileState;
+use dese_schema::FileState;
 
 const USAGE: &str = "usage: cargo xtask schema [--check] [--out DIR] | cargo xtask near-valid [--count N] [--seed S]";
 
@@ -74,7 +74,7 @@ fn schema(args: &[String]) -> ExitCode {
             }
         }
     }
-    let written = match dese_protocol::schema::write(&out, check) {
+    let written = match dese_schema::write(&out, check) {
         Ok(written) => written,
         Err(e) => {
             eprintln!("cannot write under {}: {e}", out.display());

@@ -9,8 +9,8 @@
 //! (the tenant check) or the text itself (a field given twice at the top or nested, a number
 //! JSON cannot hold in an unknown or a known field, a cut, a byte order mark).
 
-use dese_protocol::schema::vectors;
 use dese_protocol::serde_json::{self, Map, Value, json};
+use dese_schema::vectors;
 
 /// xorshift64*: reproducible without a random number crate.
 struct Rng(u64);

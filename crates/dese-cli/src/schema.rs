@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use dese_protocol::schema::{FileState, write};
+use dese_schema::{FileState, write};
 
 use crate::exit::{Exit, Failure};
 

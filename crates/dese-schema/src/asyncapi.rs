@@ -1,13 +1,10 @@
 //! The AsyncAPI 3.0 document: the protocol's channels, operations and messages, with the
-//! message payloads taken from the JSON Schemas of this module.
+//! message payloads taken from the message schemas of this crate.
 
-use alloc::format;
-use alloc::string::String;
-
+use dese_protocol::{Direction, MessageKind};
 use serde_json::{Map, Value, json};
 
-use super::{PROTOCOL_VERSION, message_schema};
-use crate::kind::{Direction, MessageKind};
+use crate::{PROTOCOL_VERSION, message_schema};
 
 /// The Rust type (and schema name) of each kind's payload.
 fn type_name(kind: MessageKind) -> &'static str {

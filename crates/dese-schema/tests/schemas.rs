@@ -4,13 +4,15 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)] // tests run on std
 
+// The protocol crate's helpers for walking and changing a payload, shared rather than copied.
+#[path = "../../dese-protocol/tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use dese_protocol::schema::{self, Vector};
 use dese_protocol::{MessageKind, validate};
+use dese_schema::{self as schema, Vector};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 

@@ -1,28 +1,22 @@
-//! Machine-readable descriptions of the protocol, generated from this crate's types: a JSON
-//! Schema (draft 2020-12) per message and per command's parameters, an AsyncAPI 3.0 document,
-//! and the test vectors. Other languages validate with these exactly what this crate validates,
-//! except for the rules a JSON Schema cannot state, which [`RULES_OUTSIDE_SCHEMAS`] lists.
+//! The JSON Schema of every protocol type, for schemars: the rules of each field stated where
+//! the type is, so that the generated schemas say what the decoder checks. The documents under
+//! `schemas/` (the six message schemas, the parameters schemas, AsyncAPI and the test vectors) are
+//! built from these by the `dese-schema` crate; this module only describes, and writes nothing.
 //!
-//! [`files`] returns everything, with the path each file has under `schemas/`; the generator
-//! (`cargo xtask schema`) writes them and a test fails when the committed files differ.
-//!
-//! Enabled by the `schema` feature (std only).
+//! Enabled by the `schema` feature (std only: schemars does not build for the firmware targets).
 
 use alloc::borrow::Cow;
-use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde_json::{Value, json};
 
 use crate::id::{CommandId, DeviceId, OrgId, ShareGroup};
-use crate::kind::MessageKind;
 use crate::message::{
-    ALERT_MESSAGE_MAX, Action, Alert, Calibration, Command, CommandResponse, Config, DeviceState,
-    ERROR_MAX, FIRMWARE_VERSION_MAX, PumpState, Sensor, Severity, Status, Telemetry,
+    ALERT_MESSAGE_MAX, Action, Calibration, Command, DeviceState, ERROR_MAX, FIRMWARE_VERSION_MAX,
+    PumpState, Sensor, Severity,
 };
 use crate::time::Timestamp;
 use crate::value::{
@@ -30,270 +24,17 @@ use crate::value::{
     TelemetryInterval,
 };
 
-mod asyncapi;
-mod vectors;
-
-pub use vectors::{Vector, vectors};
-
-/// The protocol version these files describe.
-pub const PROTOCOL_VERSION: &str = "1.0.0";
-
-/// The rules this crate enforces that JSON Schema cannot express. Every schema's description
-/// repeats the ones that concern it; `docs/other-languages.md` explains each.
-pub const RULES_OUTSIDE_SCHEMAS: [&str; 5] = [
-    "tenant: the payload's device_id (and, in telemetry, organization_id) must equal the topic's",
-    "bytes: length limits of ids and text count UTF-8 bytes, where JSON Schema counts characters",
-    "duplicates: a protocol field given twice in one object is refused",
-    "thresholds: in config.alert_thresholds, a sensor's min must not exceed its max",
-    "limits: a payload is at most 16 KiB and nests at most 16 levels, checked before parsing",
-];
-
-/// One generated file: its path under `schemas/` and its contents.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct File {
-    /// Relative path, with `/` separators, such as `json/telemetry.schema.json`.
-    pub path: String,
-    /// The text, ending with a newline.
-    pub contents: String,
-}
-
-/// What [`write()`] found for one file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileState {
-    /// The file on disk already held these contents.
-    Current,
-    /// The file was missing or different, and was written.
-    Written,
-    /// The file is missing or different; nothing was written (a check only).
-    Differs,
-}
-
-/// Writes [`files`] under `dir` (creating folders), leaving files that are already current
-/// untouched; with `check_only`, writes nothing and only reports what differs. Returns every
-/// file's path and state, in the order of [`files`].
-///
-/// `cargo xtask schema` and `dese schema` both run this.
-pub fn write(
-    dir: &std::path::Path,
-    check_only: bool,
-) -> std::io::Result<Vec<(std::path::PathBuf, FileState)>> {
-    let mut out = Vec::new();
-    for file in files() {
-        let path = dir.join(&file.path);
-        let current = std::fs::read_to_string(&path).ok();
-        let state = if current.as_deref() == Some(file.contents.as_str()) {
-            FileState::Current
-        } else if check_only {
-            FileState::Differs
-        } else {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::write(&path, &file.contents)?;
-            FileState::Written
-        };
-        out.push((path, state));
-    }
-    Ok(out)
-}
-
-/// Everything under `schemas/` that is generated: six message schemas, one schema per command's
-/// parameters, the AsyncAPI document, and the test vectors.
-pub fn files() -> Vec<File> {
-    let mut out = Vec::new();
-    for kind in MessageKind::ALL {
-        out.push(file(
-            &format!("json/{kind}.schema.json"),
-            &message_schema(kind),
-        ));
-    }
-    for (name, schema) in parameter_schemas() {
-        out.push(file(
-            &format!("json/parameters/{name}.schema.json"),
-            &schema,
-        ));
-    }
-    out.push(file("asyncapi.json", &asyncapi::document()));
-    for (kind, vectors) in vectors::by_kind() {
-        let doc = json!({
-            "description": format!(
-                "Test vectors for {kind} messages. Each: topic, payload (or payload_text for \
-                 bytes that are not JSON), the verdict, and for invalid ones the reason and the \
-                 field path (empty for the whole payload). Generated by `cargo xtask schema`."
-            ),
-            "vectors": vectors,
-        });
-        out.push(file(&format!("vectors/{kind}.json"), &doc));
-    }
-    out
-}
-
-fn file(path: &str, value: &Value) -> File {
-    let mut contents = serde_json::to_string_pretty(value).unwrap_or_default();
-    contents.push('\n');
-    File {
-        path: String::from(path),
-        contents,
-    }
-}
-
-fn generator() -> SchemaGenerator {
-    SchemaSettings::draft2020_12().into_generator()
-}
-
-fn topic_rules(kind: MessageKind) -> &'static str {
-    match kind {
-        MessageKind::Telemetry => {
-            "Topic rule (not expressible in JSON Schema): device_id and organization_id must \
-             equal the topic's levels 3 and 2."
-        }
-        MessageKind::Commands | MessageKind::Config => {
-            "Topic rule (not expressible in JSON Schema): device_id must equal the topic's \
-             level 3."
-        }
-        _ => "The payload names no id; its device is the topic's level 3.",
-    }
-}
-
-/// Doc comments become descriptions; keep their prose for other languages and drop what only
-/// a Rust reader needs: code blocks, headings, and the link syntax of rustdoc.
-fn clean_descriptions(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            if let Some(Value::String(text)) = map.get_mut("description") {
-                *text = plain(text);
-            }
-            map.values_mut().for_each(clean_descriptions);
-        }
-        Value::Array(items) => items.iter_mut().for_each(clean_descriptions),
-        _ => {}
-    }
-}
-
-fn plain(doc: &str) -> String {
-    let mut out = String::new();
-    let mut in_code = false;
-    for line in doc.lines() {
-        if line.trim_start().starts_with("```") {
-            in_code = !in_code;
-            continue;
-        }
-        if in_code || line.starts_with("# ") {
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    // `[`Name`](path)` and `[`Name`]` to `Name`.
-    let mut text = String::new();
-    let mut rest = out.trim();
-    while let Some(start) = rest.find("[`") {
-        text.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("`]") else {
-            text.push_str(&rest[start..]);
-            rest = "";
-            break;
-        };
-        text.push_str(&after[..end]);
-        rest = &after[end + 2..];
-        if rest.starts_with('(') {
-            rest = rest.find(')').map_or(rest, |close| &rest[close + 1..]);
-        }
-    }
-    text.push_str(rest);
-    text.trim().replace("\n\n\n", "\n\n")
-}
-
-/// The JSON Schema of one message type's payload.
-pub fn message_schema(kind: MessageKind) -> Value {
-    let generator = generator();
-    let schema = match kind {
-        MessageKind::Telemetry => generator.into_root_schema_for::<Telemetry>(),
-        MessageKind::Commands => generator.into_root_schema_for::<Command>(),
-        MessageKind::CommandResponse => generator.into_root_schema_for::<CommandResponse>(),
-        MessageKind::Status => generator.into_root_schema_for::<Status>(),
-        MessageKind::Config => generator.into_root_schema_for::<Config>(),
-        MessageKind::Alert => generator.into_root_schema_for::<Alert>(),
-    };
-    let mut value = schema.to_value();
-    clean_descriptions(&mut value);
-    if let Value::Object(map) = &mut value {
-        let own = map
-            .get("description")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let mut description = format!(
-            "DESE IoT protocol {PROTOCOL_VERSION}, `{kind}` payload, on topic \
-             devices/{{organization_id}}/{{device_id}}/{kind} ({}, QoS 1{}). {own}\n\n{}",
-            match kind.direction() {
-                crate::Direction::DeviceToBackend => "device to backend",
-                crate::Direction::BackendToDevice => "backend to device",
-            },
-            if kind.retained() { ", retained" } else { "" },
-            topic_rules(kind),
-        );
-        if kind == MessageKind::Config {
-            description.push_str(" A threshold's min must not exceed its max.");
-        }
-        description.push_str(
-            " Length limits count UTF-8 bytes (JSON Schema counts characters). A field given \
-             twice is refused. Unknown fields are ignored.",
-        );
-        map.insert("description".into(), Value::String(description));
-        map.insert("title".into(), Value::String(format!("DESE {kind}")));
-        map.insert(
-            "$id".into(),
-            Value::String(format!("urn:dese:protocol:{PROTOCOL_VERSION}:{kind}")),
-        );
-    }
-    value
-}
-
-/// The JSON Schema of each command's `parameters`, by command name.
-pub fn parameter_schemas() -> Vec<(&'static str, Value)> {
-    let mut generator = generator();
-    let mut out = Vec::new();
-    for (name, build) in PARAMETERS {
-        let mut schema = build(&mut generator).to_value();
-        clean_descriptions(&mut schema);
-        if let Value::Object(map) = &mut schema {
-            map.insert(
-                "$schema".into(),
-                json!("https://json-schema.org/draft/2020-12/schema"),
-            );
-            map.insert(
-                "$id".into(),
-                Value::String(format!(
-                    "urn:dese:protocol:{PROTOCOL_VERSION}:parameters:{name}"
-                )),
-            );
-            map.insert(
-                "title".into(),
-                Value::String(format!("DESE {name} parameters")),
-            );
-            let defs: BTreeMap<String, Value> = generator
-                .definitions()
-                .iter()
-                .map(|(k, v)| {
-                    let mut v = v.clone();
-                    clean_descriptions(&mut v);
-                    (k.clone(), v)
-                })
-                .collect();
-            if !defs.is_empty() {
-                map.insert("$defs".into(), json!(defs));
-            }
-        }
-        out.push((name, schema));
-    }
-    out
+/// The JSON Schema of the `parameters` of the command named `name` (one of [`Action::NAMES`]),
+/// with the subschemas it refers to added to `generator`; `None` for a name the protocol does
+/// not have.
+pub fn command_parameters(name: &str, generator: &mut SchemaGenerator) -> Option<Schema> {
+    let (_, build) = PARAMETERS.iter().find(|(known, _)| *known == name)?;
+    Some(build(generator))
 }
 
 type BuildParameters = fn(&mut SchemaGenerator) -> Schema;
 
-/// The commands with their parameter schemas, in the protocol's order.
+/// The commands with their parameter schemas, in the order of [`Action::NAMES`].
 const PARAMETERS: [(&str, BuildParameters); 6] = [
     ("set_pump", |g| {
         let state = g.subschema_for::<PumpState>();
@@ -627,4 +368,220 @@ fn title(name: &str) -> String {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The decoder describes each message twice more than its types do: the wire structs serde
+    //! reads, and the tables of fields with which it explains a refusal (`check::explain`). These
+    //! tests hold the tables to the JSON Schemas generated from the types, so that a field added,
+    //! renamed or made optional in one place and not the other fails here.
+
+    use schemars::generate::SchemaSettings;
+
+    use super::*;
+    use crate::message::check::{Field, Ty};
+    use crate::message::{
+        ALERT_SHAPE, Alert, COMMAND_SHAPE, CONFIG_SHAPE, CommandResponse, Config, RESPONSE_SHAPE,
+        STATUS_SHAPE, Status, TELEMETRY_SHAPE, Telemetry,
+    };
+
+    /// `schema` with a `$ref` into the root's `$defs` followed.
+    fn resolve<'a>(root: &'a Value, schema: &'a Value) -> &'a Value {
+        match schema.get("$ref").and_then(Value::as_str) {
+            Some(target) => {
+                let name = target.strip_prefix("#/$defs/").expect("a local reference");
+                resolve(root, &root["$defs"][name])
+            }
+            None => schema,
+        }
+    }
+
+    /// The JSON types `schema` allows besides `null` (which the decoder reads as absent),
+    /// through references and `anyOf`.
+    fn types(root: &Value, schema: &Value) -> Vec<String> {
+        let schema = resolve(root, schema);
+        let mut out = Vec::new();
+        match schema.get("type") {
+            Some(Value::String(ty)) => out.push(ty.clone()),
+            Some(Value::Array(tys)) => {
+                out.extend(tys.iter().filter_map(Value::as_str).map(String::from))
+            }
+            _ => {}
+        }
+        for alternative in schema
+            .get("anyOf")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            out.extend(types(root, alternative));
+        }
+        out.retain(|ty| ty != "null");
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The object schema among `schema`'s alternatives (an optional object is `anyOf` it and
+    /// `null`).
+    fn object<'a>(root: &'a Value, schema: &'a Value) -> &'a Value {
+        let schema = resolve(root, schema);
+        match schema.get("anyOf").and_then(Value::as_array) {
+            Some(alternatives) => alternatives
+                .iter()
+                .map(|a| resolve(root, a))
+                .find(|a| a.get("type").is_some_and(|t| t != "null"))
+                .expect("an object alternative"),
+            None => schema,
+        }
+    }
+
+    fn agree(root: &Value, schema: &Value, ty: Ty, path: &str) -> Result<(), String> {
+        let found = types(root, schema);
+        let expected: &[&str] = match ty {
+            Ty::Str => &["string"],
+            Ty::Num => &["integer", "number"],
+            Ty::Bool => &["boolean"],
+            Ty::Obj(_) | Ty::MapOf(_) | Ty::AnyObj => &["object"],
+        };
+        if found.is_empty() || !found.iter().all(|t| expected.contains(&t.as_str())) {
+            return Err(format!(
+                "{path}: the table says {expected:?}, the schema {found:?}"
+            ));
+        }
+        match ty {
+            Ty::Obj(fields) => fields_agree(root, object(root, schema), fields, path),
+            Ty::MapOf(fields) => {
+                let values = &object(root, schema)["additionalProperties"];
+                fields_agree(root, object(root, values), fields, &format!("{path}.*"))
+            }
+            Ty::AnyObj => match object(root, schema).get("properties") {
+                Some(properties) => Err(format!(
+                    "{path}: any object in the table, fields {properties} in the schema"
+                )),
+                None => Ok(()),
+            },
+            Ty::Str | Ty::Num | Ty::Bool => Ok(()),
+        }
+    }
+
+    fn fields_agree(
+        root: &Value,
+        schema: &Value,
+        fields: &[Field],
+        path: &str,
+    ) -> Result<(), String> {
+        let empty = serde_json::Map::new();
+        let properties = schema["properties"].as_object().unwrap_or(&empty);
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let join = |name: &str| {
+            if path.is_empty() {
+                String::from(name)
+            } else {
+                format!("{path}.{name}")
+            }
+        };
+        for field in fields {
+            let here = join(field.name);
+            let Some(property) = properties.get(field.name) else {
+                return Err(format!("{here}: in the table, not in the schema"));
+            };
+            if field.required != required.contains(&field.name) {
+                return Err(format!(
+                    "{here}: required {} in the table, {} in the schema",
+                    field.required,
+                    required.contains(&field.name)
+                ));
+            }
+            agree(root, property, field.ty, &here)?;
+        }
+        for name in properties.keys() {
+            if !fields.iter().any(|f| f.name == name) {
+                return Err(format!("{}: in the schema, not in the table", join(name)));
+            }
+        }
+        Ok(())
+    }
+
+    fn root<T: JsonSchema>() -> Value {
+        SchemaSettings::draft2020_12()
+            .into_generator()
+            .into_root_schema_for::<T>()
+            .to_value()
+    }
+
+    #[test]
+    fn the_walker_tables_agree_with_the_schemas() {
+        let messages: [(&str, Value, &[Field]); 6] = [
+            ("telemetry", root::<Telemetry>(), TELEMETRY_SHAPE),
+            ("commands", root::<Command>(), COMMAND_SHAPE),
+            (
+                "command_response",
+                root::<CommandResponse>(),
+                RESPONSE_SHAPE,
+            ),
+            ("status", root::<Status>(), STATUS_SHAPE),
+            ("config", root::<Config>(), CONFIG_SHAPE),
+            ("alert", root::<Alert>(), ALERT_SHAPE),
+        ];
+        for (kind, root, table) in messages {
+            if let Err(drift) = agree(&root, &root, Ty::Obj(table), "") {
+                panic!("{kind}: {drift}");
+            }
+        }
+    }
+
+    // The comparison itself finds each kind of drift.
+    #[test]
+    fn a_drifted_table_is_caught() {
+        const OPTIONAL: &[Field] = &[Field::opt("status", Ty::Str)];
+        const NUMBER: &[Field] = &[Field::req("status", Ty::Num)];
+        const UNKNOWN: &[Field] = &[Field::req("mood", Ty::Str)];
+        const FLAT: &[Field] = &[
+            Field::req("device_id", Ty::Str),
+            Field::req("config", Ty::AnyObj),
+        ];
+        let status = root::<Status>();
+        let cases: [(&[Field], &str); 4] = [
+            (
+                &STATUS_SHAPE[1..],
+                "status: in the schema, not in the table",
+            ),
+            (
+                OPTIONAL,
+                "status: required false in the table, true in the schema",
+            ),
+            (
+                NUMBER,
+                r#"status: the table says ["integer", "number"], the schema ["string"]"#,
+            ),
+            (UNKNOWN, "mood: in the table, not in the schema"),
+        ];
+        for (table, drift) in cases {
+            assert_eq!(
+                agree(&status, &status, Ty::Obj(table), ""),
+                Err(String::from(drift))
+            );
+        }
+        let config = root::<Config>();
+        assert!(
+            agree(&config, &config, Ty::Obj(FLAT), "")
+                .is_err_and(|e| e.starts_with("config: any object in the table, fields"))
+        );
+    }
+
+    // The parameters of every command are described, in the order of the protocol's names.
+    #[test]
+    fn every_command_has_its_parameters() {
+        let names: Vec<&str> = PARAMETERS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, Action::NAMES);
+        let mut generator = SchemaSettings::draft2020_12().into_generator();
+        assert!(command_parameters("dance", &mut generator).is_none());
+    }
 }
