@@ -1,6 +1,6 @@
-//! The broker options every network command shares, and waiting for the first connection.
+//! The broker options every network command shares (the SDK's broker flags, the client library,
+//! the connect timeout), and waiting for the first connection.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use dese_transport::{BackendClient, BrokerOptions};
@@ -16,45 +16,13 @@ pub(crate) enum TransportKind {
     Paho,
 }
 
-/// How to reach the broker.
+/// How to reach the broker: the SDK's shared broker flags, the client library, and how long to
+/// wait for the first connection.
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Broker")]
-pub(crate) struct BrokerArgs {
-    /// The broker: mqtt://HOST:PORT (the port is 1883 when left out), or mqtts://HOST:PORT for TLS
-    /// (port 8883, needs --ca)
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "DESE_BROKER",
-        default_value = "mqtt://127.0.0.1:1883"
-    )]
-    pub(crate) broker: String,
-
-    /// The username to connect with
-    #[arg(long, env = "DESE_USERNAME", requires = "password")]
-    pub(crate) username: Option<String>,
-
-    /// The password; prefer the DESE_PASSWORD environment variable, as other users of the
-    /// machine can read a command line
-    #[arg(
-        long,
-        env = "DESE_PASSWORD",
-        hide_env_values = true,
-        requires = "username"
-    )]
-    pub(crate) password: Option<String>,
-
-    /// Trust only the CA certificates in this PEM file (mqtts://)
-    #[arg(long, value_name = "PEM")]
-    pub(crate) ca: Option<PathBuf>,
-
-    /// Authenticate with this client certificate, PEM (mqtts://, with --client-key)
-    #[arg(long, value_name = "PEM", requires_all = ["client_key", "ca"])]
-    pub(crate) client_cert: Option<PathBuf>,
-
-    /// The private key of --client-cert, PEM
-    #[arg(long, value_name = "PEM", requires = "client_cert")]
-    pub(crate) client_key: Option<PathBuf>,
+pub(crate) struct ConnectArgs {
+    #[command(flatten)]
+    broker: dese_transport::cli::BrokerArgs,
 
     /// The MQTT client library to use
     #[arg(long, value_enum, default_value_t = TransportKind::Rumqttc)]
@@ -65,13 +33,17 @@ pub(crate) struct BrokerArgs {
     pub(crate) connect_timeout: f64,
 }
 
-impl BrokerArgs {
+impl ConnectArgs {
     /// The transport's broker options: URL, credentials, TLS files (read and checked now).
     pub(crate) fn options(&self) -> Result<BrokerOptions, Failure> {
-        let credentials = self.username.as_deref().zip(self.password.as_deref());
-        let client_cert = self.client_cert.as_deref().zip(self.client_key.as_deref());
-        BrokerOptions::from_parts(&self.broker, credentials, self.ca.as_deref(), client_cert)
+        self.broker
+            .options()
             .map_err(|e| Failure::usage(e.to_string()))
+    }
+
+    /// The broker's URL as given.
+    pub(crate) fn url(&self) -> &str {
+        &self.broker.broker
     }
 
     pub(crate) fn connect_timeout(&self) -> Result<Duration, Failure> {

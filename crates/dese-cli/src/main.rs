@@ -110,3 +110,15 @@ where
         .map_err(|e| Failure::new(Exit::Io, format!("cannot start the runtime: {e}")))?;
     runtime.block_on(command())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    // Flags that clash (two of one name or group, a `requires` naming no flag) panic only when
+    // that subcommand is parsed: caught here for all of them.
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

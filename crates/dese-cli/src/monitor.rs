@@ -8,7 +8,7 @@ use dese_backend::{Event, Settings};
 use dese_protocol::{Decoder, DeviceId, OrgId, Printable, ShareGroup};
 use dese_transport::{BackendClient, Transport};
 
-use crate::broker::{BrokerArgs, TransportKind, client_id, connected};
+use crate::broker::{ConnectArgs, TransportKind, client_id, connected};
 use crate::exit::{Exit, Failure};
 use crate::render::{event_device, event_json, event_kind, event_line};
 
@@ -62,15 +62,15 @@ Examples:
   dese monitor --count 10 --broker mqtts://broker.example:8883 --ca ca.pem")]
 pub(crate) struct Args {
     #[command(flatten)]
-    broker: BrokerArgs,
+    broker: ConnectArgs,
 
     /// Only this organization (repeatable; default: every organization)
     #[arg(long = "org", value_name = "ORG")]
-    orgs: Vec<String>,
+    orgs: Vec<OrgId>,
 
     /// Only this device (repeatable)
     #[arg(long = "device", value_name = "DEV")]
-    devices: Vec<String>,
+    devices: Vec<DeviceId>,
 
     /// Only these kinds of event (repeatable)
     #[arg(long = "kind", value_name = "KIND", value_enum)]
@@ -87,7 +87,7 @@ pub(crate) struct Args {
 
     /// Join this shared-subscription group, splitting the messages with its other members
     #[arg(long, value_name = "GROUP")]
-    group: Option<String>,
+    group: Option<ShareGroup>,
 
     /// Require organization ids to be UUIDs (others are shown as invalid)
     #[arg(long)]
@@ -103,21 +103,9 @@ pub(crate) async fn run(args: Args) -> Result<Exit, Failure> {
 
 async fn watch<T: Transport>(args: Args) -> Result<Exit, Failure> {
     let broker = args.broker.options()?;
-    let orgs = args
-        .orgs
-        .iter()
-        .map(|o| OrgId::parse(o).map_err(|e| Failure::usage(format!("--org {o:?}: {e}"))))
-        .collect::<Result<BTreeSet<_>, _>>()?;
-    let devices = args
-        .devices
-        .iter()
-        .map(|d| DeviceId::parse(d).map_err(|e| Failure::usage(format!("--device {d:?}: {e}"))))
-        .collect::<Result<BTreeSet<_>, _>>()?;
-    let group = args
-        .group
-        .as_deref()
-        .map(|g| ShareGroup::parse(g).map_err(|e| Failure::usage(format!("--group {g:?}: {e}"))))
-        .transpose()?;
+    let orgs: BTreeSet<OrgId> = args.orgs.iter().cloned().collect();
+    let devices: BTreeSet<DeviceId> = args.devices.iter().cloned().collect();
+    let group = args.group.clone();
     let kinds: BTreeSet<&str> = args.kinds.iter().map(|k| k.name()).collect();
     let settings = Settings {
         allowed_orgs: (!orgs.is_empty()).then(|| orgs.clone()),
@@ -139,7 +127,7 @@ async fn watch<T: Transport>(args: Args) -> Result<Exit, Failure> {
     };
     eprintln!(
         "dese: watching {scope} on {} (Ctrl-C to stop)",
-        args.broker.broker
+        args.broker.url()
     );
 
     let mut seen: BTreeMap<&'static str, u64> = BTreeMap::new();

@@ -7,7 +7,7 @@ use dese_protocol::{Action, DeviceId, JsonObject, Message, MessageKind, OrgId, P
 use dese_transport::{BackendClient, Transport};
 use serde_json::{Value, json};
 
-use crate::broker::{BrokerArgs, TransportKind, client_id, connected};
+use crate::broker::{ConnectArgs, TransportKind, client_id, connected};
 use crate::exit::{Exit, Failure};
 use crate::render::message_json;
 
@@ -35,15 +35,15 @@ Examples:
   dese send --org acme --device pool-1 reboot --json")]
 pub(crate) struct Args {
     #[command(flatten)]
-    broker: BrokerArgs,
+    broker: ConnectArgs,
 
     /// The device's organization
     #[arg(long)]
-    org: String,
+    org: OrgId,
 
     /// The device
     #[arg(long)]
-    device: String,
+    device: DeviceId,
 
     /// The command: set_pump, set_ph_target, set_chlorine_target, reboot, reset_config,
     /// calibrate_sensor
@@ -79,9 +79,7 @@ pub(crate) async fn run(args: Args) -> Result<Exit, Failure> {
 }
 
 async fn send<T: Transport>(args: Args) -> Result<Exit, Failure> {
-    let org = OrgId::parse(&args.org).map_err(|e| Failure::usage(format!("--org: {e}")))?;
-    let device =
-        DeviceId::parse(&args.device).map_err(|e| Failure::usage(format!("--device: {e}")))?;
+    let (org, device) = (args.org.clone(), args.device.clone());
     let action = action(&args, &org, &device)?;
     let timeout = crate::broker::seconds("--timeout", args.timeout)?;
     let broker = args.broker.options()?;

@@ -11,7 +11,7 @@ use dese_transport::{DeviceClient, Transport};
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::broker::{BrokerArgs, TransportKind};
+use crate::broker::{ConnectArgs, TransportKind};
 use crate::exit::{Exit, Failure};
 
 /// Run simulated devices against a broker, each with its own connection and the SDK's device
@@ -30,11 +30,11 @@ Examples:
   dese send --org acme --device pool-001 set_pump pump_id=1 state=on duration=120")]
 pub(crate) struct Args {
     #[command(flatten)]
-    broker: BrokerArgs,
+    broker: ConnectArgs,
 
     /// The devices' organization
     #[arg(long)]
-    org: String,
+    org: OrgId,
 
     /// How many devices
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -79,7 +79,7 @@ pub(crate) async fn run(args: Args) -> Result<Exit, Failure> {
 
 async fn simulate<T: Transport>(args: Args) -> Result<Exit, Failure> {
     let broker = args.broker.options()?;
-    let org = OrgId::parse(&args.org).map_err(|e| Failure::usage(format!("--org: {e}")))?;
+    let org = args.org.clone();
     let interval = TelemetryInterval::new(args.interval_ms)
         .map_err(|e| Failure::usage(format!("--interval-ms: {e}")))?;
     let duration = args
@@ -109,7 +109,7 @@ async fn simulate<T: Transport>(args: Args) -> Result<Exit, Failure> {
     eprintln!(
         "dese: {} device(s) of {org} on {} ({}{:0width$} to {}{:0width$}), telemetry every {} ms",
         args.devices,
-        args.broker.broker,
+        args.broker.url(),
         args.prefix,
         1,
         args.prefix,

@@ -42,7 +42,7 @@ pub(crate) struct Args {
 
     /// Organizations the backend serves; a message of any other is refused (repeatable)
     #[arg(long = "org", value_name = "ORG")]
-    orgs: Vec<String>,
+    orgs: Vec<OrgId>,
 
     /// Require organization ids to be UUIDs
     #[arg(long)]
@@ -50,11 +50,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: &Args) -> Result<Exit, Failure> {
-    let allowed = args
-        .orgs
-        .iter()
-        .map(|org| OrgId::parse(org).map_err(|e| Failure::usage(format!("--org {org:?}: {e}"))))
-        .collect::<Result<BTreeSet<_>, _>>()?;
+    let allowed: BTreeSet<OrgId> = args.orgs.iter().cloned().collect();
     let payload = read_payload(args)?;
     let decoder = Decoder::new()
         .require_uuid_orgs(args.uuid_orgs)

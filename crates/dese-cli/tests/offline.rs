@@ -228,6 +228,34 @@ fn usage_errors_exit_2_and_help_shows_examples() {
         "{}",
         text(&bad.stderr)
     );
+    // Ids are parsed at the argument layer: a bad one is a usage error naming its flag.
+    for (args, flag, why) in [
+        (
+            &["send", "--org", "a/b", "--device", "p", "reboot"][..],
+            "--org",
+            "'/'",
+        ),
+        (
+            &["send", "--org", "acme", "--device", "", "reboot"],
+            "--device",
+            "empty",
+        ),
+        (&["monitor", "--group", "$share"], "--group", "'$'"),
+        (
+            &["validate", "--topic", "devices/a/b/status", "--org", "a+"],
+            "--org",
+            "'+'",
+        ),
+        (&["simulate", "--org", "#"], "--org", "'#'"),
+    ] {
+        let out = dese(args, b"");
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("invalid value") && stderr.contains(flag) && stderr.contains(why),
+            "{args:?}: {stderr}"
+        );
+    }
     let unknown = dese(&["send", "--org", "acme", "--device", "p", "dance"], b"");
     assert_eq!(unknown.status.code(), Some(2));
     assert!(text(&unknown.stderr).contains("unknown command \"dance\""));

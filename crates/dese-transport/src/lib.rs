@@ -38,11 +38,15 @@
 //! - `log-subscriber` (off by default): [`logging::init`], the subscriber the SDK's binaries
 //!   install (standard error, `RUST_LOG` filtering, text or JSON lines), for applications that
 //!   want the same.
+//! - `cli` (off by default): [`cli::BrokerArgs`], the broker flags of a command line for clap
+//!   (URL, credentials, TLS files), as the SDK's binaries define them.
 #![forbid(unsafe_code)]
 // A std crate: portability to no_std is not a goal here.
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
 
 mod backend;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod clock;
 mod device;
 mod error;

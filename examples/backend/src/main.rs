@@ -2,9 +2,8 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -16,7 +15,8 @@ use dese_protocol::{
 };
 use dese_reference_backend::dashboard::DashboardOptions;
 use dese_reference_backend::{Activity, BackendOptions, Database, ReferenceBackend, prometheus};
-use dese_rumqttc::{BrokerOptions, Rumqttc};
+use dese_rumqttc::Rumqttc;
+use dese_transport::cli::BrokerArgs;
 use dese_transport::logging::{self, LogFormat};
 
 /// The DESE reference backend: every device message into SQLite, presence, thresholds sent to
@@ -41,23 +41,8 @@ Examples:
   dese-reference-backend --group backends --client-id backend-c --no-config"
 )]
 struct Args {
-    /// The broker: mqtt://HOST:PORT or mqtts://HOST:PORT
-    #[arg(long, env = "DESE_BROKER", default_value = "mqtt://127.0.0.1:1883")]
-    broker: String,
-    /// The username
-    #[arg(long, env = "DESE_USERNAME", requires = "password")]
-    username: Option<String>,
-    /// The password (prefer the environment variable)
-    #[arg(
-        long,
-        env = "DESE_PASSWORD",
-        hide_env_values = true,
-        requires = "username"
-    )]
-    password: Option<String>,
-    /// The broker's CA, PEM (mqtts://)
-    #[arg(long)]
-    ca: Option<PathBuf>,
+    #[command(flatten)]
+    broker: BrokerArgs,
     /// The database: a SQLite file (created when missing), or a PostgreSQL server,
     /// postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (the schema is made on first use)
     #[arg(long, env = "DESE_DB", default_value = "dese.sqlite")]
@@ -71,10 +56,10 @@ struct Args {
     instance: Option<String>,
     /// Join this shared-subscription group, to split the load with other instances
     #[arg(long)]
-    group: Option<String>,
+    group: Option<ShareGroup>,
     /// Serve only this organization (repeatable; default: every organization)
     #[arg(long = "org")]
-    orgs: Vec<String>,
+    orgs: Vec<OrgId>,
     /// How long a command waits for its response, seconds
     #[arg(long, default_value_t = 30.0)]
     command_timeout: f64,
@@ -151,7 +136,7 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let broker = match broker(&args) {
+    let broker = match args.broker.options() {
         Ok(b) => b,
         Err(e) => {
             eprintln!("dese-backend: {e}");
@@ -200,7 +185,7 @@ async fn run(args: Args) -> ExitCode {
     }
     println!(
         "dese-backend: storing into {db} from {} (Ctrl-C to stop)",
-        args.broker
+        args.broker.broker
     );
     let stop = tokio::signal::ctrl_c();
     tokio::pin!(stop);
@@ -310,16 +295,6 @@ fn log(activity: &Activity) {
     }
 }
 
-fn broker(args: &Args) -> Result<BrokerOptions, String> {
-    BrokerOptions::from_parts(
-        &args.broker,
-        args.username.as_deref().zip(args.password.as_deref()),
-        args.ca.as_deref(),
-        None,
-    )
-    .map_err(|e| e.to_string())
-}
-
 fn options(args: &Args) -> Result<BackendOptions, String> {
     let mut options = BackendOptions::new(Database::parse(&args.db));
     options.client_id = args.client_id.clone();
@@ -332,19 +307,9 @@ fn options(args: &Args) -> Result<BackendOptions, String> {
         format!("--instance {instance:?} (or the client id) cannot go into a command id: {e}")
     })?;
     options.settings.instance = instance;
-    options.group = args
-        .group
-        .as_deref()
-        .map(ShareGroup::parse)
-        .transpose()
-        .map_err(|e| format!("--group: {e}"))?;
+    options.group = args.group.clone();
     if !args.orgs.is_empty() {
-        let orgs = args
-            .orgs
-            .iter()
-            .map(|o| OrgId::parse(o).map_err(|e| format!("--org {o:?}: {e}")))
-            .collect::<Result<BTreeSet<_>, _>>()?;
-        options.settings.allowed_orgs = Some(orgs);
+        options.settings.allowed_orgs = Some(args.orgs.iter().cloned().collect());
     }
     options.settings.command_timeout = Duration::try_from_secs_f64(args.command_timeout)
         .map_err(|_| "--command-timeout must be a number of seconds".to_string())?;
@@ -388,4 +353,16 @@ fn options(args: &Args) -> Result<BackendOptions, String> {
         });
     }
     Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    // Flags that clash (two of one name, a `requires` naming no flag) panic only when parsed:
+    // caught here rather than by the first user.
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Args::command().debug_assert();
+    }
 }

@@ -2,15 +2,15 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 use dese_protocol::{DeviceId, OrgId, TelemetryInterval};
 use dese_reference_device::{DeviceOptions, ReferenceDevice, describe};
-use dese_rumqttc::{BrokerOptions, Rumqttc};
+use dese_rumqttc::Rumqttc;
 use dese_sim::water::PoolModel;
+use dese_transport::cli::BrokerArgs;
 use dese_transport::logging::{self, LogFormat};
 
 /// The DESE reference device: a simulated pool (pH, chlorine, temperature, ORP, TDS, flow, two
@@ -25,35 +25,14 @@ Examples:
       --org acme --device pool-1 --interval-ms 5000"
 )]
 struct Args {
-    /// The broker: mqtt://HOST:PORT or mqtts://HOST:PORT
-    #[arg(long, env = "DESE_BROKER", default_value = "mqtt://127.0.0.1:1883")]
-    broker: String,
-    /// The username
-    #[arg(long, env = "DESE_USERNAME", requires = "password")]
-    username: Option<String>,
-    /// The password (prefer the environment variable)
-    #[arg(
-        long,
-        env = "DESE_PASSWORD",
-        hide_env_values = true,
-        requires = "username"
-    )]
-    password: Option<String>,
-    /// The broker's CA, PEM (mqtts://)
-    #[arg(long)]
-    ca: Option<PathBuf>,
-    /// A client certificate, PEM (with --client-key)
-    #[arg(long, requires_all = ["client_key", "ca"])]
-    client_cert: Option<PathBuf>,
-    /// The client certificate's key, PEM
-    #[arg(long, requires = "client_cert")]
-    client_key: Option<PathBuf>,
+    #[command(flatten)]
+    broker: BrokerArgs,
     /// The organization
     #[arg(long)]
-    org: String,
+    org: OrgId,
     /// The device id
     #[arg(long)]
-    device: String,
+    device: DeviceId,
     /// Telemetry period in milliseconds, until a config message changes it
     #[arg(long, default_value_t = 30_000)]
     interval_ms: i64,
@@ -89,20 +68,11 @@ async fn run(args: Args) -> ExitCode {
         eprintln!("dese-device: {message}");
         ExitCode::from(2)
     };
-    let broker = match BrokerOptions::from_parts(
-        &args.broker,
-        args.username.as_deref().zip(args.password.as_deref()),
-        args.ca.as_deref(),
-        args.client_cert.as_deref().zip(args.client_key.as_deref()),
-    ) {
+    let broker = match args.broker.options() {
         Ok(broker) => broker,
         Err(e) => return fail(e.to_string()),
     };
-    let (org, device) = match (OrgId::parse(&args.org), DeviceId::parse(&args.device)) {
-        (Ok(org), Ok(device)) => (org, device),
-        (Err(e), _) => return fail(format!("--org: {e}")),
-        (_, Err(e)) => return fail(format!("--device: {e}")),
-    };
+    let (org, device) = (args.org.clone(), args.device.clone());
     let mut options = DeviceOptions::new(org.clone(), device.clone());
     options.seed = args.seed;
     options.telemetry_interval = match TelemetryInterval::new(args.interval_ms) {
@@ -121,7 +91,7 @@ async fn run(args: Args) -> ExitCode {
     };
     println!(
         "{org}/{device}: running against {} (Ctrl-C to stop)",
-        args.broker
+        args.broker.broker
     );
     let mut report = tokio::time::interval(Duration::from_secs(30));
     let stop = tokio::signal::ctrl_c();
@@ -163,4 +133,16 @@ async fn run(args: Args) -> ExitCode {
 
 fn on(yes: bool) -> &'static str {
     if yes { "on" } else { "off" }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    // Flags that clash (two of one name, a `requires` naming no flag) panic only when parsed:
+    // caught here rather than by the first user.
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Args::command().debug_assert();
+    }
 }
