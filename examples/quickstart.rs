@@ -61,7 +61,7 @@ fn main() -> ExitCode {
     match runtime.block_on(quickstart(keep_running)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("\nquickstart failed: {e}");
+            eprintln!("\nquickstart failed: {}", dese_transport::error_chain(&*e));
             ExitCode::FAILURE
         }
     }

@@ -406,10 +406,11 @@ pub enum Event {
     Dropped {
         /// The topic, shortened if long.
         topic: String,
-        /// Why, as a category.
+        /// Why, as a category for counting: `error.reason()`.
         reason: DropReason,
-        /// The details.
-        error: String,
+        /// Why, in full: for a message the decoder refused, its [`DecodeError`] with the field
+        /// path and the problem.
+        error: DropError,
     },
 }
 
@@ -436,6 +437,86 @@ impl DropReason {
             Self::OrgNotAllowed => "org_not_allowed",
             Self::WrongDirection => "wrong_direction",
             Self::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// What was wrong with a message the backend dropped.
+///
+/// ```
+/// use dese_backend::{DropError, DropReason};
+/// use dese_protocol::{Reason, decode};
+///
+/// let payload = br#"{"status":"asleep","firmware_version":"1.0","timestamp":"2025-01-27T10:00:00Z"}"#;
+/// let refused = decode("devices/acme/pool-1/status", payload).unwrap_err();
+/// let error = DropError::Decode(refused);
+/// assert_eq!(error.reason(), DropReason::Invalid(Reason::NotOneOf));
+/// assert_eq!(error.invalid().map(|i| i.path.as_str()), Some("status"));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum DropError {
+    /// The decoder refused the topic or the payload.
+    Decode(DecodeError),
+    /// The organization is not in [`Settings::allowed_orgs`].
+    OrgNotAllowed(OrgId),
+    /// A kind of message that only the backend sends (commands, config).
+    WrongDirection(MessageKind),
+    /// The device sent faster than [`Settings::rate_limit`] allows.
+    RateLimited(DeviceKey),
+    /// A device answered a command that was sent to another device; counted as a tenant
+    /// mismatch.
+    NotItsCommand {
+        /// The command's id.
+        command_id: CommandId,
+        /// The device it was sent to.
+        sent_to: DeviceKey,
+    },
+}
+
+impl DropError {
+    /// The category, for counting.
+    pub fn reason(&self) -> DropReason {
+        match self {
+            Self::Decode(error) => DropReason::Invalid(error.reason()),
+            Self::OrgNotAllowed(_) => DropReason::OrgNotAllowed,
+            Self::WrongDirection(_) => DropReason::WrongDirection,
+            Self::RateLimited(_) => DropReason::RateLimited,
+            Self::NotItsCommand { .. } => DropReason::Invalid(Reason::TenantMismatch),
+        }
+    }
+
+    /// The field at fault and what is wrong with it, when the payload was JSON but not a valid
+    /// message.
+    pub fn invalid(&self) -> Option<&dese_protocol::Invalid> {
+        match self {
+            Self::Decode(error) => error.invalid(),
+            _ => None,
+        }
+    }
+}
+
+impl core::fmt::Display for DropError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Decode(error) => error.fmt(f),
+            Self::OrgNotAllowed(org) => write!(f, "organization {org} is not served here"),
+            Self::WrongDirection(kind) => write!(f, "{kind} messages go to devices"),
+            Self::RateLimited(device) => write!(f, "device {device} is over its rate"),
+            Self::NotItsCommand {
+                command_id,
+                sent_to,
+            } => write!(f, "command_id {command_id} was sent to {sent_to}"),
+        }
+    }
+}
+
+impl std::error::Error for DropError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            // Transparent: the decoder's error writes the text, so its cause is its own.
+            Self::Decode(error) => error.source(),
+            _ => None,
         }
     }
 }
@@ -832,24 +913,16 @@ impl Backend {
         let parsed = match Topic::parse_with(topic, false) {
             Ok(parsed) => parsed,
             Err(error) => {
-                return self.drop(topic, DropReason::Invalid(Reason::Topic), error.to_string());
+                return self.drop(topic, DropError::Decode(DecodeError::Topic(error)));
             }
         };
         if let Some(allowed) = &self.settings.allowed_orgs {
             if !allowed.contains(parsed.org()) {
-                return self.drop(
-                    topic,
-                    DropReason::OrgNotAllowed,
-                    format!("organization {} is not served here", parsed.org()),
-                );
+                return self.drop(topic, DropError::OrgNotAllowed(parsed.org().clone()));
             }
         }
         if parsed.kind().direction() != Direction::DeviceToBackend {
-            return self.drop(
-                topic,
-                DropReason::WrongDirection,
-                format!("{} messages go to devices", parsed.kind()),
-            );
+            return self.drop(topic, DropError::WrongDirection(parsed.kind()));
         }
         let key = DeviceKey::of(&parsed);
         // The rate limit of a known device comes before any parsing of the payload: a flood
@@ -877,13 +950,7 @@ impl Backend {
                 }
                 return Fate::Accepted;
             }
-            Err(error) => {
-                return self.drop(
-                    topic,
-                    DropReason::Invalid(error.reason()),
-                    error.to_string(),
-                );
-            }
+            Err(error) => return self.drop(topic, DropError::Decode(error)),
         };
         self.schedule_prune(now);
         let evicted = self.devices.evicted();
@@ -919,11 +986,7 @@ impl Backend {
     }
 
     fn over_rate(&mut self, topic: &str, key: &DeviceKey) -> Fate {
-        self.drop(
-            topic,
-            DropReason::RateLimited,
-            format!("device {}/{} is over its rate", key.org, key.device),
-        )
+        self.drop(topic, DropError::RateLimited(key.clone()))
     }
 
     /// The first message starts the pruning schedule.
@@ -1146,11 +1209,10 @@ impl Backend {
                         MessageKind::CommandResponse,
                     )
                     .to_string(),
-                    DropReason::Invalid(Reason::TenantMismatch),
-                    format!(
-                        "command_id {id} was sent to {}/{}",
-                        pending.device.org, pending.device.device
-                    ),
+                    DropError::NotItsCommand {
+                        command_id: id,
+                        sent_to: pending.device.clone(),
+                    },
                 );
             }
             self.pending.remove(&id);
@@ -1230,7 +1292,8 @@ impl Backend {
         Fate::Duplicate(original)
     }
 
-    fn drop(&mut self, topic: &str, reason: DropReason, error: String) -> Fate {
+    fn drop(&mut self, topic: &str, error: DropError) -> Fate {
+        let reason = error.reason();
         *self.counters.dropped.entry(reason).or_default() += 1;
         let shown = dese_protocol::shortened(topic, 160);
         self.events.push_back(Delivered {

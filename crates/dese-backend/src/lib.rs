@@ -12,8 +12,8 @@ pub mod model;
 mod outbox;
 
 pub use backend::{
-    Backend, Counters, Delivered, DeviceKey, DropReason, Event, Outcome, Presence, SendError,
-    Settings, Transmit,
+    Backend, Counters, Delivered, DeviceKey, DropError, DropReason, Event, Outcome, Presence,
+    SendError, Settings, Transmit,
 };
 // The devices' reconnection rule, and their name for a message handed to the transport: one
 // type each for both engines.

@@ -5,8 +5,13 @@
 
 use std::time::{Duration, Instant};
 
-use dese_backend::{Backend, DropReason, Event, Inbound, Outcome, RateLimit, Settings};
-use dese_protocol::{Action, DeviceState, MessageKind, OrgId, Reason, ShareGroup, Timestamp};
+use dese_backend::{
+    Backend, DeviceKey, DropError, DropReason, Event, Inbound, Outcome, RateLimit, Settings,
+};
+use dese_protocol::{
+    Action, DecodeError, DeviceId, DeviceState, MessageKind, OrgId, Problem, Reason, ShareGroup,
+    Timestamp,
+};
 
 const TELEMETRY: &str = r#"{"device_id":"esp32-001","timestamp":"2025-01-27T10:00:00Z","organization_id":"org-123","sensors":{"ph":7.2,"chlorine":2.5,"temperature":25.5},"metadata":{"firmware_version":"1.0.0"}}"#;
 
@@ -469,7 +474,7 @@ fn dese_s4_rate_limit_per_device() {
             .count(),
         5
     );
-    let limited: Vec<&String> = e
+    let limited: Vec<&DropError> = e
         .iter()
         .filter_map(|e| match e {
             Event::Dropped {
@@ -481,7 +486,15 @@ fn dese_s4_rate_limit_per_device() {
         })
         .collect();
     assert_eq!(limited.len(), 3);
-    assert!(limited[0].contains("org-123/esp32-001"));
+    let flooder = DeviceKey {
+        org: OrgId::parse("org-123").unwrap(),
+        device: DeviceId::parse("esp32-001").unwrap(),
+    };
+    assert_eq!(limited[0], &DropError::RateLimited(flooder));
+    assert_eq!(
+        limited[0].to_string(),
+        "device org-123/esp32-001 is over its rate"
+    );
     assert!(e.iter().any(|e| matches!(e, Event::Status { .. })));
     let later = TELEMETRY.replace("10:00:00Z", "10:00:09Z");
     b.handle_message(
@@ -765,4 +778,51 @@ fn absurd_settings_are_refused_and_never_panic() {
         b.poll_timeout()
             .is_some_and(|at| at <= t0 + Duration::from_secs(86_400))
     );
+}
+
+// A refusal reaches the application whole: the decoder's error with its field path and
+// problem, the category it is counted under, and the text the logs show.
+#[test]
+fn a_dropped_event_carries_the_decoders_error() {
+    let mut b = Backend::new(Settings::default());
+    let t0 = Instant::now();
+    let bad = TELEMETRY.replace(r#""ph":7.2"#, r#""ph":"7.2""#);
+    b.handle_message(t0, IN, &topic("telemetry"), bad.as_bytes());
+    b.handle_message(t0, IN, &topic("telemetry"), b"{\"device_id\":");
+    b.handle_message(t0, IN, &topic("commands"), b"{}");
+    let errors: Vec<(DropReason, DropError)> = events(&mut b)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Dropped { reason, error, .. } => Some((reason, error)),
+            _ => None,
+        })
+        .collect();
+    let [
+        (wrong_type, typed),
+        (syntax, not_json),
+        (direction, to_devices),
+    ] = &errors[..]
+    else {
+        panic!("{errors:?}");
+    };
+    assert_eq!(*wrong_type, DropReason::Invalid(Reason::WrongType));
+    assert_eq!(typed.reason(), *wrong_type);
+    let invalid = typed.invalid().unwrap();
+    assert_eq!(invalid.path.as_str(), "sensors.ph");
+    assert!(matches!(invalid.problem, Problem::WrongType { .. }));
+    assert_eq!(
+        typed.to_string(),
+        "sensors.ph: expected a number, got a string"
+    );
+    assert_eq!(*syntax, DropReason::Invalid(Reason::Syntax));
+    let DropError::Decode(DecodeError::Syntax(json)) = not_json else {
+        panic!("{not_json:?}");
+    };
+    assert!(json.ends_early(), "{json:?}");
+    assert_eq!(*direction, DropReason::WrongDirection);
+    assert_eq!(
+        to_devices,
+        &DropError::WrongDirection(MessageKind::Commands)
+    );
+    assert_eq!(b.counters().dropped.values().sum::<u64>(), 3);
 }

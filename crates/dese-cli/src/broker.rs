@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use dese_transport::{BackendClient, BrokerOptions};
 
-use crate::exit::{Exit, Failure};
+use crate::exit::{Exit, Failure, chain};
 
 /// Which MQTT client library carries the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -89,11 +89,15 @@ pub(crate) async fn connected<T>(
         if let Some(failure) = failure.as_ref().filter(|f| f.kind.is_final()) {
             return Err(Failure::new(
                 Exit::Broker,
-                format!("the broker at {} refused us: {failure}", broker.address()),
+                format!(
+                    "the broker at {} refused us: {}",
+                    broker.address(),
+                    chain(failure)
+                ),
             ));
         }
         if tokio::time::Instant::now() >= deadline {
-            let why = failure.map_or_else(|| "no answer".to_string(), |f| f.to_string());
+            let why = failure.map_or_else(|| "no answer".to_string(), |f| chain(&f));
             return Err(Failure::new(
                 Exit::Broker,
                 format!(

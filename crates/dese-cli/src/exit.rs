@@ -57,18 +57,8 @@ impl From<Error> for Failure {
     }
 }
 
-/// An error and its causes, `: `-separated: each error writes its own text and leaves its
-/// cause to `source()`, so this is where the whole story is told.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    text
-}
+/// An error and its causes, `: `-separated: the SDK's one rule for telling them.
+pub(crate) use dese_transport::error_chain as chain;
 
 #[cfg(test)]
 mod tests {

@@ -151,7 +151,10 @@ async fn watch<T: Transport>(args: Args) -> Result<Exit, Failure> {
                 if now != was_connected {
                     match (now, backend.last_failure()) {
                         (true, _) => eprintln!("dese: connected again"),
-                        (false, Some(why)) => eprintln!("dese: connection lost ({why}); reconnecting"),
+                        (false, Some(why)) => eprintln!(
+                            "dese: connection lost ({}); reconnecting",
+                            crate::exit::chain(&why)
+                        ),
                         (false, None) => eprintln!("dese: connection lost; reconnecting"),
                     }
                     was_connected = now;

@@ -226,7 +226,10 @@ pub(crate) fn event_json(event: &Event) -> Value {
         } => {
             out["topic"] = json!(topic);
             out["reason"] = json!(reason.as_str());
-            out["error"] = json!(error);
+            out["error"] = json!(error.to_string());
+            if let Some(invalid) = error.invalid() {
+                out["path"] = json!(invalid.path.as_str());
+            }
         }
         Event::CommandRetried {
             command_id,

@@ -242,7 +242,7 @@ async fn drive<T>(
         }
     }
     let mut last = publish(&client, answered);
-    let failure = client.last_failure().map(|f| f.to_string());
+    let failure = client.last_failure().map(|f| crate::exit::chain(&f));
     // The final counters: the outbox delivered before the goodbye, `pending` what was not.
     if let Ok(stats) = client.shutdown().await {
         last.stats = stats;

@@ -262,6 +262,7 @@ fn simulate_monitor_and_send_work_together() {
         &mut seen,
     );
     assert_eq!(json(&invalid)["reason"], "missing_field", "{invalid}");
+    assert_eq!(json(&invalid)["path"], "device_id", "{invalid}");
     assert!(
         json(&invalid)["error"]
             .as_str()

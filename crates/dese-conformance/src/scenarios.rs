@@ -824,6 +824,13 @@ pub async fn tls<D: Transport>() {
         .expect("a refused certificate ends the client")
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Tls, "{error}");
+    // Under the SDK's category, the MQTT client's own error is kept as the cause.
+    let failure = std::error::Error::source(&error).expect("the connection failure");
+    assert!(
+        failure.source().is_some(),
+        "no cause kept: {}",
+        dese_transport::error_chain(&error)
+    );
 
     let plain = BrokerOptions::parse(&format!("mqtt://127.0.0.1:{}", broker.port())).unwrap();
     let device = DeviceClient::<D>::spawn(&plain, settings(), Probe, Recorder::default()).unwrap();

@@ -399,7 +399,7 @@ impl Link for PahoLink {
                 if let Err(error) = result {
                     drop(runtime.spawn(async move {
                         let lost =
-                            LinkEvent::Lost(failure(&error, tls_address, &tls_failures).await);
+                            LinkEvent::Lost(failure(error, tls_address, &tls_failures).await);
                         let _ = events.send(lost);
                     }));
                 }
@@ -567,12 +567,12 @@ impl Recipe {
 /// only [`TLS_REFUSALS`] such failures in a row count as a refusal, which is final; the ones
 /// before are retried.
 async fn failure(
-    error: &paho::Error,
+    error: paho::Error,
     tls_address: Option<String>,
     tls_failures: &AtomicU32,
 ) -> ConnectionFailure {
     use paho::ConnectReturnCode as Code;
-    let kind = match error {
+    let kind = match &error {
         paho::Error::ConnectReturn(
             Code::BadUserNameOrPassword | Code::NotAuthorized | Code::IdentifierRejected,
         ) => ErrorKind::Auth,
@@ -590,7 +590,7 @@ async fn failure(
         },
         _ => ErrorKind::Io,
     };
-    ConnectionFailure::new(kind, error.to_string())
+    ConnectionFailure::caused_by(kind, error)
 }
 
 /// How many failed TLS connections in a row, to a broker that answers plain TCP, make a TLS

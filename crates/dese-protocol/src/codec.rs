@@ -272,7 +272,7 @@ fn run<'a, W: Deserialize<'a>, T>(
     // decided on a generic parse, not on serde's classification of its own error.
     let value: serde_json::Value = match serde_json::from_slice(payload) {
         Ok(value) => value,
-        Err(syntax) => return Err(DecodeError::Syntax(syntax)),
+        Err(syntax) => return Err(DecodeError::Syntax(syntax.into())),
     };
     let fault = check::explain(&value, shape).err().unwrap_or(Fault {
         // Serde refused what the shape accepts: a field given twice.

@@ -317,6 +317,67 @@ impl Fault {
     }
 }
 
+/// Where and why a payload is not JSON, as the parser said it.
+///
+/// ```
+/// use dese_protocol::{DecodeError, decode};
+///
+/// let err = decode("devices/org/dev/status", br#"{"status": online}"#).unwrap_err();
+/// let DecodeError::Syntax(syntax) = &err else { panic!("{err}") };
+/// assert_eq!((syntax.line(), syntax.column()), (1, 12));
+/// assert_eq!(syntax.to_string(), "expected value");
+/// assert_eq!(err.to_string(), "payload is not valid JSON (line 1, column 12)");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonSyntax {
+    line: usize,
+    column: usize,
+    ends_early: bool,
+    what: String,
+}
+
+impl JsonSyntax {
+    /// The line of the first byte the parser could not take, from 1.
+    pub fn line(&self) -> usize {
+        self.line
+    }
+
+    /// Its column, from 1 (0 when the payload ends before it).
+    pub fn column(&self) -> usize {
+        self.column
+    }
+
+    /// Whether the payload ends before the JSON value does.
+    pub fn ends_early(&self) -> bool {
+        self.ends_early
+    }
+}
+
+impl From<serde_json::Error> for JsonSyntax {
+    fn from(error: serde_json::Error) -> Self {
+        // serde_json writes "{what} at line {l} column {c}": the position is kept apart.
+        let text = alloc::string::ToString::to_string(&error);
+        let what = match text.rfind(" at line ") {
+            Some(at) => String::from(&text[..at]),
+            None => text,
+        };
+        Self {
+            line: error.line(),
+            column: error.column(),
+            ends_early: error.is_eof(),
+            what,
+        }
+    }
+}
+
+impl fmt::Display for JsonSyntax {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.what)
+    }
+}
+
+impl core::error::Error for JsonSyntax {}
+
 /// Why [`decode`](crate::decode) refused a message.
 ///
 /// ```
@@ -326,7 +387,10 @@ impl Fault {
 /// let err = decode("devices/org/dev/status", b"").unwrap_err();
 /// assert!(matches!(err, DecodeError::Empty));
 /// ```
-#[derive(Debug)]
+///
+/// It is `Clone`, so that an event that reports a refusal can carry it whole, field path and
+/// reason included.
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum DecodeError {
     /// The topic is not a DESE topic.
@@ -346,7 +410,7 @@ pub enum DecodeError {
         max: usize,
     },
     /// The payload is not JSON.
-    Syntax(serde_json::Error),
+    Syntax(JsonSyntax),
     /// The payload is JSON, but not a valid message.
     Invalid(Box<Invalid>),
 }
@@ -391,7 +455,7 @@ impl fmt::Display for DecodeError {
             Self::TooDeep { max } => {
                 write!(f, "payload nests deeper than {max} levels")
             }
-            Self::Syntax(e) if e.is_eof() => write!(
+            Self::Syntax(e) if e.ends_early() => write!(
                 f,
                 "payload is not valid JSON: it ends early (line {}, column {})",
                 e.line(),
@@ -563,7 +627,7 @@ impl fmt::Display for Reason {
 /// assert!(matches!(err, EncodeError::TooLarge { max: 16_384, .. }));
 /// # Ok::<(), dese_protocol::IdError>(())
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum EncodeError {
     /// Telemetry over the protocol's 1 KB budget.

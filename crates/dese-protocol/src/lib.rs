@@ -41,7 +41,9 @@ pub mod topic;
 #[cfg(feature = "alloc")]
 pub use codec::{Decoder, Limits, TELEMETRY_BUDGET, decode, encode, validate};
 #[cfg(feature = "alloc")]
-pub use error::{DecodeError, EncodeError, FieldPath, Invalid, JsonType, Problem, Reason};
+pub use error::{
+    DecodeError, EncodeError, FieldPath, Invalid, JsonSyntax, JsonType, Problem, Reason,
+};
 #[cfg(feature = "alloc")]
 pub use id::{CommandId, DeviceId, OrgId, ShareGroup};
 #[cfg(feature = "alloc")]

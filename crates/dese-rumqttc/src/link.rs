@@ -170,7 +170,7 @@ impl Link for RumqttcLink {
                     self.pkids.clear();
                     self.subscribing.clear();
                     self.subscribed.clear();
-                    return LinkEvent::Lost(failure(&error));
+                    return LinkEvent::Lost(failure(error));
                 }
             }
         }
@@ -296,10 +296,10 @@ fn oversized(error: &ConnectionError) -> Option<usize> {
     }
 }
 
-/// The shared category of a rumqttc failure.
-fn failure(error: &ConnectionError) -> ConnectionFailure {
+/// The shared category of a rumqttc failure, with rumqttc's error as its source.
+fn failure(error: ConnectionError) -> ConnectionFailure {
     use ConnectReturnCode as Code;
-    if let Some(size) = oversized(error) {
+    if let Some(size) = oversized(&error) {
         return ConnectionFailure::new(
             ErrorKind::Io,
             format!(
@@ -309,7 +309,7 @@ fn failure(error: &ConnectionError) -> ConnectionFailure {
             ),
         );
     }
-    let kind = match error {
+    let kind = match &error {
         ConnectionError::ConnectionRefused(
             Code::BadUserNamePassword | Code::NotAuthorized | Code::BadClientId,
         ) => ErrorKind::Auth,
@@ -324,10 +324,10 @@ fn failure(error: &ConnectionError) -> ConnectionFailure {
             ErrorKind::Io
         }
         ConnectionError::Tls(_) => ErrorKind::Tls,
-        _ if tls_alert(error) => ErrorKind::Tls,
+        _ if tls_alert(&error) => ErrorKind::Tls,
         _ => ErrorKind::Io,
     };
-    ConnectionFailure::new(kind, error.to_string())
+    ConnectionFailure::caused_by(kind, error)
 }
 
 /// Whether the broker ended the connection with a TLS alert after the handshake. With TLS 1.3

@@ -882,7 +882,8 @@ fn log_event(event: &Event) {
             debug!(
                 topic = %Printable(topic),
                 reason = reason.as_str(),
-                error = %Printable(error),
+                path = error.invalid().map(|invalid| invalid.path.as_str()),
+                error = %Printable(&error.to_string()),
                 "message refused"
             );
         }

@@ -33,7 +33,7 @@ use crate::{BrokerOptions, Error};
 #[command(next_help_heading = "Broker")]
 pub struct BrokerArgs {
     /// The broker: mqtt://HOST:PORT (the port is 1883 when left out), or mqtts://HOST:PORT for TLS
-    /// (port 8883, needs --ca); an IPv6 address goes in brackets, mqtt://[::1]:1883
+    /// (port 8883, needs --ca); an IPv6 address goes in square brackets
     #[arg(
         long,
         value_name = "URL",
@@ -128,7 +128,7 @@ mod tests {
             Args::try_parse_from(["app", "--broker", "mqtts://h", "--ca", "/nonexistent.pem"])
                 .unwrap();
         let error = args.broker.options().unwrap_err();
-        assert_eq!(error.kind(), crate::ErrorKind::Config);
+        assert_eq!(error.kind(), crate::ErrorKind::Tls);
         assert!(error.to_string().contains("/nonexistent.pem"), "{error}");
     }
 }

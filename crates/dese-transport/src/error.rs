@@ -1,6 +1,7 @@
 //! The one error type of every DESE transport, and its [`ErrorKind`].
 
 use std::fmt;
+use std::sync::Arc;
 
 /// The category of a transport error. Code that reacts to failures matches on this, and so
 /// reacts alike whichever MQTT client is underneath.
@@ -34,23 +35,68 @@ impl ErrorKind {
 }
 
 /// Why a connection attempt failed (or a connection was lost), as the transport saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// When the MQTT client reported an error, the failure keeps it as its
+/// [`source`](std::error::Error::source), for code that wants the client's own type
+/// (`rumqttc::ConnectionError`, `paho_mqtt::Error`); its text is in [`message`](Self::message)
+/// too. `Display` then writes the category alone and leaves the cause to `source()`, so an
+/// error chain prints each part once; without a cause it writes the category and the message.
+///
+/// ```
+/// use dese_transport::{ConnectionFailure, ErrorKind};
+///
+/// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+/// let failure = ConnectionFailure::caused_by(ErrorKind::Io, io);
+/// assert_eq!(failure.message, "connection refused");
+/// assert_eq!(failure.to_string(), "network");
+/// let cause = std::error::Error::source(&failure).unwrap();
+/// assert_eq!(cause.downcast_ref::<std::io::Error>().unwrap().kind(), std::io::ErrorKind::ConnectionRefused);
+///
+/// let lost = ConnectionFailure::new(ErrorKind::Io, "keepalive: the broker went silent");
+/// assert_eq!(lost.to_string(), "network: keepalive: the broker went silent");
+/// ```
+#[derive(Debug, Clone)]
 pub struct ConnectionFailure {
     /// The shared category.
     pub kind: ErrorKind,
-    /// The MQTT client's own description.
+    /// What happened: the MQTT client's own description when it gave one.
     pub message: String,
+    /// The MQTT client's error, shared so that the failure stays `Clone`.
+    cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl ConnectionFailure {
-    /// A failure of `kind`, described by `message`.
+    /// A failure of `kind`, described by `message`, with no error of the client behind it.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
             kind,
             message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// A failure of `kind` that the MQTT client reported as `error`, kept as the source.
+    pub fn caused_by(
+        kind: ErrorKind,
+        error: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            kind,
+            message: error.to_string(),
+            cause: Some(Arc::new(error)),
         }
     }
 }
+
+/// Two failures are equal when their category and description are; the client's error is
+/// not compared (its types rarely can be).
+impl PartialEq for ConnectionFailure {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.message == other.message
+    }
+}
+
+impl Eq for ConnectionFailure {}
 
 impl ConnectionFailure {
     /// Logs this failure of an attempt (or loss of a connection, `was_up`) and when the next
@@ -95,7 +141,18 @@ impl fmt::Display for ConnectionFailure {
             ErrorKind::Io => "network",
             ErrorKind::Closed => "closed",
         };
-        write!(f, "{kind}: {}", self.message)
+        match self.cause {
+            Some(_) => f.write_str(kind),
+            None => write!(f, "{kind}: {}", self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConnectionFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|cause| cause as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -152,7 +209,7 @@ impl fmt::Display for Error {
             Self::BrokerUrl { url, reason } => write!(f, "cannot use broker URL {url:?}: {reason}"),
             Self::Settings(error) => write!(f, "{error}"),
             Self::Tls { reason } => write!(f, "TLS: {reason}"),
-            Self::Connection(failure) => write!(f, "cannot connect to the broker: {failure}"),
+            Self::Connection(_) => f.write_str("cannot connect to the broker"),
             Self::Send(_) => f.write_str("the message could not be built"),
             Self::Closed => f.write_str("the client has shut down"),
         }
@@ -163,7 +220,33 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Send(e) => Some(e),
+            Self::Connection(failure) => Some(failure),
             _ => None,
         }
     }
+}
+
+/// An error and its causes, `: `-separated. Every error of the SDK writes its own text and
+/// leaves its cause to `source()`, so printing the chain tells the whole story once:
+///
+/// ```
+/// use dese_transport::{ConnectionFailure, Error, ErrorKind, error_chain};
+///
+/// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+/// let error = Error::Connection(ConnectionFailure::caused_by(ErrorKind::Auth, io));
+/// assert_eq!(error.to_string(), "cannot connect to the broker");
+/// assert_eq!(
+///     error_chain(&error),
+///     "cannot connect to the broker: refused credentials: connection refused"
+/// );
+/// ```
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }

@@ -520,9 +520,12 @@ impl<T> EventLoop<T> {
                 reason,
                 error,
             } => {
-                let line = self
-                    .refusals
-                    .refused(Instant::now(), topic, reason.as_str(), error);
+                let line = self.refusals.refused(
+                    Instant::now(),
+                    topic,
+                    reason.as_str(),
+                    &error.to_string(),
+                );
                 if let Some(line) = line {
                     tracing::warn!("{line}");
                 }

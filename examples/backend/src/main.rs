@@ -17,6 +17,7 @@ use dese_reference_backend::dashboard::DashboardOptions;
 use dese_reference_backend::{Activity, BackendOptions, Database, ReferenceBackend, prometheus};
 use dese_rumqttc::Rumqttc;
 use dese_transport::cli::BrokerArgs;
+use dese_transport::error_chain;
 use dese_transport::logging::{self, LogFormat};
 
 /// The DESE reference backend: every device message into SQLite, presence, thresholds sent to
@@ -172,7 +173,7 @@ async fn run(args: Args) -> ExitCode {
     let mut backend = match spawned {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("dese-backend: {e}");
+            eprintln!("dese-backend: {}", error_chain(&*e));
             return ExitCode::from(4);
         }
     };
@@ -226,7 +227,7 @@ async fn run(args: Args) -> ExitCode {
     match ended {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("dese-backend: {e}");
+            eprintln!("dese-backend: {}", error_chain(&e));
             ExitCode::from(4)
         }
     }

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use dese_backend::{DeviceKey, DropReason, Event, Outcome};
+use dese_backend::{DeviceKey, DropError, DropReason, Event, Outcome};
 use dese_protocol::{
     Alert, CommandId, CommandResponse, DeviceState, Finite, MessageKind, Reason, Sensor, Severity,
     Status, Telemetry, Timestamp,
@@ -102,7 +102,13 @@ fn batch() -> Vec<Event> {
         Event::Dropped {
             topic: "devices/acme/dev-00001/telemetry".into(),
             reason: DropReason::Invalid(Reason::WrongType),
-            error: "sensors.ph: expected a number".into(),
+            error: DropError::Decode(
+                dese_protocol::decode(
+                    "devices/acme/dev-00001/telemetry",
+                    br#"{"device_id":"dev-00001","sensors":{"ph":"7"}}"#,
+                )
+                .unwrap_err(),
+            ),
         },
         Event::Duplicate {
             device,

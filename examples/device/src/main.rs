@@ -11,6 +11,7 @@ use dese_reference_device::{DeviceOptions, ReferenceDevice, describe};
 use dese_rumqttc::Rumqttc;
 use dese_sim::water::PoolModel;
 use dese_transport::cli::BrokerArgs;
+use dese_transport::error_chain;
 use dese_transport::logging::{self, LogFormat};
 
 /// The DESE reference device: a simulated pool (pH, chlorine, temperature, ORP, TDS, flow, two
@@ -70,7 +71,7 @@ async fn run(args: Args) -> ExitCode {
     };
     let broker = match args.broker.options() {
         Ok(broker) => broker,
-        Err(e) => return fail(e.to_string()),
+        Err(e) => return fail(error_chain(&e)),
     };
     let (org, device) = (args.org.clone(), args.device.clone());
     let mut options = DeviceOptions::new(org.clone(), device.clone());
@@ -87,7 +88,7 @@ async fn run(args: Args) -> ExitCode {
     }
     let mut device_run = match ReferenceDevice::<Rumqttc>::spawn(&broker, options) {
         Ok(d) => d,
-        Err(e) => return fail(e.to_string()),
+        Err(e) => return fail(error_chain(&e)),
     };
     println!(
         "{org}/{device}: running against {} (Ctrl-C to stop)",
@@ -127,7 +128,7 @@ async fn run(args: Args) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(e) => fail(format!("goodbye failed: {e}")),
+        Err(e) => fail(format!("goodbye failed: {}", error_chain(&e))),
     }
 }
 

@@ -367,7 +367,7 @@ impl LiveView {
                         "reason": reason,
                         "count": count,
                         "topic": shortened(topic),
-                        "error": shortened(error),
+                        "error": shortened(&error.to_string()),
                     }),
                 );
             }
