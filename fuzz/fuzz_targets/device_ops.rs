@@ -1,5 +1,5 @@
 //! Any sequence of operations against the device engine (connections, losses, acknowledgements,
-//! time, commands, and any bytes on its `commands` and `config` topics), with the invariants of
+//! time, commands run at once or handed out and finished later, and any bytes on its `commands` and `config` topics), with the invariants of
 //! `dese_device::model` checked after every one: the ones the property tests check, on inputs
 //! libFuzzer steers.
 #![no_main]
@@ -17,7 +17,9 @@ enum Step {
     Command {
         id: u8,
         retained: bool,
+        deferred: bool,
     },
+    Finish(u8),
     Raw {
         config: bool,
         payload: Vec<u8>,
@@ -41,10 +43,16 @@ fuzz_target!(|input: Input| {
             Step::Connect => Op::Connect,
             Step::Disconnect(random) => Op::Disconnect(random),
             Step::Ack(share) => Op::Ack(share % 5),
-            Step::Command { id, retained } => Op::Command {
+            Step::Command {
+                id,
+                retained,
+                deferred,
+            } => Op::Command {
                 id: id % 8,
                 retained,
+                deferred,
             },
+            Step::Finish(pick) => Op::Finish(pick),
             Step::Raw {
                 config,
                 payload,

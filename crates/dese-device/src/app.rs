@@ -46,7 +46,10 @@ pub trait SensorReader {
     fn read(&mut self, now: Instant) -> Option<Readings>;
 }
 
-/// Carries out commands.
+/// Carries out commands that finish in the call, for
+/// [`Device::handle_message_with`](crate::Device::handle_message_with). Commands that take
+/// longer come out of [`Device::handle_message`](crate::Device::handle_message) as
+/// [`Event::Command`](crate::Event::Command) instead.
 ///
 /// The engine has already validated the command (parameters in range, addressed to this
 /// device, not retained) and made sure this `command_id` never ran before; it publishes the

@@ -28,8 +28,11 @@ impl Answered {
             .map(|(_, payload)| payload.as_slice())
     }
 
-    /// Remembers the response to `id`, forgetting the oldest beyond the capacity.
+    /// Remembers the response to `id`, in place of an earlier one for the same id (storage
+    /// may hold a command saved as interrupted, then its result), forgetting the oldest beyond
+    /// the capacity.
     pub(crate) fn insert(&mut self, id: CommandId, response: Vec<u8>) {
+        self.recent.retain(|(seen, _)| *seen != id);
         if self.recent.len() == self.capacity {
             self.recent.pop_front();
         }

@@ -8,9 +8,9 @@ use core::time::Duration;
 
 use dese_protocol::{
     Action, Alert, Battery, Calibration, Celsius, Command, CommandId, CommandResponse, Decoder,
-    DeviceConfig, DeviceId, DeviceState, Finite, FlowRate, Keepalive, Message, MessageKind,
-    Metadata, OrgId, Ph, Ppm, QoS, Reason, Sensor, Sensors, Severity, SignalStrength, Status,
-    Telemetry, TelemetryInterval, Threshold, Timestamp, Topic, TopicFilter, encode,
+    DeviceConfig, DeviceId, DeviceState, Finite, FlowRate, JsonObject, Keepalive, Message,
+    MessageKind, Metadata, OrgId, Ph, Ppm, QoS, Reason, Sensor, Sensors, Severity, SignalStrength,
+    Status, Telemetry, TelemetryInterval, Threshold, Timestamp, Topic, TopicFilter, encode,
 };
 
 use crate::app::{CommandHandler, Readings, SensorReader};
@@ -39,6 +39,10 @@ pub struct Settings {
     /// How many recent commands are remembered, to answer a duplicate without running it
     /// again. Default 32.
     pub answered_capacity: usize,
+    /// How many commands may run at once: handed to the application as [`Event::Command`]
+    /// and not yet answered with [`Device::handle_command_result`]. A command past it is
+    /// refused as busy, and may be sent again later. Default 8.
+    pub running_capacity: usize,
     /// Telemetry period until a config message changes it. Default 30 s.
     pub telemetry_interval: TelemetryInterval,
     /// Status period while connected. Default 60 s.
@@ -63,6 +67,7 @@ impl Settings {
             outbox_capacity: 100,
             in_flight_window: 8,
             answered_capacity: 32,
+            running_capacity: 8,
             telemetry_interval: TelemetryInterval::DEFAULT,
             status_interval: Duration::from_secs(60),
             keepalive: Keepalive::DEFAULT,
@@ -120,6 +125,12 @@ impl Settings {
             self.answered_capacity,
             1 << 16,
             "would run a command delivered twice twice",
+        )?;
+        SettingsError::count(
+            "running_capacity",
+            self.running_capacity,
+            1 << 10,
+            "would refuse every command",
         )?;
         SettingsError::duration("status_interval", self.status_interval, true)?;
         self.backoff.check()
@@ -204,6 +215,19 @@ pub enum Event {
     /// The keepalive changed: reconnect with the new [`Device::connect_options`] when
     /// convenient.
     KeepaliveChanged(Keepalive),
+    /// A new command for the application to carry out, now or later (a pump that runs for
+    /// two seconds, a calibration that waits for the probe to settle): answer it with
+    /// [`Device::handle_command_result`] when it is done. The engine has checked it (valid,
+    /// addressed to this device, not retained, this id never run) and holds it as running
+    /// until then: a copy delivered again is not handed out again, and gets the answer the
+    /// result makes. [`Device::handle_message_with`] runs a [`CommandHandler`] instead, at
+    /// once, and reports no such event.
+    Command {
+        /// Its id, to give back with the result.
+        command_id: CommandId,
+        /// What to do.
+        action: Action,
+    },
     /// A command ran.
     CommandRun {
         /// Its id.
@@ -242,6 +266,26 @@ pub enum Event {
     },
 }
 
+/// [`Device::handle_command_result`] was given a command that is not running: never handed out
+/// as [`Event::Command`], or answered already.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotRunning {
+    /// The id given.
+    pub command_id: CommandId,
+}
+
+impl core::fmt::Display for NotRunning {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "command {} is not running: it was never handed out, or it was answered already",
+            self.command_id
+        )
+    }
+}
+
+impl core::error::Error for NotRunning {}
+
 /// Counters since the engine started. Every message the engine accepted is delivered,
 /// dropped (and counted here) or still in the outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -257,10 +301,13 @@ pub struct Stats {
     /// Messages waiting in the outbox, queued or in flight (statuses aside: a fresh one
     /// replaces them on every connection).
     pub pending: u64,
-    /// Commands run by the handler.
+    /// Commands run: by the handler, or answered by [`Device::handle_command_result`].
     pub commands_run: u64,
     /// Duplicate deliveries answered from the cache.
     pub commands_duplicate: u64,
+    /// Duplicate deliveries of a command still running: neither run nor answered (its result
+    /// answers it).
+    pub commands_duplicate_running: u64,
     /// Commands refused before the handler.
     pub commands_refused: u64,
     /// Config messages applied.
@@ -307,6 +354,9 @@ enum Side {
 /// Feed it what happens (`handle_*`), then drain what it wants done, in this order after every
 /// input: [`Device::poll_transmit`] until `None` (publish each message), [`Device::poll_event`]
 /// until `None`, and [`Device::poll_timeout`] for when to call [`Device::handle_timeout`] next.
+/// A new command comes out as [`Event::Command`]; its outcome goes back through
+/// [`Device::handle_command_result`], whenever it is ready ([`Device::handle_message_with`]
+/// runs a [`CommandHandler`] at once instead).
 ///
 /// It publishes a retained `online` status as soon as the link is up and before anything
 /// else, queues telemetry while the link is down and replays it in order, keeps every message
@@ -322,6 +372,7 @@ pub struct Device {
     link: Link,
     outbox: Outbox,
     answered: Answered,
+    running: BTreeMap<CommandId, Action>,
     next_id: u64,
     next_telemetry: Instant,
     next_status: Instant,
@@ -342,6 +393,7 @@ impl Device {
         // What `Settings::check` refuses, made harmless for a caller that did not check.
         settings.in_flight_window = settings.in_flight_window.max(1);
         settings.answered_capacity = settings.answered_capacity.max(1);
+        settings.running_capacity = settings.running_capacity.max(1);
         settings.status_interval = settings
             .status_interval
             .clamp(Duration::from_secs(1), crate::LONGEST);
@@ -360,6 +412,7 @@ impl Device {
             },
             outbox: Outbox::new(settings.outbox_capacity),
             answered: Answered::new(settings.answered_capacity),
+            running: BTreeMap::new(),
             next_id: 0,
             next_telemetry: now + settings.telemetry_interval.as_duration(),
             next_status: now + settings.status_interval,
@@ -553,13 +606,17 @@ impl Device {
 
     /// Time passed: ask for a connection when the backoff is over, read the sensors and queue
     /// telemetry when its period is due (connected or not), and publish the periodic status
-    /// while connected.
+    /// while connected. After [`Device::disconnect`] nothing is due until the link comes up
+    /// again.
     pub fn handle_timeout(
         &mut self,
         now: Instant,
         utc: Timestamp,
         sensors: &mut (impl SensorReader + ?Sized),
     ) {
+        if self.link == Link::Closed {
+            return;
+        }
         if let Link::Down {
             retry_at: Some(at),
             attempt,
@@ -594,8 +651,41 @@ impl Device {
         }
     }
 
-    /// A message arrived on one of the subscriptions.
+    /// A message arrived on one of the subscriptions. A config is applied; a new command is
+    /// handed to the application as [`Event::Command`], to be answered with
+    /// [`Device::handle_command_result`] when it is done.
     pub fn handle_message(
+        &mut self,
+        now: Instant,
+        utc: Timestamp,
+        topic: &str,
+        payload: &[u8],
+        retained: bool,
+    ) {
+        if let Some(command) = self.incoming(now, utc, topic, payload, retained) {
+            if let Some(journal) = &mut self.journal {
+                // Kept until the result replaces it: a reboot before then answers a delivery
+                // of the same id with this failure, rather than running the command again.
+                let interrupted = CommandResponse::failed(
+                    command.command_id.clone(),
+                    "interrupted: the device restarted before the command finished",
+                    utc,
+                );
+                if let Ok(payload) = encode(&Message::CommandResponse(interrupted)) {
+                    journal.answered(command.command_id.clone(), payload);
+                }
+            }
+            self.events.push_back(Event::Command {
+                command_id: command.command_id,
+                action: command.action,
+            });
+        }
+    }
+
+    /// [`Device::handle_message`] with the commands carried out at once by `handler`, for
+    /// applications whose commands finish in the call: no [`Event::Command`] is reported, and
+    /// the response is queued before this returns.
+    pub fn handle_message_with(
         &mut self,
         now: Instant,
         utc: Timestamp,
@@ -604,6 +694,50 @@ impl Device {
         retained: bool,
         handler: &mut (impl CommandHandler + ?Sized),
     ) {
+        if let Some(command) = self.incoming(now, utc, topic, payload, retained) {
+            let result = handler.run(&command.action, now);
+            self.finish(now, utc, command.command_id, command.action, result);
+        }
+    }
+
+    /// The outcome of a command handed out as [`Event::Command`]: `Ok` with the data for a
+    /// `success: true` response, or `Err` with the reason for `success: false`. The response
+    /// is queued, and remembered so that a later delivery of the same id gets it again.
+    ///
+    /// # Errors
+    ///
+    /// [`NotRunning`] when no command of this id is running: never handed out, or answered
+    /// already. Nothing is sent then.
+    pub fn handle_command_result(
+        &mut self,
+        now: Instant,
+        utc: Timestamp,
+        command_id: &CommandId,
+        result: Result<Option<JsonObject>, String>,
+    ) -> Result<(), NotRunning> {
+        let Some((command_id, action)) = self.running.remove_entry(command_id) else {
+            return Err(NotRunning {
+                command_id: command_id.clone(),
+            });
+        };
+        self.finish(now, utc, command_id, action, result);
+        Ok(())
+    }
+
+    /// The commands handed out as [`Event::Command`] and not answered yet.
+    pub fn commands_running(&self) -> impl Iterator<Item = (&CommandId, &Action)> {
+        self.running.iter()
+    }
+
+    /// Routes a message; returns a new command to carry out, registered as running.
+    fn incoming(
+        &mut self,
+        now: Instant,
+        utc: Timestamp,
+        topic: &str,
+        payload: &[u8],
+        retained: bool,
+    ) -> Option<Command> {
         let own = [MessageKind::Commands, MessageKind::Config]
             .into_iter()
             .position(|kind| self.topic(kind) == topic)
@@ -613,12 +747,12 @@ impl Device {
                 Reason::Topic,
                 format!("not one of this device's topics: {topic:?}"),
             );
-            return;
+            return None;
         };
         let decoded = self.decoder.decode_message(&own, payload);
         match (own.kind(), decoded) {
             (MessageKind::Commands, Ok(Message::Command(command))) => {
-                self.command(now, utc, command, retained, handler);
+                return self.command(utc, command, retained);
             }
             (MessageKind::Commands, Err(error)) => match error.command_id().cloned() {
                 Some(command_id) => self.refuse(command_id, &error.to_string(), utc),
@@ -645,6 +779,7 @@ impl Device {
             }
             (kind, _) => self.drop_incoming(Reason::Topic, format!("unexpected {kind} message")),
         }
+        None
     }
 
     /// The next message to publish, if the link is up and the in-flight window has room.
@@ -751,28 +886,24 @@ impl Device {
         });
     }
 
-    /// When to call [`Device::handle_timeout`] next.
+    /// When to call [`Device::handle_timeout`] next; `None` when nothing is scheduled, which
+    /// is after [`Device::disconnect`] until the next [`Device::handle_connected`].
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut next = self.next_telemetry;
+        let next = self.next_telemetry;
         match self.link {
-            Link::Up { .. } => next = next.min(self.next_status),
+            Link::Up { .. } => Some(next.min(self.next_status)),
             Link::Down {
                 retry_at: Some(at), ..
-            } => next = next.min(at),
-            Link::Down { retry_at: None, .. } | Link::Closed => {}
+            } => Some(next.min(at)),
+            Link::Down { retry_at: None, .. } => Some(next),
+            Link::Closed => None,
         }
-        Some(next)
     }
 
-    fn command(
-        &mut self,
-        now: Instant,
-        utc: Timestamp,
-        command: Command,
-        retained: bool,
-        handler: &mut (impl CommandHandler + ?Sized),
-    ) {
+    /// A valid command: refused when retained or when too many run, answered again when it
+    /// ran already, ignored while it runs; otherwise registered as running and returned.
+    fn command(&mut self, utc: Timestamp, command: Command, retained: bool) -> Option<Command> {
         if retained {
             // DESE-C6: a retained command would run again on every reconnection.
             self.refuse_uncached(
@@ -780,7 +911,7 @@ impl Device {
                 "refused: the command was delivered as a retained message",
                 utc,
             );
-            return;
+            return None;
         }
         if let Some(first) = self.answered.get(&command.command_id) {
             let payload = first.to_vec();
@@ -789,24 +920,54 @@ impl Device {
                 command_id: command.command_id,
             });
             self.queue(MessageKind::CommandResponse, payload);
-            return;
+            return None;
         }
-        let outcome = handler.run(&command.action, now);
+        if self.running.contains_key(&command.command_id) {
+            // Delivered again while it runs: its answer comes with the result.
+            self.stats.commands_duplicate_running += 1;
+            self.events.push_back(Event::CommandDuplicate {
+                command_id: command.command_id,
+            });
+            return None;
+        }
+        if self.running.len() >= self.settings.running_capacity {
+            let busy = format!(
+                "refused: the device is busy with {} commands; send it again later",
+                self.running.len()
+            );
+            self.refuse_uncached(command.command_id, &busy, utc);
+            return None;
+        }
+        self.running
+            .insert(command.command_id.clone(), command.action.clone());
+        Some(command)
+    }
+
+    /// A command's outcome: the response queued and remembered, `reset_config` applied.
+    fn finish(
+        &mut self,
+        now: Instant,
+        utc: Timestamp,
+        command_id: CommandId,
+        action: Action,
+        outcome: Result<Option<JsonObject>, String>,
+    ) {
+        self.running.remove(&command_id);
         let success = outcome.is_ok();
-        if success && command.action == Action::ResetConfig {
+        if success && action == Action::ResetConfig {
             self.reset_config(now);
         }
         let response = match outcome {
-            Ok(data) => CommandResponse::ok(command.command_id.clone(), data, utc),
-            Err(error) => CommandResponse::failed(command.command_id.clone(), error, utc),
+            Ok(data) => CommandResponse::ok(command_id.clone(), data, utc),
+            Err(error) => CommandResponse::failed(command_id.clone(), error, utc),
         };
         self.stats.commands_run += 1;
         self.events.push_back(Event::CommandRun {
-            command_id: command.command_id.clone(),
-            command: command.action.name().to_string(),
+            command_id: command_id.clone(),
+            command: action.name().to_string(),
             success,
         });
-        self.respond(command.command_id, response, true);
+        self.respond(command_id, response, true);
     }
 
     /// Answers a command refused before the handler, and remembers the answer (a duplicate

@@ -17,7 +17,7 @@ mod time;
 
 pub use app::{CommandHandler, Readings, SensorReader};
 pub use backoff::Backoff;
-pub use device::{ConnectOptions, Device, Event, Settings, Stats, Transmit, Will};
+pub use device::{ConnectOptions, Device, Event, NotRunning, Settings, Stats, Transmit, Will};
 pub use outbox::MessageId;
 pub use persist::{Persist, Saved, SavedMessage};
 pub use settings::{LONGEST, SettingsError};

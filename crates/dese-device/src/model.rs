@@ -4,7 +4,9 @@
 //! `model` feature; not part of the engine.
 //!
 //! The invariants: nothing is handed to the transport while the link is down; first
-//! transmissions of readings come in time order; no command id runs twice (DESE-C5); every
+//! transmissions of readings come in time order; no command id runs twice (DESE-C5), whether
+//! the handler runs it at once or it is handed out as [`Event::Command`] and finished later
+//! ([`Op::Finish`]), and commands running at once stay within their bound; every
 //! message the engine accepted is delivered, dropped and counted, or still pending (DESE-D7,
 //! DESE-D9); the outbox never holds more than its capacity.
 //!
@@ -44,7 +46,13 @@ pub enum Op {
         id: u8,
         /// Delivered as a retained message.
         retained: bool,
+        /// Handed out as [`Event::Command`] (`handle_message`) rather than run at once by a
+        /// handler (`handle_message_with`).
+        deferred: bool,
     },
+    /// The application finishes one of the commands handed out and still running (picked by
+    /// this number), successfully when it is even.
+    Finish(u8),
     /// Any bytes on the device's `commands` topic (or `config`): what a hostile or buggy
     /// backend could send.
     Raw {
@@ -100,6 +108,8 @@ pub struct Harness {
     acked: BTreeSet<MessageId>,
     acked_replayable: u64,
     ran: BTreeMap<String, u32>,
+    running: Vec<dese_protocol::CommandId>,
+    finishing: BTreeSet<dese_protocol::CommandId>,
     last_reading: Option<Timestamp>,
     seen: BTreeSet<MessageId>,
 }
@@ -113,6 +123,8 @@ impl Harness {
         let mut settings = Settings::new(org, dev, "1");
         settings.outbox_capacity = capacity;
         settings.persist = true;
+        // Few enough that a sequence meets the bound, and the busy refusal past it.
+        settings.running_capacity = 3;
         Self {
             device: Device::new(settings.clone(), Instant::ZERO),
             settings,
@@ -124,6 +136,8 @@ impl Harness {
             acked: BTreeSet::new(),
             acked_replayable: 0,
             ran: BTreeMap::new(),
+            running: Vec::new(),
+            finishing: BTreeSet::new(),
             last_reading: None,
             seen: BTreeSet::new(),
         }
@@ -165,18 +179,42 @@ impl Harness {
                     }
                 }
             }
-            Op::Command { id, retained } => {
+            Op::Command {
+                id,
+                retained,
+                deferred,
+            } => {
                 let payload = format!(
                     r#"{{"command_id":"c{id}","device_id":"dev","command":"reboot","timestamp":"2025-01-27T10:00:00Z"}}"#
                 );
-                self.device.handle_message(
-                    self.now,
-                    utc,
-                    "devices/org/dev/commands",
-                    payload.as_bytes(),
-                    *retained,
-                    &mut Accept,
-                );
+                let topic = "devices/org/dev/commands";
+                if *deferred {
+                    self.device
+                        .handle_message(self.now, utc, topic, payload.as_bytes(), *retained);
+                } else {
+                    self.device.handle_message_with(
+                        self.now,
+                        utc,
+                        topic,
+                        payload.as_bytes(),
+                        *retained,
+                        &mut Accept,
+                    );
+                }
+            }
+            Op::Finish(pick) => {
+                if !self.running.is_empty() {
+                    let id = self.running.remove(usize::from(*pick) % self.running.len());
+                    self.finishing.insert(id.clone());
+                    let result = if pick % 2 == 0 {
+                        Ok(None)
+                    } else {
+                        Err(String::from("the pump jammed"))
+                    };
+                    self.device
+                        .handle_command_result(self.now, utc, &id, result)
+                        .map_err(|e| format!("a command handed out was not running: {e}"))?;
+                }
             }
             Op::Raw {
                 config,
@@ -188,8 +226,14 @@ impl Harness {
                 } else {
                     "devices/org/dev/commands"
                 };
-                self.device
-                    .handle_message(self.now, utc, topic, payload, *retained, &mut Accept);
+                self.device.handle_message_with(
+                    self.now,
+                    utc,
+                    topic,
+                    payload,
+                    *retained,
+                    &mut Accept,
+                );
             }
             Op::Reboot => self.reboot()?,
             Op::Connect | Op::Disconnect(_) => {}
@@ -211,6 +255,8 @@ impl Harness {
         self.device.restore(self.now, saved);
         self.connected = false;
         self.in_flight.clear();
+        // The application's work in progress is gone with the power.
+        self.running.clear();
         let stats = self.device.stats();
         if stats.restored != pending || stats.restore_refused != 0 {
             return Err(format!(
@@ -255,6 +301,8 @@ impl Harness {
                     command_id,
                     response,
                 } => {
+                    // A store keyed by command: a later answer replaces an earlier one.
+                    self.store.answered.retain(|(id, _)| *id != command_id);
                     self.store.answered.push((command_id, response));
                     let over = self
                         .store
@@ -298,9 +346,25 @@ impl Harness {
             self.in_flight.push(t);
         }
         while let Some(event) = self.device.poll_event() {
-            if let Event::CommandRun { command_id, .. } = event {
-                *self.ran.entry(command_id.to_string()).or_default() += 1;
+            match event {
+                // A command starts when it is handed out, or when the handler runs it.
+                Event::Command { command_id, .. } => {
+                    *self.ran.entry(command_id.to_string()).or_default() += 1;
+                    self.running.push(command_id);
+                }
+                // Counted when it was handed out, if it was; otherwise the handler ran it.
+                Event::CommandRun { command_id, .. } if !self.finishing.remove(&command_id) => {
+                    *self.ran.entry(command_id.to_string()).or_default() += 1;
+                }
+                _ => {}
             }
+        }
+        let running = self.device.commands_running().count();
+        if running != self.running.len() || running > self.settings.running_capacity {
+            return Err(format!(
+                "{running} commands running in the engine, {} handed out and not finished",
+                self.running.len()
+            ));
         }
         Ok(())
     }

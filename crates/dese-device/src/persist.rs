@@ -35,7 +35,9 @@ pub enum Persist {
     },
     /// A command was answered: after a reboot, a delivery of the same id gets this response
     /// instead of running again. Keep the most recent
-    /// [`Settings::answered_capacity`](crate::Settings::answered_capacity).
+    /// [`Settings::answered_capacity`](crate::Settings::answered_capacity); a later answer of
+    /// the same id replaces the earlier one (a command handed out as
+    /// [`Event::Command`](crate::Event::Command) is saved as interrupted until its result).
     Answered {
         /// The command.
         command_id: CommandId,

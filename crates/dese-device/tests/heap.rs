@@ -63,7 +63,7 @@ fn a_thousand_configs_of_invented_sensors_do_not_grow_the_heap() {
     device.handle_connected(now, utc);
     let topic = "devices/org-123/esp32-001/config";
     let deliver = |device: &mut Device, round: usize| -> usize {
-        device.handle_message(
+        device.handle_message_with(
             now,
             utc,
             topic,

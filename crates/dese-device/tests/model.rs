@@ -14,7 +14,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Connect),
         1 => any::<u32>().prop_map(Op::Disconnect),
         2 => (0u8..=4).prop_map(Op::Ack),
-        2 => (0u8..5, proptest::bool::weighted(0.2)).prop_map(|(id, retained)| Op::Command { id, retained }),
+        2 => (0u8..5, proptest::bool::weighted(0.2), any::<bool>())
+            .prop_map(|(id, retained, deferred)| Op::Command { id, retained, deferred }),
+        1 => any::<u8>().prop_map(Op::Finish),
         1 => (any::<bool>(), proptest::collection::vec(any::<u8>(), 0..64), any::<bool>())
             .prop_map(|(config, payload, retained)| Op::Raw { config, payload, retained }),
         1 => Just(Op::Reboot),

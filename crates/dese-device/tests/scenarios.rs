@@ -116,7 +116,7 @@ impl Rig {
     fn deliver(&mut self, kind: &str, payload: &str, retained: bool) {
         let utc = self.utc();
         let topic = format!("devices/org-123/esp32-001/{kind}");
-        self.device.handle_message(
+        self.device.handle_message_with(
             self.now,
             utc,
             &topic,
@@ -387,7 +387,7 @@ fn dese_v2_garbage_is_counted_and_dropped() {
     let mut rig = Rig::new(|_| {});
     rig.connect();
     rig.deliver("commands", "not json", false);
-    rig.device.handle_message(
+    rig.device.handle_message_with(
         rig.now,
         rig.utc(),
         "devices/org-123/esp32-002/commands",
@@ -827,4 +827,217 @@ fn restore_refuses_what_is_not_this_devices() {
     rig.connect();
     rig.drain(true);
     assert!(rig.sent[0].id > MessageId(7));
+}
+
+/// Delivers a command through `handle_message`, which hands it out as an event.
+fn deliver_deferred(rig: &mut Rig, payload: &str) {
+    let utc = rig.utc();
+    rig.device.handle_message(
+        rig.now,
+        utc,
+        "devices/org-123/esp32-001/commands",
+        payload.as_bytes(),
+        false,
+    );
+    rig.drain(true);
+}
+
+fn handed_out(rig: &mut Rig) -> Vec<(dese_protocol::CommandId, Action)> {
+    core::mem::take(&mut rig.events)
+        .into_iter()
+        .filter_map(|event| match event {
+            Event::Command { command_id, action } => Some((command_id, action)),
+            _ => None,
+        })
+        .collect()
+}
+
+// DESE-C5, for a command that takes time: handed out once, answered when its result comes,
+// a copy delivered while it runs is neither handed out again nor answered early, and a copy
+// delivered after gets the same answer.
+#[test]
+fn dese_c5_a_command_that_takes_time_runs_once_and_answers_when_done() {
+    let mut rig = Rig::new(|_| {});
+    rig.connect();
+    rig.drain(true);
+    rig.take_sent();
+    deliver_deferred(&mut rig, SET_PUMP);
+    let [(command_id, action)] = &handed_out(&mut rig)[..] else {
+        panic!("{:?}", rig.events);
+    };
+    assert_eq!(action.name(), "set_pump");
+    assert_eq!(rig.device.commands_running().count(), 1);
+    // Delivered again while the pump runs: nothing is handed out, nothing is answered yet.
+    rig.now = rig.now + Duration::from_secs(1);
+    deliver_deferred(&mut rig, SET_PUMP);
+    assert!(handed_out(&mut rig).is_empty());
+    assert!(responses(&rig).is_empty());
+    assert_eq!(rig.device.stats().commands_duplicate_running, 1);
+    // Two seconds on, the pump has run.
+    rig.now = rig.now + Duration::from_secs(1);
+    let utc = rig.utc();
+    let mut data = JsonObject::new();
+    data.insert("pump_state".into(), "on".into());
+    rig.device
+        .handle_command_result(rig.now, utc, command_id, Ok(Some(data)))
+        .unwrap();
+    rig.drain(true);
+    let answered = responses(&rig);
+    assert_eq!(answered.len(), 1);
+    assert!(answered[0].success);
+    assert_eq!(
+        answered[0].timestamp, utc,
+        "stamped when the command finished"
+    );
+    assert_eq!(rig.device.commands_running().count(), 0);
+    // A late copy gets the same bytes; a second result for the same id is refused by name.
+    deliver_deferred(&mut rig, SET_PUMP);
+    let payloads: Vec<&Vec<u8>> = rig
+        .sent
+        .iter()
+        .filter(|t| t.kind == MessageKind::CommandResponse)
+        .map(|t| &t.payload)
+        .collect();
+    assert_eq!(payloads.len(), 2);
+    assert_eq!(payloads[0], payloads[1]);
+    let again = rig
+        .device
+        .handle_command_result(rig.now, utc, command_id, Ok(None))
+        .unwrap_err();
+    assert_eq!(&again.command_id, command_id);
+    assert!(again.to_string().contains("not running"), "{again}");
+    assert_eq!(rig.device.stats().commands_run, 1);
+}
+
+// Commands that never finish cannot pile up: past `running_capacity` a command is refused as
+// busy, uncached, so that the same id sent later still runs.
+#[test]
+fn commands_running_at_once_are_bounded() {
+    let mut rig = Rig::new(|s| s.running_capacity = 2);
+    rig.connect();
+    for n in 1..=3 {
+        let payload = SET_PUMP.replace("cmd-1", &format!("cmd-{n}"));
+        deliver_deferred(&mut rig, &payload);
+    }
+    assert_eq!(handed_out(&mut rig).len(), 2);
+    let refused = responses(&rig);
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].command_id.as_str(), "cmd-3");
+    assert!(
+        refused[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("busy with 2 commands"),
+        "{refused:?}"
+    );
+    let utc = rig.utc();
+    let first = "cmd-1".parse().unwrap();
+    rig.device
+        .handle_command_result(rig.now, utc, &first, Err("pump 1 is jammed".into()))
+        .unwrap();
+    deliver_deferred(&mut rig, &SET_PUMP.replace("cmd-1", "cmd-3"));
+    let [(id, _)] = &handed_out(&mut rig)[..] else {
+        panic!("cmd-3 runs now")
+    };
+    assert_eq!(id.as_str(), "cmd-3");
+    let failed = responses(&rig);
+    assert!(failed.iter().any(
+        |r| r.command_id.as_str() == "cmd-1" && r.error.as_deref() == Some("pump 1 is jammed")
+    ));
+}
+
+// A `reset_config` handed out as an event resets the config when its result is a success,
+// not before.
+#[test]
+fn a_deferred_reset_config_applies_on_success() {
+    let mut rig = Rig::new(|_| {});
+    rig.connect();
+    rig.deliver(
+        "config",
+        r#"{"device_id":"esp32-001","timestamp":"2025-01-27T10:00:00Z","config":{"telemetry_interval":10000}}"#,
+        false,
+    );
+    let reset = r#"{"command_id":"cmd-r","device_id":"esp32-001","command":"reset_config","timestamp":"2025-01-27T10:00:00Z"}"#;
+    deliver_deferred(&mut rig, reset);
+    let [(id, Action::ResetConfig)] = &handed_out(&mut rig)[..] else {
+        panic!("{:?}", rig.events)
+    };
+    assert_eq!(rig.device.telemetry_interval().get(), 10_000, "not yet");
+    let utc = rig.utc();
+    rig.device
+        .handle_command_result(rig.now, utc, id, Ok(None))
+        .unwrap();
+    assert_eq!(rig.device.telemetry_interval().get(), 30_000);
+}
+
+// A reboot while a command runs: the command was saved as interrupted, so the copy delivered
+// after the boot is answered with that failure and never runs a second time.
+#[test]
+fn a_command_running_at_a_reboot_is_answered_as_interrupted_never_run_twice() {
+    let mut rig = Rig::new(|s| s.persist = true);
+    let mut flash = Flash::default();
+    rig.connect();
+    deliver_deferred(&mut rig, SET_PUMP);
+    assert_eq!(handed_out(&mut rig).len(), 1);
+    flash.save(&mut rig.device);
+
+    let mut rebooted = Rig::new(|s| s.persist = true);
+    rebooted.device.restore(Instant::ZERO, flash.boot());
+    rebooted.connect();
+    deliver_deferred(&mut rebooted, SET_PUMP);
+    assert!(handed_out(&mut rebooted).is_empty(), "not handed out again");
+    let answer = responses(&rebooted);
+    assert_eq!(answer.len(), 1);
+    assert!(!answer[0].success);
+    assert!(
+        answer[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("interrupted"),
+        "{answer:?}"
+    );
+
+    // Had it finished before the power went, its real answer replaces the interrupted one.
+    let mut rig = Rig::new(|s| s.persist = true);
+    let mut flash = Flash::default();
+    rig.connect();
+    deliver_deferred(&mut rig, SET_PUMP);
+    let [(id, _)] = &handed_out(&mut rig)[..] else {
+        panic!()
+    };
+    flash.save(&mut rig.device);
+    let utc = rig.utc();
+    rig.device
+        .handle_command_result(rig.now, utc, id, Ok(None))
+        .unwrap();
+    flash.save(&mut rig.device);
+    let mut rebooted = Rig::new(|s| s.persist = true);
+    rebooted.device.restore(Instant::ZERO, flash.boot());
+    rebooted.connect();
+    deliver_deferred(&mut rebooted, SET_PUMP);
+    assert!(responses(&rebooted)[0].success);
+}
+
+// Nothing is scheduled once the device said goodbye, until the link comes up again.
+#[test]
+fn nothing_is_scheduled_after_a_deliberate_disconnection() {
+    let mut rig = Rig::new(|_| {});
+    rig.connect();
+    rig.run_until(secs(40), true);
+    assert!(rig.device.poll_timeout().is_some());
+    let utc = rig.utc();
+    let _goodbye = rig.device.disconnect(utc);
+    assert_eq!(rig.device.poll_timeout(), None);
+    let telemetry = rig.device.stats().telemetry;
+    rig.device.handle_timeout(secs(400), utc, &mut rig.probe);
+    assert_eq!(
+        rig.device.stats().telemetry,
+        telemetry,
+        "no reading while closed"
+    );
+    rig.now = secs(400);
+    rig.connect();
+    assert!(rig.device.poll_timeout().is_some());
 }

@@ -400,7 +400,7 @@ impl Sim {
             };
             for _ in 0..copies {
                 d.engine
-                    .handle_message(now, utc, topic, payload, false, &mut d.handler);
+                    .handle_message_with(now, utc, topic, payload, false, &mut d.handler);
             }
             self.drain_device(index);
         }

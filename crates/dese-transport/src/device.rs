@@ -392,7 +392,7 @@ impl<L: Link> Driver<L> {
             } => {
                 let (now, utc) = (self.clock.now(), utc_now());
                 self.engine
-                    .handle_message(now, utc, &topic, &payload, retain, handler);
+                    .handle_message_with(now, utc, &topic, &payload, retain, handler);
             }
             LinkEvent::Acked(tag) => self.engine.handle_acked(MessageId(tag)),
             LinkEvent::Lost(failure) => {

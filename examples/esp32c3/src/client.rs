@@ -560,7 +560,7 @@ impl<'o, S: Store> Client<'o, S> {
                     self.stats.received += 1;
                     let now = clock.now();
                     let utc = clock.utc();
-                    device.handle_message(
+                    device.handle_message_with(
                         now,
                         utc,
                         publish.topic,

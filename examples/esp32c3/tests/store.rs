@@ -67,7 +67,7 @@ fn stream() -> Vec<Persist> {
             let command = format!(
                 r#"{{"command_id":"cmd-{second}","device_id":"pool-1","command":"set_pump","parameters":{{"pump_id":1,"state":"on"}},"timestamp":"2026-06-01T00:00:00Z"}}"#
             );
-            device.handle_message(
+            device.handle_message_with(
                 now,
                 utc(now),
                 "devices/org-1/pool-1/commands",
@@ -81,7 +81,7 @@ fn stream() -> Vec<Persist> {
                 r#"{{"device_id":"pool-1","timestamp":"2026-06-01T00:00:00Z","config":{{"mqtt_keepalive":{},"alert_thresholds":{{"ph":{{"max":7.05}}}}}}}}"#,
                 30 + second
             );
-            device.handle_message(
+            device.handle_message_with(
                 now,
                 utc(now),
                 "devices/org-1/pool-1/config",
@@ -259,7 +259,7 @@ fn a_boot_from_flash_restores_the_engine() {
         r#"{{"command_id":"{answered_id}","device_id":"pool-1","command":"set_pump","parameters":{{"pump_id":1,"state":"on"}},"timestamp":"2026-06-01T00:00:00Z"}}"#
     );
     let mut counting = Counting(0);
-    device.handle_message(
+    device.handle_message_with(
         Instant::ZERO,
         utc(Instant::ZERO),
         "devices/org-1/pool-1/commands",
