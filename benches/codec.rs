@@ -10,7 +10,7 @@
 use core::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use dese::protocol::{Decoder, Topic, decode, encode};
+use dese::protocol::{Decoder, Timestamp, Topic, decode, encode};
 use serde::Deserialize;
 
 #[path = "common/plain.rs"]
@@ -119,5 +119,29 @@ fn topics(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec, topics);
+/// The timestamp every message carries, read by the protocol's own parser and by chrono's
+/// RFC 3339 parser with the check the protocol adds (UTC only), in the same run: the figure
+/// behind keeping the parser (docs/performance.md).
+fn timestamps(c: &mut Criterion) {
+    let mut g = c.benchmark_group("timestamp");
+    for (name, text) in [
+        ("common", "2025-01-27T10:00:00Z"),
+        ("fraction", "2025-01-27T10:00:00.250+00:00"),
+    ] {
+        g.bench_function(format!("dese_{name}"), |b| {
+            b.iter(|| Timestamp::parse(black_box(text)))
+        });
+        g.bench_function(format!("chrono_{name}"), |b| {
+            b.iter(|| {
+                chrono::DateTime::parse_from_rfc3339(black_box(text))
+                    .ok()
+                    .filter(|t| t.offset().local_minus_utc() == 0)
+                    .map(|t| t.to_utc())
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, codec, topics, timestamps);
 criterion_main!(benches);

@@ -25,6 +25,8 @@
 //! - `schema`: the protocol for other languages: `dese::schema` (`dese-schema`) generates
 //!   the JSON Schemas, the AsyncAPI document and the test vectors under `schemas/`, and
 //!   `protocol::schema` holds the JSON Schema of each type, for schemars.
+//! - `chrono`: `protocol::Timestamp` to and from `chrono::DateTime<Utc>`.
+//! - `uuid`: `protocol::OrgId` from a `uuid::Uuid`, and a UUID organization id back to one.
 //! - `rumqttc`: the clients over rumqttc (tokio, pure Rust): `dese::rumqttc` and
 //!   `dese::transport`. The one to start with.
 //! - `paho`: the same clients over the Eclipse Paho C library, built from source (cmake and a

@@ -182,47 +182,26 @@ impl Settings {
 }
 
 /// Why [`Backend::send_command`] or [`Backend::send_config`] could not queue a message.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
     /// The generated command id is not a valid id: [`Settings::instance`] holds a character
     /// ids cannot, or is too long.
-    Id(dese_protocol::IdError),
+    #[error("cannot make a command id from the instance name")]
+    Id(#[source] dese_protocol::IdError),
     /// The command is not one a device would accept (an unknown action with an empty name, or
     /// parameters too large).
-    Encode(dese_protocol::EncodeError),
+    #[error("cannot encode the command")]
+    Encode(#[source] dese_protocol::EncodeError),
     /// [`Settings::outbox_capacity`] messages already wait for the broker (it is down, or slower
     /// than the sender): nothing was queued.
     ///
     /// Also returned by [`Backend::send_config`].
+    #[error("the outbox is full: {capacity} messages already wait for the broker")]
     OutboxFull {
         /// The capacity.
         capacity: usize,
     },
-}
-
-impl core::fmt::Display for SendError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            // The cause is the `source()`: shown once by whoever prints the chain.
-            Self::Id(_) => f.write_str("cannot make a command id from the instance name"),
-            Self::Encode(_) => f.write_str("cannot encode the command"),
-            Self::OutboxFull { capacity } => write!(
-                f,
-                "the outbox is full: {capacity} messages already wait for the broker"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for SendError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Id(e) => Some(e),
-            Self::Encode(e) => Some(e),
-            Self::OutboxFull { .. } => None,
-        }
-    }
 }
 
 /// A device: its organization and id.
@@ -453,19 +432,24 @@ impl DropReason {
 /// assert_eq!(error.reason(), DropReason::Invalid(Reason::NotOneOf));
 /// assert_eq!(error.invalid().map(|i| i.path.as_str()), Some("status"));
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DropError {
     /// The decoder refused the topic or the payload.
+    #[error(transparent)]
     Decode(DecodeError),
     /// The organization is not in [`Settings::allowed_orgs`].
+    #[error("organization {0} is not served here")]
     OrgNotAllowed(OrgId),
     /// A kind of message that only the backend sends (commands, config).
+    #[error("{0} messages go to devices")]
     WrongDirection(MessageKind),
     /// The device sent faster than [`Settings::rate_limit`] allows.
+    #[error("device {0} is over its rate")]
     RateLimited(DeviceKey),
     /// A device answered a command that was sent to another device; counted as a tenant
     /// mismatch.
+    #[error("command_id {command_id} was sent to {sent_to}")]
     NotItsCommand {
         /// The command's id.
         command_id: CommandId,
@@ -491,31 +475,6 @@ impl DropError {
     pub fn invalid(&self) -> Option<&dese_protocol::Invalid> {
         match self {
             Self::Decode(error) => error.invalid(),
-            _ => None,
-        }
-    }
-}
-
-impl core::fmt::Display for DropError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            Self::Decode(error) => error.fmt(f),
-            Self::OrgNotAllowed(org) => write!(f, "organization {org} is not served here"),
-            Self::WrongDirection(kind) => write!(f, "{kind} messages go to devices"),
-            Self::RateLimited(device) => write!(f, "device {device} is over its rate"),
-            Self::NotItsCommand {
-                command_id,
-                sent_to,
-            } => write!(f, "command_id {command_id} was sent to {sent_to}"),
-        }
-    }
-}
-
-impl std::error::Error for DropError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            // Transparent: the decoder's error writes the text, so its cause is its own.
-            Self::Decode(error) => error.source(),
             _ => None,
         }
     }

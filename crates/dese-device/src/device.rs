@@ -268,23 +268,12 @@ pub enum Event {
 
 /// [`Device::handle_command_result`] was given a command that is not running: never handed out
 /// as [`Event::Command`], or answered already.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("command {command_id} is not running: it was never handed out, or it was answered already")]
 pub struct NotRunning {
     /// The id given.
     pub command_id: CommandId,
 }
-
-impl core::fmt::Display for NotRunning {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(
-            f,
-            "command {} is not running: it was never handed out, or it was answered already",
-            self.command_id
-        )
-    }
-}
-
-impl core::error::Error for NotRunning {}
 
 /// Counters since the engine started. Every message the engine accepted is delivered,
 /// dropped (and counted here) or still in the outbox.

@@ -1,7 +1,6 @@
 //! Refusing settings that cannot work, before an engine runs with them.
 
 use alloc::string::String;
-use core::fmt;
 use core::time::Duration;
 
 use crate::backoff::Backoff;
@@ -19,7 +18,8 @@ use crate::backoff::Backoff;
 /// assert_eq!(error.to_string(), "setting in_flight_window: 0 would never publish anything; at least 1");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("setting {setting}: {problem}")]
 pub struct SettingsError {
     setting: &'static str,
     problem: String,
@@ -90,14 +90,6 @@ impl SettingsError {
         Ok(())
     }
 }
-
-impl fmt::Display for SettingsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "setting {}: {}", self.setting, self.problem)
-    }
-}
-
-impl core::error::Error for SettingsError {}
 
 /// The longest period or timeout any setting takes: a day. Longer ones are typing mistakes
 /// (`1e19` seconds), and a deadline that far would overflow a clock.

@@ -271,7 +271,8 @@ impl fmt::Display for Problem {
 /// assert_eq!(invalid.path.as_str(), "parameters.target_ph");
 /// assert_eq!(invalid.command_id.as_ref().unwrap().as_str(), "c-7");
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{path}: {problem}")]
 pub struct Invalid {
     /// The kind of message the topic announced.
     pub kind: MessageKind,
@@ -283,14 +284,6 @@ pub struct Invalid {
     /// still answer with an error response.
     pub command_id: Option<CommandId>,
 }
-
-impl fmt::Display for Invalid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.problem)
-    }
-}
-
-impl core::error::Error for Invalid {}
 
 /// A field-level problem before it is tied to a message kind.
 #[derive(Debug)]
@@ -328,7 +321,8 @@ impl Fault {
 /// assert_eq!(syntax.to_string(), "expected value");
 /// assert_eq!(err.to_string(), "payload is not valid JSON (line 1, column 12)");
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}")]
 pub struct JsonSyntax {
     line: usize,
     column: usize,
@@ -370,14 +364,6 @@ impl From<serde_json::Error> for JsonSyntax {
     }
 }
 
-impl fmt::Display for JsonSyntax {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.what)
-    }
-}
-
-impl core::error::Error for JsonSyntax {}
-
 /// Why [`decode`](crate::decode) refused a message.
 ///
 /// ```
@@ -390,14 +376,17 @@ impl core::error::Error for JsonSyntax {}
 ///
 /// It is `Clone`, so that an event that reports a refusal can carry it whole, field path and
 /// reason included.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
     /// The topic is not a DESE topic.
+    #[error(transparent)]
     Topic(TopicError),
     /// The payload is empty. On the `status` topic this is how a retained status is cleared.
+    #[error("payload is empty, expected a JSON object")]
     Empty,
     /// The payload is larger than the decoder's limit; nothing was parsed.
+    #[error("payload is {size} bytes, expected at most {max}")]
     TooLarge {
         /// Payload size in bytes.
         size: usize,
@@ -405,13 +394,21 @@ pub enum DecodeError {
         max: usize,
     },
     /// The payload nests objects or arrays deeper than the decoder's limit; nothing was parsed.
+    #[error("payload nests deeper than {max} levels")]
     TooDeep {
         /// The limit.
         max: usize,
     },
     /// The payload is not JSON.
-    Syntax(JsonSyntax),
+    #[error(
+        "payload is not valid JSON{} (line {}, column {})",
+        if .0.ends_early() { ": it ends early" } else { "" },
+        .0.line(),
+        .0.column()
+    )]
+    Syntax(#[source] JsonSyntax),
     /// The payload is JSON, but not a valid message.
+    #[error(transparent)]
     Invalid(Box<Invalid>),
 }
 
@@ -441,45 +438,6 @@ impl DecodeError {
     pub fn command_id(&self) -> Option<&CommandId> {
         self.invalid()
             .and_then(|invalid| invalid.command_id.as_ref())
-    }
-}
-
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Topic(e) => e.fmt(f),
-            Self::Empty => f.write_str("payload is empty, expected a JSON object"),
-            Self::TooLarge { size, max } => {
-                write!(f, "payload is {size} bytes, expected at most {max}")
-            }
-            Self::TooDeep { max } => {
-                write!(f, "payload nests deeper than {max} levels")
-            }
-            Self::Syntax(e) if e.ends_early() => write!(
-                f,
-                "payload is not valid JSON: it ends early (line {}, column {})",
-                e.line(),
-                e.column()
-            ),
-            Self::Syntax(e) => write!(
-                f,
-                "payload is not valid JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            ),
-            Self::Invalid(invalid) => invalid.fmt(f),
-        }
-    }
-}
-
-impl core::error::Error for DecodeError {
-    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
-        match self {
-            Self::Topic(e) => e.source(),
-            Self::Syntax(e) => Some(e),
-            Self::Invalid(e) => e.source(),
-            Self::Empty | Self::TooLarge { .. } | Self::TooDeep { .. } => None,
-        }
     }
 }
 
@@ -627,10 +585,11 @@ impl fmt::Display for Reason {
 /// assert!(matches!(err, EncodeError::TooLarge { max: 16_384, .. }));
 /// # Ok::<(), dese_protocol::IdError>(())
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EncodeError {
     /// Telemetry over the protocol's 1 KB budget.
+    #[error("telemetry is {size} bytes, over the protocol's budget of {budget}")]
     OverBudget {
         /// The encoded size in bytes.
         size: usize,
@@ -638,6 +597,7 @@ pub enum EncodeError {
         budget: usize,
     },
     /// Larger than a peer with default limits accepts.
+    #[error("message is {size} bytes, expected at most {max}")]
     TooLarge {
         /// The encoded size in bytes.
         size: usize,
@@ -645,30 +605,12 @@ pub enum EncodeError {
         max: usize,
     },
     /// Nested deeper than a peer with default limits accepts (a deep `response` object).
+    #[error("message nests deeper than {max} levels")]
     TooDeep {
         /// The limit.
         max: usize,
     },
     /// A field that a peer would refuse, such as an empty alert message.
+    #[error(transparent)]
     Invalid(Box<Invalid>),
 }
-
-impl fmt::Display for EncodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::OverBudget { size, budget } => {
-                write!(
-                    f,
-                    "telemetry is {size} bytes, over the protocol's budget of {budget}"
-                )
-            }
-            Self::TooLarge { size, max } => {
-                write!(f, "message is {size} bytes, expected at most {max}")
-            }
-            Self::TooDeep { max } => write!(f, "message nests deeper than {max} levels"),
-            Self::Invalid(invalid) => invalid.fmt(f),
-        }
-    }
-}
-
-impl core::error::Error for EncodeError {}

@@ -115,21 +115,14 @@ impl fmt::Display for IdProblem {
 /// assert_eq!((err.kind, err.problem), (IdKind::Command, IdProblem::Empty));
 /// assert_eq!(err.to_string(), "command id is empty");
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{} {problem}", kind.name())]
 pub struct IdError {
     /// What the id was meant to be.
     pub kind: IdKind,
     /// What is wrong with it.
     pub problem: IdProblem,
 }
-
-impl fmt::Display for IdError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.kind.name(), self.problem)
-    }
-}
-
-impl core::error::Error for IdError {}
 
 /// Checks `s` against the id rules for `kind`, without allocating.
 ///
@@ -419,6 +412,44 @@ mod typed {
             super::is_uuid(&self.0)
         }
     }
+
+    /// A UUID as an organization id, in the lowercase hyphenated form (feature `uuid`).
+    ///
+    /// ```
+    /// use dese_protocol::OrgId;
+    /// use uuid::Uuid;
+    ///
+    /// let uuid = Uuid::parse_str("0B6F1F1E-8D1A-4C53-9B0E-5C1F4E2A7D10").unwrap();
+    /// let org = OrgId::from(uuid);
+    /// assert_eq!(org.as_str(), "0b6f1f1e-8d1a-4c53-9b0e-5c1f4e2a7d10");
+    /// assert_eq!(Uuid::try_from(&org)?, uuid);
+    /// # Ok::<(), dese_protocol::IdError>(())
+    /// ```
+    #[cfg(feature = "uuid")]
+    impl From<uuid::Uuid> for OrgId {
+        fn from(uuid: uuid::Uuid) -> Self {
+            let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+            Self::from_checked(String::from(uuid.hyphenated().encode_lower(&mut text)))
+        }
+    }
+
+    /// An organization id in the UUID text form (either case), as a UUID (feature `uuid`);
+    /// any other id is refused as [`IdProblem::NotUuid`], the rule of [`OrgId::parse_uuid`].
+    #[cfg(feature = "uuid")]
+    impl TryFrom<&OrgId> for uuid::Uuid {
+        type Error = IdError;
+
+        fn try_from(org: &OrgId) -> Result<Self, IdError> {
+            let not_uuid = IdError {
+                kind: IdKind::Organization,
+                problem: IdProblem::NotUuid,
+            };
+            if !org.is_uuid() {
+                return Err(not_uuid);
+            }
+            Self::try_parse(org.as_str()).map_err(|_| not_uuid)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -495,5 +526,27 @@ mod tests {
         let json = serde_json::to_string(&DEV).unwrap();
         assert_eq!(json, "\"esp32-001\"");
         assert!(serde_json::from_str::<DeviceId>("\"a/b\"").is_err());
+    }
+
+    #[cfg(feature = "uuid")]
+    #[test]
+    fn uuid_conversions_follow_the_uuid_rule() {
+        let uuid = uuid::Uuid::from_u128(0x0b6f_1f1e_8d1a_4c53_9b0e_5c1f_4e2a_7d10);
+        let org = OrgId::from(uuid);
+        assert!(org.is_uuid());
+        assert_eq!(OrgId::parse_uuid(org.as_str()), Ok(org.clone()));
+        assert_eq!(uuid::Uuid::try_from(&org), Ok(uuid));
+        let upper = OrgId::parse("0B6F1F1E-8D1A-4C53-9B0E-5C1F4E2A7D10").unwrap();
+        assert_eq!(uuid::Uuid::try_from(&upper), Ok(uuid));
+        // Forms the uuid crate reads but the protocol's rule does not: no hyphens, a URN.
+        for other in [
+            "org-123",
+            "0b6f1f1e8d1a4c539b0e5c1f4e2a7d10",
+            "urn:uuid:0b6f1f1e-8d1a-4c53-9b0e-5c1f4e2a7d10",
+        ] {
+            let org = OrgId::parse(other).unwrap();
+            let refused = uuid::Uuid::try_from(&org).unwrap_err();
+            assert_eq!(refused.problem, IdProblem::NotUuid, "{other}");
+        }
     }
 }

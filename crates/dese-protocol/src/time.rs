@@ -352,10 +352,11 @@ impl FromStr for Timestamp {
 /// assert_eq!(err, TimestampError::FieldRange { field: "day", value: 30 });
 /// assert_eq!(err.to_string(), "day 30 is out of range");
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TimestampError {
     /// The text does not have the expected shape at byte `at`.
+    #[error("expected {expected} at byte {at}")]
     Syntax {
         /// Byte offset of the problem.
         at: usize,
@@ -363,6 +364,7 @@ pub enum TimestampError {
         expected: &'static str,
     },
     /// A date or time field is out of its range (month 13, February 30, hour 24, second 60).
+    #[error("{field} {value} is out of range")]
     FieldRange {
         /// `month`, `day`, `hour`, `minute` or `second`.
         field: &'static str,
@@ -370,8 +372,19 @@ pub enum TimestampError {
         value: u32,
     },
     /// The time has no zone designator: it would be a local time.
+    #[error("has no time zone, expected UTC (Z or +00:00)")]
     NoZone,
+    /// A time converted from another type falls outside years 0000 to 9999.
+    #[error("year {year} is out of range, expected 0000 to 9999")]
+    YearOutOfRange {
+        /// The year.
+        year: i32,
+    },
     /// The time carries an offset other than UTC.
+    #[error(
+        "has offset {}{hours:02}:{minutes:02}, expected UTC (Z or +00:00)",
+        if *negative { '-' } else { '+' }
+    )]
     NotUtc {
         /// Whether the offset is west of UTC.
         negative: bool,
@@ -381,29 +394,6 @@ pub enum TimestampError {
         minutes: u8,
     },
 }
-
-impl fmt::Display for TimestampError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Syntax { at, expected } => write!(f, "expected {expected} at byte {at}"),
-            Self::FieldRange { field, value } => write!(f, "{field} {value} is out of range"),
-            Self::NoZone => f.write_str("has no time zone, expected UTC (Z or +00:00)"),
-            Self::NotUtc {
-                negative,
-                hours,
-                minutes,
-            } => {
-                let sign = if *negative { '-' } else { '+' };
-                write!(
-                    f,
-                    "has offset {sign}{hours:02}:{minutes:02}, expected UTC (Z or +00:00)"
-                )
-            }
-        }
-    }
-}
-
-impl core::error::Error for TimestampError {}
 
 #[cfg(feature = "alloc")]
 impl serde::Serialize for Timestamp {
@@ -426,6 +416,47 @@ impl<'de> serde::Deserialize<'de> for Timestamp {
             }
         }
         d.deserialize_str(Visitor)
+    }
+}
+
+/// The same instant as chrono's type (feature `chrono`). Every [`Timestamp`] is one.
+///
+/// ```
+/// use chrono::{DateTime, Utc};
+/// use dese_protocol::Timestamp;
+///
+/// let t = Timestamp::parse("2025-01-27T10:00:00.250Z")?;
+/// let chrono: DateTime<Utc> = t.into();
+/// assert_eq!(chrono.timestamp_millis(), 1_737_972_000_250);
+/// assert_eq!(Timestamp::try_from(chrono)?, t);
+/// # Ok::<(), dese_protocol::TimestampError>(())
+/// ```
+#[cfg(feature = "chrono")]
+impl From<Timestamp> for chrono::DateTime<chrono::Utc> {
+    fn from(t: Timestamp) -> Self {
+        // Years 0000 to 9999 lie well inside chrono's range (about 262,000 years either way):
+        // the fallback is never taken.
+        Self::from_timestamp(t.secs, t.nanos).unwrap_or(Self::MIN_UTC)
+    }
+}
+
+/// An instant of chrono's, as the protocol can carry it (feature `chrono`): refused outside
+/// years 0000 to 9999 and on a leap second, which the protocol's timestamps cannot write.
+#[cfg(feature = "chrono")]
+impl TryFrom<chrono::DateTime<chrono::Utc>> for Timestamp {
+    type Error = TimestampError;
+
+    fn try_from(t: chrono::DateTime<chrono::Utc>) -> Result<Self, TimestampError> {
+        use chrono::{Datelike, Timelike};
+        let nanos = t.timestamp_subsec_nanos();
+        if nanos >= 1_000_000_000 {
+            return Err(TimestampError::FieldRange {
+                field: "second",
+                value: t.second() + 1,
+            });
+        }
+        Self::from_unix(t.timestamp(), nanos)
+            .ok_or(TimestampError::YearOutOfRange { year: t.year() })
     }
 }
 
@@ -597,5 +628,37 @@ mod tests {
             assert_eq!(days_from_civil(y, m, d), days);
             assert!(d >= 1 && d <= days_in_month(y as u32, m));
         }
+    }
+
+    #[cfg(feature = "chrono")]
+    #[test]
+    fn chrono_conversions_keep_the_instant_and_refuse_what_the_protocol_cannot_write() {
+        use chrono::{DateTime, NaiveDate, Utc};
+        for text in [
+            "0000-01-01T00:00:00Z",
+            "1969-12-31T23:59:59.999999999Z",
+            "2025-01-27T10:00:00.250Z",
+            "9999-12-31T23:59:59.999999999Z",
+        ] {
+            let t = Timestamp::parse(text).unwrap();
+            let chrono: DateTime<Utc> = t.into();
+            assert_eq!(chrono.timestamp(), t.unix_seconds(), "{text}");
+            assert_eq!(chrono.timestamp_subsec_nanos(), t.subsec_nanos(), "{text}");
+            assert_eq!(Timestamp::try_from(chrono), Ok(t), "{text}");
+        }
+        let far = NaiveDate::from_ymd_opt(10_000, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .unwrap()
+            .and_utc();
+        assert_eq!(
+            Timestamp::try_from(far),
+            Err(TimestampError::YearOutOfRange { year: 10_000 })
+        );
+        let leap = NaiveDate::from_ymd_opt(2016, 12, 31)
+            .and_then(|d| d.and_hms_nano_opt(23, 59, 59, 1_500_000_000))
+            .unwrap()
+            .and_utc();
+        let refused = Timestamp::try_from(leap).unwrap_err();
+        assert_eq!(refused.to_string(), "second 60 is out of range");
     }
 }

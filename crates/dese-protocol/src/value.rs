@@ -78,25 +78,14 @@ impl fmt::Display for Range {
 /// assert_eq!(err.expected, Battery::RANGE);
 /// assert_eq!(err.to_string(), "150 is out of range, expected 0 to 100");
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+#[error("{got} is out of range, expected {expected}")]
 pub struct RangeError {
     /// The number given.
     pub got: Num,
     /// What the field accepts.
     pub expected: Range,
 }
-
-impl fmt::Display for RangeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} is out of range, expected {}",
-            self.got, self.expected
-        )
-    }
-}
-
-impl core::error::Error for RangeError {}
 
 const fn float_ok(v: f64, range: Range) -> bool {
     if !v.is_finite() {

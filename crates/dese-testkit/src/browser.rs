@@ -1,7 +1,6 @@
 //! A headless Chromium for one test, driven through `chromedriver` (the W3C WebDriver protocol,
 //! plain JSON over HTTP on a loopback port).
 
-use std::fmt;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::path::Path;
@@ -13,15 +12,18 @@ use serde_json::{Value, json};
 use crate::mosquitto::{free_port, running_as_root};
 
 /// Why the browser could not be driven.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BrowserError {
     /// `chromium` or `chromedriver` is not installed (the test command installs Debian's
     /// `chromium` and `chromium-driver`).
+    #[error("{0} is not installed (apt-get install chromium chromium-driver)")]
     NotInstalled(&'static str),
     /// Starting or talking to chromedriver failed.
-    Io(std::io::Error),
+    #[error("cannot drive chromedriver")]
+    Io(#[from] std::io::Error),
     /// chromedriver answered with a WebDriver error.
+    #[error("{request}: {error}")]
     WebDriver {
         /// The request.
         request: String,
@@ -29,36 +31,8 @@ pub enum BrowserError {
         error: String,
     },
     /// Waited in vain.
+    #[error("not in time: {0}")]
     Timeout(String),
-}
-
-impl fmt::Display for BrowserError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NotInstalled(what) => write!(
-                f,
-                "{what} is not installed (apt-get install chromium chromium-driver)"
-            ),
-            Self::Io(e) => write!(f, "cannot drive chromedriver: {e}"),
-            Self::WebDriver { request, error } => write!(f, "{request}: {error}"),
-            Self::Timeout(what) => write!(f, "not in time: {what}"),
-        }
-    }
-}
-
-impl std::error::Error for BrowserError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Io(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl From<std::io::Error> for BrowserError {
-    fn from(e: std::io::Error) -> Self {
-        Self::Io(e)
-    }
 }
 
 /// One headless Chromium session; chromedriver (and the browser with it) is stopped by PID

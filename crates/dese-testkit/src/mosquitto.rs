@@ -1,6 +1,5 @@
 //! A Mosquitto broker for one test.
 
-use std::fmt;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -54,52 +53,23 @@ impl Default for MosquittoConfig {
 }
 
 /// Why a broker could not be started.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
     /// `mosquitto` is not installed (the test command installs it: `apt-get install mosquitto`).
+    #[error("mosquitto is not installed (apt-get install mosquitto)")]
     NotInstalled,
     /// A file or process operation failed.
-    Io(std::io::Error),
+    #[error("cannot run mosquitto")]
+    Io(#[from] std::io::Error),
     /// The broker did not come up on its port in time; the log's tail says why.
+    #[error("mosquitto did not listen on 127.0.0.1:{port}; its log ends with:\n{log}")]
     NotListening {
         /// The port it was given.
         port: u16,
         /// The end of its log.
         log: String,
     },
-}
-
-impl fmt::Display for StartError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NotInstalled => {
-                f.write_str("mosquitto is not installed (apt-get install mosquitto)")
-            }
-            Self::Io(e) => write!(f, "cannot run mosquitto: {e}"),
-            Self::NotListening { port, log } => {
-                write!(
-                    f,
-                    "mosquitto did not listen on 127.0.0.1:{port}; its log ends with:\n{log}"
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for StartError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Io(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl From<std::io::Error> for StartError {
-    fn from(e: std::io::Error) -> Self {
-        Self::Io(e)
-    }
 }
 
 /// A running Mosquitto, stopped (by PID) when dropped.

@@ -1,6 +1,5 @@
 //! A throwaway PostgreSQL server for one test run.
 
-use std::fmt;
 use std::net::{Ipv4Addr, TcpStream};
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
@@ -10,17 +9,24 @@ use std::time::{Duration, Instant};
 use crate::mosquitto::{free_port, running_as_root, tail, unique};
 
 /// Why a PostgreSQL server could not be started.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PostgresError {
     /// No PostgreSQL server is installed (the test command installs Debian's `postgresql`).
+    #[error(
+        "no PostgreSQL server is installed (apt-get install postgresql): looked in \
+         /usr/lib/postgresql/*/bin and on the PATH"
+    )]
     NotInstalled,
     /// The tests run as root, which PostgreSQL refuses, and there is no `postgres` user to run
     /// it as.
+    #[error("running as root, and there is no `postgres` user to run PostgreSQL as")]
     NoUser,
     /// A file or process operation failed.
-    Io(std::io::Error),
+    #[error("cannot run PostgreSQL")]
+    Io(#[from] std::io::Error),
     /// A setup step (`initdb`, `createdb`) failed; its output says why.
+    #[error("{step} failed:\n{output}")]
     Setup {
         /// The step.
         step: &'static str,
@@ -28,47 +34,13 @@ pub enum PostgresError {
         output: String,
     },
     /// The server did not accept connections on its port in time; its log's tail says why.
+    #[error("PostgreSQL did not accept connections on 127.0.0.1:{port}; its log ends with:\n{log}")]
     NotListening {
         /// The port it was given.
         port: u16,
         /// The end of its log.
         log: String,
     },
-}
-
-impl fmt::Display for PostgresError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NotInstalled => f.write_str(
-                "no PostgreSQL server is installed (apt-get install postgresql): looked in \
-                 /usr/lib/postgresql/*/bin and on the PATH",
-            ),
-            Self::NoUser => {
-                f.write_str("running as root, and there is no `postgres` user to run PostgreSQL as")
-            }
-            Self::Io(e) => write!(f, "cannot run PostgreSQL: {e}"),
-            Self::Setup { step, output } => write!(f, "{step} failed:\n{output}"),
-            Self::NotListening { port, log } => write!(
-                f,
-                "PostgreSQL did not accept connections on 127.0.0.1:{port}; its log ends with:\n{log}"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for PostgresError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Io(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl From<std::io::Error> for PostgresError {
-    fn from(e: std::io::Error) -> Self {
-        Self::Io(e)
-    }
 }
 
 /// A PostgreSQL server of its own: a cluster made by `initdb` in a temporary folder, listening

@@ -24,16 +24,9 @@ pub struct EmbeddedBroker {
 }
 
 /// Why an embedded broker could not be started.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("the embedded rumqttd broker did not start: {0}")]
 pub struct EmbeddedError(String);
-
-impl std::fmt::Display for EmbeddedError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the embedded rumqttd broker did not start: {}", self.0)
-    }
-}
-
-impl std::error::Error for EmbeddedError {}
 
 impl EmbeddedBroker {
     /// Starts a broker on a free loopback port and proves the port is its own: a message

@@ -157,10 +157,11 @@ impl std::error::Error for ConnectionFailure {
 }
 
 /// An error of a DESE transport.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The broker URL could not be used.
+    #[error("cannot use broker URL {url:?}: {reason}")]
     BrokerUrl {
         /// The URL given.
         url: String,
@@ -169,18 +170,23 @@ pub enum Error {
     },
     /// A setting of the engine cannot work (a zero window, a timeout of centuries, an empty
     /// firmware version); nothing was started.
+    #[error(transparent)]
     Settings(dese_device::SettingsError),
     /// The TLS files could not be used.
+    #[error("TLS: {reason}")]
     Tls {
         /// Why.
         reason: String,
     },
     /// Connecting failed for a reason that retrying will not fix (refused credentials, an
     /// untrusted certificate); the client stopped.
-    Connection(ConnectionFailure),
+    #[error("cannot connect to the broker")]
+    Connection(#[source] ConnectionFailure),
     /// A command or config could not be built.
-    Send(dese_backend::SendError),
+    #[error("the message could not be built")]
+    Send(#[source] dese_backend::SendError),
     /// The client has ended.
+    #[error("the client has shut down")]
     Closed,
 }
 
@@ -199,29 +205,6 @@ impl Error {
             Self::Tls { .. } => ErrorKind::Tls,
             Self::Connection(failure) => failure.kind,
             Self::Closed => ErrorKind::Closed,
-        }
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::BrokerUrl { url, reason } => write!(f, "cannot use broker URL {url:?}: {reason}"),
-            Self::Settings(error) => write!(f, "{error}"),
-            Self::Tls { reason } => write!(f, "TLS: {reason}"),
-            Self::Connection(_) => f.write_str("cannot connect to the broker"),
-            Self::Send(_) => f.write_str("the message could not be built"),
-            Self::Closed => f.write_str("the client has shut down"),
-        }
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Send(e) => Some(e),
-            Self::Connection(failure) => Some(failure),
-            _ => None,
         }
     }
 }

@@ -41,10 +41,11 @@ impl fmt::Display for LogFormat {
 }
 
 /// Why the subscriber was not installed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoggingError {
     /// `RUST_LOG` is not a filter (`info`, `dese_transport=debug,warn`, ...).
+    #[error("RUST_LOG={spec:?} is not a filter: {reason}")]
     Filter {
         /// `RUST_LOG` as given.
         spec: String,
@@ -52,21 +53,9 @@ pub enum LoggingError {
         reason: String,
     },
     /// A subscriber was installed already.
+    #[error("a tracing subscriber is installed already")]
     AlreadySet,
 }
-
-impl fmt::Display for LoggingError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Filter { spec, reason } => {
-                write!(f, "RUST_LOG={spec:?} is not a filter: {reason}")
-            }
-            Self::AlreadySet => f.write_str("a tracing subscriber is installed already"),
-        }
-    }
-}
-
-impl std::error::Error for LoggingError {}
 
 /// Installs the process's subscriber: events at `default` level and above (such as `"info"`)
 /// unless `RUST_LOG` says otherwise, on standard error, in `format`.

@@ -155,13 +155,6 @@ impl SensorName {
 
 /// A sensor name with characters other than ASCII letters, digits, `_` and `-`, empty, or
 /// longer than 32 bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("expected 1 to 32 ASCII letters, digits, '_' or '-'")]
 pub struct SensorNameError;
-
-impl fmt::Display for SensorNameError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("expected 1 to 32 ASCII letters, digits, '_' or '-'")
-    }
-}
-
-impl core::error::Error for SensorNameError {}

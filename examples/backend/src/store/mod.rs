@@ -75,38 +75,36 @@ impl From<&Path> for Database {
 }
 
 /// Why the database could not be opened, written or read.
-#[derive(Debug)]
+///
+/// Each says what failed in full, the database's own words included; there is no `source()`
+/// to print them a second time.
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// SQLite refused.
+    #[error("SQLite: {0}")]
     Sqlite(rusqlite::Error),
     /// PostgreSQL refused, or the connection failed.
+    #[error("PostgreSQL: {}", postgres_text(.0))]
     Postgres(tokio_postgres::Error),
     /// No connection could be had from the pool.
+    #[error("no PostgreSQL connection: {0}")]
     Pool(String),
     /// The database holds a schema of another version.
+    #[error("{0}")]
     Schema(String),
     /// The thread that writes to SQLite stopped.
+    #[error("the SQLite writer stopped")]
     Stopped,
 }
 
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Sqlite(e) => write!(f, "SQLite: {e}"),
-            // tokio-postgres says "db error" and keeps the server's message in its source.
-            Self::Postgres(e) => match e.as_db_error() {
-                Some(db) => write!(f, "PostgreSQL: {}: {}", db.severity(), db.message()),
-                None => write!(f, "PostgreSQL: {e}"),
-            },
-            Self::Pool(e) => write!(f, "no PostgreSQL connection: {e}"),
-            Self::Schema(e) => f.write_str(e),
-            Self::Stopped => f.write_str("the SQLite writer stopped"),
-        }
+/// tokio-postgres says "db error" and keeps the server's message in its source: that message.
+fn postgres_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => e.to_string(),
     }
 }
-
-impl std::error::Error for StoreError {}
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
