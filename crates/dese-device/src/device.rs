@@ -79,7 +79,8 @@ impl Settings {
     /// Refuses settings that cannot work, naming the setting: a `firmware_version` that is
     /// empty, over 64 bytes or holds control characters (the retained status and the
     /// last will would be empty, which the broker takes as "clear", and the device would
-    /// silently disappear), a zero outbox, in-flight window or command memory, a status
+    /// silently disappear), a zero outbox, in-flight window or command memory, a
+    /// `running_capacity` of zero or not below `answered_capacity`, a status
     /// interval of zero or over a day, an unusable backoff. The clients call it before they
     /// start; [`Device::new`] clamps what it is given instead of failing.
     ///
@@ -132,6 +133,17 @@ impl Settings {
             1 << 10,
             "would refuse every command",
         )?;
+        if self.running_capacity >= self.answered_capacity {
+            return Err(SettingsError::new(
+                "running_capacity",
+                alloc::format!(
+                    "{} is not less than answered_capacity ({}): a running command's saved \
+                     answer must stay among the remembered ones",
+                    self.running_capacity,
+                    self.answered_capacity
+                ),
+            ));
+        }
         SettingsError::duration("status_interval", self.status_interval, true)?;
         self.backoff.check()
     }
@@ -234,11 +246,17 @@ pub enum Event {
         command_id: CommandId,
         /// Its name.
         command: String,
-        /// Whether the handler reported success.
+        /// Whether it succeeded: the handler's or [`Device::handle_command_result`]'s outcome.
         success: bool,
     },
     /// A command was delivered again and answered with the first response, without running.
     CommandDuplicate {
+        /// Its id.
+        command_id: CommandId,
+    },
+    /// A command was delivered again (or a copy of it, retained or not valid) while it still
+    /// runs: neither handed out again nor answered; the result answers it.
+    CommandStillRunning {
         /// Its id.
         command_id: CommandId,
     },
@@ -270,6 +288,7 @@ pub enum Event {
 /// as [`Event::Command`], or answered already.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("command {command_id} is not running: it was never handed out, or it was answered already")]
+#[non_exhaustive]
 pub struct NotRunning {
     /// The id given.
     pub command_id: CommandId,
@@ -338,6 +357,15 @@ enum Side {
     Above,
 }
 
+/// A command handed out and not answered yet.
+#[derive(Debug)]
+struct Running {
+    action: Action,
+    /// With [`Settings::persist`], the failure saved as its answer until the result replaces
+    /// it, written again after every other answer so that storage keeps it among the recent.
+    interrupted: Option<Vec<u8>>,
+}
+
 /// The protocol's behaviour for one device, without IO and without a clock.
 ///
 /// Feed it what happens (`handle_*`), then drain what it wants done, in this order after every
@@ -361,7 +389,7 @@ pub struct Device {
     link: Link,
     outbox: Outbox,
     answered: Answered,
-    running: BTreeMap<CommandId, Action>,
+    running: BTreeMap<CommandId, Running>,
     next_id: u64,
     next_telemetry: Instant,
     next_status: Instant,
@@ -382,7 +410,10 @@ impl Device {
         // What `Settings::check` refuses, made harmless for a caller that did not check.
         settings.in_flight_window = settings.in_flight_window.max(1);
         settings.answered_capacity = settings.answered_capacity.max(1);
-        settings.running_capacity = settings.running_capacity.max(1);
+        settings.running_capacity = settings
+            .running_capacity
+            .min(settings.answered_capacity - 1)
+            .max(1);
         settings.status_interval = settings
             .status_interval
             .clamp(Duration::from_secs(1), crate::LONGEST);
@@ -661,7 +692,10 @@ impl Device {
                     utc,
                 );
                 if let Ok(payload) = encode(&Message::CommandResponse(interrupted)) {
-                    journal.answered(command.command_id.clone(), payload);
+                    journal.answered(command.command_id.clone(), payload.clone());
+                    if let Some(running) = self.running.get_mut(&command.command_id) {
+                        running.interrupted = Some(payload);
+                    }
                 }
             }
             self.events.push_back(Event::Command {
@@ -704,18 +738,20 @@ impl Device {
         command_id: &CommandId,
         result: Result<Option<JsonObject>, String>,
     ) -> Result<(), NotRunning> {
-        let Some((command_id, action)) = self.running.remove_entry(command_id) else {
+        let Some((command_id, running)) = self.running.remove_entry(command_id) else {
             return Err(NotRunning {
                 command_id: command_id.clone(),
             });
         };
-        self.finish(now, utc, command_id, action, result);
+        self.finish(now, utc, command_id, running.action, result);
         Ok(())
     }
 
     /// The commands handed out as [`Event::Command`] and not answered yet.
     pub fn commands_running(&self) -> impl Iterator<Item = (&CommandId, &Action)> {
-        self.running.iter()
+        self.running
+            .iter()
+            .map(|(id, running)| (id, &running.action))
     }
 
     /// Routes a message; returns a new command to carry out, registered as running.
@@ -890,9 +926,12 @@ impl Device {
         }
     }
 
-    /// A valid command: refused when retained or when too many run, answered again when it
-    /// ran already, ignored while it runs; otherwise registered as running and returned.
+    /// A valid command: ignored while it runs, refused when retained or when too many run,
+    /// answered again when it ran already; otherwise registered as running and returned.
     fn command(&mut self, utc: Timestamp, command: Command, retained: bool) -> Option<Command> {
+        if self.still_running(&command.command_id) {
+            return None;
+        }
         if retained {
             // DESE-C6: a retained command would run again on every reconnection.
             self.refuse_uncached(
@@ -911,25 +950,36 @@ impl Device {
             self.queue(MessageKind::CommandResponse, payload);
             return None;
         }
-        if self.running.contains_key(&command.command_id) {
-            // Delivered again while it runs: its answer comes with the result.
-            self.stats.commands_duplicate_running += 1;
-            self.events.push_back(Event::CommandDuplicate {
-                command_id: command.command_id,
-            });
-            return None;
-        }
         if self.running.len() >= self.settings.running_capacity {
+            // Remembered like any answer: a copy of this id delivered later gets the same
+            // refusal, so the backend never hears both "failed" and "done" for one command.
             let busy = format!(
-                "refused: the device is busy with {} commands; send it again later",
+                "refused: the device is busy with {} commands; send it again later, under a \
+                 new command id",
                 self.running.len()
             );
-            self.refuse_uncached(command.command_id, &busy, utc);
+            self.refused(command.command_id, &busy, utc, true);
             return None;
         }
-        self.running
-            .insert(command.command_id.clone(), command.action.clone());
+        let running = Running {
+            action: command.action.clone(),
+            interrupted: None,
+        };
+        self.running.insert(command.command_id.clone(), running);
         Some(command)
+    }
+
+    /// Whether `command_id` is running: then a copy delivered again (valid, retained or not
+    /// valid at all) is counted and reported, and its answer comes with the result.
+    fn still_running(&mut self, command_id: &CommandId) -> bool {
+        if !self.running.contains_key(command_id) {
+            return false;
+        }
+        self.stats.commands_duplicate_running += 1;
+        self.events.push_back(Event::CommandStillRunning {
+            command_id: command_id.clone(),
+        });
+        true
     }
 
     /// A command's outcome: the response queued and remembered, `reset_config` applied.
@@ -962,6 +1012,9 @@ impl Device {
     /// Answers a command refused before the handler, and remembers the answer (a duplicate
     /// gets the same one).
     fn refuse(&mut self, command_id: CommandId, error: &str, utc: Timestamp) {
+        if self.still_running(&command_id) {
+            return;
+        }
         if let Some(first) = self.answered.get(&command_id) {
             let payload = first.to_vec();
             self.stats.commands_duplicate += 1;
@@ -1005,6 +1058,13 @@ impl Device {
         if remember {
             if let Some(journal) = &mut self.journal {
                 journal.answered(command_id.clone(), payload.clone());
+                // Storage keeps the most recent answers: the commands still running are saved
+                // again behind this one, so that a long command's "interrupted" never ages out.
+                for (id, running) in &self.running {
+                    if let Some(interrupted) = &running.interrupted {
+                        journal.answered(id.clone(), interrupted.clone());
+                    }
+                }
             }
             self.answered.insert(command_id, payload.clone());
         }

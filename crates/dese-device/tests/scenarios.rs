@@ -910,7 +910,8 @@ fn dese_c5_a_command_that_takes_time_runs_once_and_answers_when_done() {
 }
 
 // Commands that never finish cannot pile up: past `running_capacity` a command is refused as
-// busy, uncached, so that the same id sent later still runs.
+// busy, and the refusal is remembered like any answer (a copy of that id later gets it again,
+// never a run); a new id runs once a slot is free.
 #[test]
 fn commands_running_at_once_are_bounded() {
     let mut rig = Rig::new(|s| s.running_capacity = 2);
@@ -937,14 +938,66 @@ fn commands_running_at_once_are_bounded() {
         .handle_command_result(rig.now, utc, &first, Err("pump 1 is jammed".into()))
         .unwrap();
     deliver_deferred(&mut rig, &SET_PUMP.replace("cmd-1", "cmd-3"));
+    assert!(handed_out(&mut rig).is_empty(), "cmd-3 was answered: busy");
+    deliver_deferred(&mut rig, &SET_PUMP.replace("cmd-1", "cmd-4"));
     let [(id, _)] = &handed_out(&mut rig)[..] else {
-        panic!("cmd-3 runs now")
+        panic!("cmd-4 runs")
     };
-    assert_eq!(id.as_str(), "cmd-3");
-    let failed = responses(&rig);
-    assert!(failed.iter().any(
+    assert_eq!(id.as_str(), "cmd-4");
+    let answers = responses(&rig);
+    let busy: Vec<_> = answers
+        .iter()
+        .filter(|r| r.command_id.as_str() == "cmd-3")
+        .collect();
+    assert_eq!(busy.len(), 2);
+    assert_eq!(busy[0], busy[1], "the same refusal, both times");
+    assert!(answers.iter().any(
         |r| r.command_id.as_str() == "cmd-1" && r.error.as_deref() == Some("pump 1 is jammed")
     ));
+    // A running capacity that would let a running command's saved answer age out is refused.
+    let mut settings = dese_device::Settings::new(
+        "org-123".parse().unwrap(),
+        "esp32-001".parse().unwrap(),
+        "1.0.0",
+    );
+    settings.answered_capacity = 4;
+    settings.running_capacity = 4;
+    assert_eq!(settings.check().unwrap_err().setting(), "running_capacity");
+}
+
+// A copy of a running command that is retained, or not valid at all, is not answered early:
+// the only answer is the result's.
+#[test]
+fn a_running_command_is_answered_once_whatever_copies_arrive() {
+    let mut rig = Rig::new(|_| {});
+    rig.connect();
+    deliver_deferred(&mut rig, SET_PUMP);
+    let [(id, _)] = &handed_out(&mut rig)[..] else {
+        panic!()
+    };
+    let utc = rig.utc();
+    let topic = "devices/org-123/esp32-001/commands";
+    rig.device
+        .handle_message(rig.now, utc, topic, SET_PUMP.as_bytes(), true);
+    let broken = SET_PUMP.replace(r#""pump_id":1"#, r#""pump_id":"one""#);
+    rig.device
+        .handle_message(rig.now, utc, topic, broken.as_bytes(), false);
+    rig.drain(true);
+    assert!(responses(&rig).is_empty(), "{:?}", responses(&rig));
+    assert_eq!(rig.device.stats().commands_duplicate_running, 2);
+    let still = rig
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::CommandStillRunning { .. }))
+        .count();
+    assert_eq!(still, 2);
+    rig.device
+        .handle_command_result(rig.now, utc, id, Ok(None))
+        .unwrap();
+    rig.drain(true);
+    let answered = responses(&rig);
+    assert_eq!(answered.len(), 1);
+    assert!(answered[0].success);
 }
 
 // A `reset_config` handed out as an event resets the config when its result is a success,
@@ -1018,6 +1071,64 @@ fn a_command_running_at_a_reboot_is_answered_as_interrupted_never_run_twice() {
     rebooted.connect();
     deliver_deferred(&mut rebooted, SET_PUMP);
     assert!(responses(&rebooted)[0].success);
+}
+
+// A long command's saved "interrupted" is written again behind every other answer, so that a
+// store keeping only the most recent answers still has it after many more commands.
+#[test]
+fn a_long_command_stays_saved_as_interrupted_while_others_are_answered() {
+    let mut rig = Rig::new(|s| {
+        s.persist = true;
+        s.answered_capacity = 4;
+        s.running_capacity = 2;
+    });
+    let mut flash = Flash::default();
+    rig.connect();
+    deliver_deferred(&mut rig, SET_PUMP);
+    assert_eq!(handed_out(&mut rig).len(), 1);
+    for n in 2..=12 {
+        rig.deliver(
+            "commands",
+            &SET_PUMP.replace("cmd-1", &format!("cmd-{n}")),
+            false,
+        );
+    }
+    rig.drain(true);
+    flash.save(&mut rig.device);
+    // What a store keeping the last four answers (by id) holds.
+    let mut kept: Vec<(dese_protocol::CommandId, Vec<u8>)> = Vec::new();
+    for (id, response) in &flash.answered {
+        kept.retain(|(seen, _)| seen != id);
+        kept.push((id.clone(), response.clone()));
+    }
+    let kept = kept.split_off(kept.len().saturating_sub(4));
+    assert!(
+        kept.iter().any(|(id, _)| id.as_str() == "cmd-1"),
+        "{:?}",
+        kept.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>()
+    );
+    let mut rebooted = Rig::new(|s| {
+        s.persist = true;
+        s.answered_capacity = 4;
+        s.running_capacity = 2;
+    });
+    rebooted.device.restore(
+        Instant::ZERO,
+        Saved {
+            answered: kept,
+            ..Saved::default()
+        },
+    );
+    rebooted.connect();
+    deliver_deferred(&mut rebooted, SET_PUMP);
+    assert!(handed_out(&mut rebooted).is_empty(), "never run twice");
+    assert!(
+        responses(&rebooted)[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("interrupted")
+    );
 }
 
 // Nothing is scheduled once the device said goodbye, until the link comes up again.

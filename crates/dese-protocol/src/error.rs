@@ -336,7 +336,7 @@ impl JsonSyntax {
         self.line
     }
 
-    /// Its column, from 1 (0 when the payload ends before it).
+    /// Its column, from 1, as the parser counts it.
     pub fn column(&self) -> usize {
         self.column
     }

@@ -87,7 +87,7 @@ impl BrokerArgs {
 mod tests {
     #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 
-    use clap::{CommandFactory, Parser};
+    use clap::{CommandFactory, FromArgMatches, Parser};
 
     use super::*;
 
@@ -95,6 +95,19 @@ mod tests {
     struct Args {
         #[command(flatten)]
         broker: BrokerArgs,
+    }
+
+    /// Parses `flags` as the flags alone say, whatever `DESE_BROKER`, `DESE_USERNAME` or
+    /// `DESE_PASSWORD` the machine running the tests has exported.
+    fn parse(flags: &[&str]) -> Result<Args, clap::Error> {
+        let command = ["broker", "username", "password"]
+            .into_iter()
+            .fold(Args::command(), |command, flag| {
+                command.mut_arg(flag, |arg| arg.env(None::<&str>))
+            });
+        let matches =
+            command.try_get_matches_from(std::iter::once("app").chain(flags.iter().copied()))?;
+        Args::from_arg_matches(&matches)
     }
 
     #[test]
@@ -108,8 +121,7 @@ mod tests {
             &["--client-cert", "c.pem", "--ca", "ca.pem"],
             &["--client-cert", "c.pem", "--client-key", "k.pem"],
         ] {
-            let error = Args::try_parse_from(std::iter::once("app").chain(flags.iter().copied()))
-                .unwrap_err();
+            let error = parse(flags).unwrap_err();
             assert_eq!(
                 error.kind(),
                 clap::error::ErrorKind::MissingRequiredArgument,
@@ -120,13 +132,10 @@ mod tests {
 
     #[test]
     fn options_come_from_the_flags() {
-        let args = Args::try_parse_from(["app"]).unwrap();
-        let options = args.broker.options().unwrap();
+        let options = parse(&[]).unwrap().broker.options().unwrap();
         assert_eq!(options.address(), "127.0.0.1:1883");
         assert!(!options.is_secure());
-        let args =
-            Args::try_parse_from(["app", "--broker", "mqtts://h", "--ca", "/nonexistent.pem"])
-                .unwrap();
+        let args = parse(&["--broker", "mqtts://h", "--ca", "/nonexistent.pem"]).unwrap();
         let error = args.broker.options().unwrap_err();
         assert_eq!(error.kind(), crate::ErrorKind::Tls);
         assert!(error.to_string().contains("/nonexistent.pem"), "{error}");

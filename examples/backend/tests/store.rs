@@ -105,7 +105,7 @@ fn batch() -> Vec<Event> {
             error: DropError::Decode(
                 dese_protocol::decode(
                     "devices/acme/dev-00001/telemetry",
-                    br#"{"device_id":"dev-00001","sensors":{"ph":"7"}}"#,
+                    br#"{"device_id":"dev-00001","timestamp":"2025-01-27T10:00:00Z","organization_id":"acme","sensors":{"ph":"7","chlorine":1,"temperature":20},"metadata":{"firmware_version":"1"}}"#,
                 )
                 .unwrap_err(),
             ),
