@@ -7,8 +7,8 @@ use std::time::{Duration, Instant as StdInstant};
 use dese_backend::{Event, Outcome, Settings as BackendSettings};
 use dese_device::Event as DeviceEvent;
 use dese_protocol::{
-    Action, Alert, DeviceConfig, DeviceId, DeviceState, Finite, Keepalive, OrgId, Ph, Ppm,
-    PumpState, Sensor, Severity, ShareGroup, Threshold, Timestamp,
+    Action, Alert, DeviceConfig, DeviceId, DeviceState, Finite, JsonObject, Keepalive, OrgId, Ph,
+    Ppm, PumpState, Sensor, Severity, ShareGroup, Threshold, Timestamp,
 };
 use dese_testkit::{Mosquitto, MosquittoConfig, Proxy};
 use dese_transport::{BackendClient, BrokerOptions, DeviceClient, ErrorKind, Transport};
@@ -1132,4 +1132,106 @@ pub async fn failing_broker_backoff<D: Transport>() {
     assert!((2..=8).contains(&attempts), "{attempts} attempts in 3.5 s");
     assert!(!device.is_connected());
     device.shutdown().await.unwrap();
+}
+
+/// DESE-C5 for commands that take time: a device started with
+/// [`DeviceClient::spawn_deferred`] carries out a `set_pump` that takes two seconds while it
+/// answers another command at once and goes on publishing readings; the slow command then
+/// completes on the backend, correlated, and a copy of it delivered while it ran was neither
+/// handed out again nor answered early. A command the application drops unanswered is answered
+/// as failed.
+pub async fn deferred_commands<T: Transport>() {
+    let broker = Mosquitto::start().unwrap();
+    let options = BrokerOptions::parse(&broker.url()).unwrap();
+    let settings = BackendSettings {
+        command_timeout: Duration::from_secs(10),
+        retries: 0,
+        ..BackendSettings::default()
+    };
+    let mut backend =
+        BackendClient::<T>::spawn(&options, "conformance-deferred", settings, None).unwrap();
+    let mut device = DeviceClient::<T>::spawn_deferred(
+        &options,
+        device_settings("org-1", "dev-deferred", 60_000),
+        NoSensors,
+    )
+    .unwrap();
+    wait_for(&mut backend, online).await;
+    let (org, dev) = ids("org-1", "dev-deferred");
+    let handle = backend.handle();
+    let pump = Action::SetPump {
+        pump_id: 1,
+        state: PumpState::On,
+        duration: Some(2),
+    };
+    let slow = tokio::spawn({
+        let (handle, org, dev) = (handle.clone(), org.clone(), dev.clone());
+        async move { handle.send_command(org, dev, pump).await.unwrap() }
+    });
+    let running = tokio::time::timeout(Duration::from_secs(10), device.next_command())
+        .await
+        .expect("the command handed out")
+        .unwrap();
+    assert_eq!(running.action().name(), "set_pump");
+    let started = StdInstant::now();
+
+    // While the pump runs: another command is answered, and readings go out.
+    let quick = tokio::spawn({
+        let (handle, org, dev) = (handle.clone(), org.clone(), dev.clone());
+        async move { handle.send_command(org, dev, Action::Reboot).await.unwrap() }
+    });
+    let reboot = tokio::time::timeout(Duration::from_secs(10), device.next_command())
+        .await
+        .expect("the second command handed out")
+        .unwrap();
+    assert_eq!(reboot.action().name(), "reboot");
+    reboot.finish(Ok(None));
+    let (_, outcome) = quick.await.unwrap();
+    assert!(matches!(outcome, Outcome::Completed(_)), "{outcome:?}");
+    device.publish_readings(reading()).unwrap();
+    wait_for(&mut backend, |e| matches!(e, Event::Telemetry { .. })).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the device answered and published while the pump ran"
+    );
+
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(started.elapsed())).await;
+    let mut data = JsonObject::new();
+    data.insert("pump_state".into(), "on".into());
+    assert!(
+        !slow.is_finished(),
+        "the backend had no answer before the application finished the command"
+    );
+    running.finish(Ok(Some(data)));
+    let (id, outcome) = slow.await.unwrap();
+    let Outcome::Completed(response) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(response.command_id, id);
+    assert_eq!(response.response.unwrap()["pump_state"], "on");
+
+    // Dropped without an answer: answered as failed, so the backend does not wait for ever.
+    let dropped = tokio::spawn({
+        let (handle, org, dev) = (handle.clone(), org.clone(), dev.clone());
+        async move {
+            handle
+                .send_command(org, dev, Action::ResetConfig)
+                .await
+                .unwrap()
+        }
+    });
+    let command = tokio::time::timeout(Duration::from_secs(10), device.next_command())
+        .await
+        .expect("the third command handed out")
+        .unwrap();
+    drop(command);
+    let (_, outcome) = dropped.await.unwrap();
+    assert!(
+        matches!(&outcome, Outcome::Failed(r) if r.error.as_deref().is_some_and(|e| e.contains("dropped"))),
+        "{outcome:?}"
+    );
+    let stats = device.stats();
+    assert_eq!(stats.commands_run, 3, "{stats:?}");
+    device.shutdown().await.unwrap();
+    backend.shutdown().await.unwrap();
 }

@@ -97,6 +97,12 @@ macro_rules! transport {
                 scenarios::tls_certificates::<$transport>().await;
             }
 
+            // DESE-C5
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn dese_c5_commands_that_take_time() {
+                scenarios::deferred_commands::<$transport>().await;
+            }
+
             // DESE-S3
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn dese_s3_refused_subscriptions_are_reported() {

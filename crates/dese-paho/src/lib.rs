@@ -49,7 +49,9 @@ extern crate openssl_sys as _;
 
 mod link;
 
-pub use dese_transport::{BackendHandle, BrokerOptions, ConnectionFailure, Error, ErrorKind};
+pub use dese_transport::{
+    BackendHandle, BrokerOptions, ConnectionFailure, DeviceCommand, Error, ErrorKind,
+};
 pub use link::{Paho, PahoLink};
 
 /// A device over paho-mqtt.

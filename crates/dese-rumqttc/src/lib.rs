@@ -37,7 +37,9 @@
 mod link;
 mod tls;
 
-pub use dese_transport::{BackendHandle, BrokerOptions, ConnectionFailure, Error, ErrorKind};
+pub use dese_transport::{
+    BackendHandle, BrokerOptions, ConnectionFailure, DeviceCommand, Error, ErrorKind,
+};
 pub use link::{Rumqttc, RumqttcLink};
 
 /// A device over rumqttc.

@@ -4,9 +4,9 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use dese_device::{
-    CommandHandler, Device, Event, MessageId, Readings, SensorReader, Settings, Stats,
+    CommandHandler, Device, Event, Instant, MessageId, Readings, SensorReader, Settings, Stats,
 };
-use dese_protocol::{Alert, Printable};
+use dese_protocol::{Action, Alert, CommandId, JsonObject, Printable};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, warn};
@@ -28,6 +28,94 @@ enum Control {
     Alert(Alert),
     Readings(Readings),
     Shutdown(oneshot::Sender<()>),
+}
+
+/// A command's outcome, from its [`DeviceCommand`]. On a channel of its own: the driver holds a
+/// sender of it (for the commands it hands out), so it never closes, where the control channel
+/// closing tells the driver that the client is gone.
+#[derive(Debug)]
+struct Finish {
+    command_id: CommandId,
+    result: Result<Option<JsonObject>, String>,
+}
+
+/// A command for the application to carry out, from [`DeviceClient::next_command`] (a client
+/// started with [`DeviceClient::spawn_deferred`]). Take the time it needs, then give the
+/// outcome with [`DeviceCommand::finish`]; meanwhile the client goes on publishing readings and
+/// answering other commands, and a copy of this one delivered again is not handed out again.
+///
+/// Dropped without [`DeviceCommand::finish`], it is answered as failed ("the application
+/// dropped the command without an answer"), so that no command waits for ever.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use dese_protocol::Action;
+/// use dese_transport::{DeviceClient, Transport};
+///
+/// async fn pumps<T: Transport>(mut device: DeviceClient<T>) {
+///     while let Some(command) = device.next_command().await {
+///         tokio::spawn(async move {
+///             if let Action::SetPump { duration: Some(secs), .. } = command.action() {
+///                 tokio::time::sleep(Duration::from_secs(u64::from(*secs))).await;
+///             }
+///             command.finish(Ok(None));
+///         });
+///     }
+/// }
+/// ```
+#[derive(Debug)]
+pub struct DeviceCommand {
+    command_id: CommandId,
+    action: Action,
+    finish: mpsc::UnboundedSender<Finish>,
+    finished: bool,
+}
+
+impl DeviceCommand {
+    /// The command's id, chosen by the backend.
+    pub fn command_id(&self) -> &CommandId {
+        &self.command_id
+    }
+
+    /// What to do, already checked: parameters in range, addressed to this device, not
+    /// retained, never run before.
+    pub fn action(&self) -> &Action {
+        &self.action
+    }
+
+    /// The outcome: `Ok` with the data of a `success: true` response, `Err` with the reason
+    /// of a `success: false` one. The client answers, and remembers the answer for a copy
+    /// delivered again. After [`DeviceClient::shutdown`] nothing is sent.
+    pub fn finish(mut self, result: Result<Option<JsonObject>, String>) {
+        self.finished = true;
+        let _ = self.finish.send(Finish {
+            command_id: self.command_id.clone(),
+            result,
+        });
+    }
+}
+
+impl Drop for DeviceCommand {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.finish.send(Finish {
+                command_id: self.command_id.clone(),
+                result: Err(String::from(
+                    "the application dropped the command without an answer",
+                )),
+            });
+        }
+    }
+}
+
+/// The handler of a client started with [`DeviceClient::spawn_deferred`]: none, the commands
+/// go to [`DeviceClient::next_command`].
+struct Deferred;
+
+impl CommandHandler for Deferred {
+    fn run(&mut self, action: &Action, _now: Instant) -> Result<Option<JsonObject>, String> {
+        Err(format!("{} cannot run here", action.name()))
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -56,6 +144,7 @@ struct Status {
 pub struct DeviceClient<T> {
     control: mpsc::UnboundedSender<Control>,
     events: mpsc::Receiver<Event>,
+    commands: mpsc::UnboundedReceiver<DeviceCommand>,
     status: watch::Receiver<Status>,
     failure: watch::Receiver<Option<ConnectionFailure>>,
     task: JoinHandle<Result<(), Error>>,
@@ -74,6 +163,28 @@ impl<T: Transport> DeviceClient<T> {
         settings: Settings,
         sensors: impl SensorReader + Send + 'static,
         handler: impl CommandHandler + Send + 'static,
+    ) -> Result<Self, Error> {
+        Self::start(broker, settings, sensors, Some(handler))
+    }
+
+    /// Like [`DeviceClient::spawn`], for commands that take time (a pump that runs for
+    /// seconds, a calibration that waits for the probe): each new command comes out of
+    /// [`DeviceClient::next_command`] and is answered when the application calls
+    /// [`DeviceCommand::finish`]. At most [`Settings::running_capacity`] run at once; past
+    /// that a command is refused as busy.
+    pub fn spawn_deferred(
+        broker: &BrokerOptions,
+        settings: Settings,
+        sensors: impl SensorReader + Send + 'static,
+    ) -> Result<Self, Error> {
+        Self::start(broker, settings, sensors, None::<Deferred>)
+    }
+
+    fn start(
+        broker: &BrokerOptions,
+        settings: Settings,
+        sensors: impl SensorReader + Send + 'static,
+        handler: Option<impl CommandHandler + Send + 'static>,
     ) -> Result<Self, Error> {
         settings.check().map_err(Error::Settings)?;
         let clock = Clock::new();
@@ -103,15 +214,21 @@ impl<T: Transport> DeviceClient<T> {
         )?;
         let (control, control_rx) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::channel(EVENT_BUFFER);
+        // Unbounded, yet never more than the engine's running capacity: it refuses more.
+        let (commands_tx, commands) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(Status {
             stats: engine.stats(),
             ..Status::default()
         });
         let (failure_tx, failure) = watch::channel(None);
+        let (finish, finishes) = mpsc::unbounded_channel();
         let driver = Driver {
             engine,
             link,
             control: control_rx,
+            finish,
+            finishes,
+            commands: commands_tx,
             events: events_tx,
             status: status_tx,
             failure: failure_tx,
@@ -127,6 +244,7 @@ impl<T: Transport> DeviceClient<T> {
         Ok(Self {
             control,
             events,
+            commands,
             status,
             failure,
             task,
@@ -143,6 +261,18 @@ impl<T> DeviceClient<T> {
     /// Cancel safe: an event not returned stays for the next call.
     pub async fn next_event(&mut self) -> Option<Event> {
         self.events.recv().await
+    }
+
+    /// The next command to carry out, for a client started with
+    /// [`DeviceClient::spawn_deferred`] (one started with a handler never has any). Unlike
+    /// events, commands are never dropped: the engine refuses new ones as busy while
+    /// [`Settings::running_capacity`] are handed out and not finished.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a command not returned stays for the next call.
+    pub async fn next_command(&mut self) -> Option<DeviceCommand> {
+        self.commands.recv().await
     }
 
     /// The engine's counters, as of its last step.
@@ -257,6 +387,10 @@ struct Driver<L> {
     engine: Device,
     link: L,
     control: mpsc::UnboundedReceiver<Control>,
+    /// Given to each [`DeviceCommand`], for its answer.
+    finish: mpsc::UnboundedSender<Finish>,
+    finishes: mpsc::UnboundedReceiver<Finish>,
+    commands: mpsc::UnboundedSender<DeviceCommand>,
     events: mpsc::Sender<Event>,
     status: watch::Sender<Status>,
     failure: watch::Sender<Option<ConnectionFailure>>,
@@ -275,7 +409,7 @@ impl<L: Link> Driver<L> {
     async fn run(
         mut self,
         mut sensors: impl SensorReader,
-        mut handler: impl CommandHandler,
+        mut handler: Option<impl CommandHandler>,
     ) -> Result<(), Error> {
         loop {
             self.flush();
@@ -284,6 +418,12 @@ impl<L: Link> Driver<L> {
                 event = self.link.next() => self.on_link(event, &mut handler)?,
                 () = sleep_until(wake) => {
                     self.engine.handle_timeout(self.clock.now(), utc_now(), &mut sensors);
+                }
+                Some(Finish { command_id, result }) = self.finishes.recv() => {
+                    let (now, utc) = (self.clock.now(), utc_now());
+                    if let Err(error) = self.engine.handle_command_result(now, utc, &command_id, result) {
+                        debug!(%error, "a command's result, not sent");
+                    }
                 }
                 control = self.control.recv() => match control {
                     Some(Control::Alert(alert)) => self.engine.raise_alert(&alert),
@@ -322,6 +462,20 @@ impl<L: Link> Driver<L> {
                         "keepalive changed by config: reconnecting"
                     );
                     self.link.reconnect();
+                }
+                Event::Command { command_id, action } => {
+                    debug!(command_id = %command_id, command = action.name(), "command handed out");
+                    let command = DeviceCommand {
+                        command_id: command_id.clone(),
+                        action: action.clone(),
+                        finish: self.finish.clone(),
+                        finished: false,
+                    };
+                    if let Err(unread) = self.commands.send(command) {
+                        // The client is gone: answered by the drop, as failed.
+                        drop(unread.0);
+                    }
+                    continue;
                 }
                 event => log_event(event),
             }
@@ -363,7 +517,7 @@ impl<L: Link> Driver<L> {
     fn on_link(
         &mut self,
         event: LinkEvent,
-        handler: &mut impl CommandHandler,
+        handler: &mut Option<impl CommandHandler>,
     ) -> Result<(), Error> {
         match event {
             LinkEvent::Connected => {
@@ -391,8 +545,14 @@ impl<L: Link> Driver<L> {
                 ..
             } => {
                 let (now, utc) = (self.clock.now(), utc_now());
-                self.engine
-                    .handle_message_with(now, utc, &topic, &payload, retain, handler);
+                match handler {
+                    Some(handler) => self
+                        .engine
+                        .handle_message_with(now, utc, &topic, &payload, retain, handler),
+                    None => self
+                        .engine
+                        .handle_message(now, utc, &topic, &payload, retain),
+                }
             }
             LinkEvent::Acked(tag) => self.engine.handle_acked(MessageId(tag)),
             LinkEvent::Lost(failure) => {
@@ -474,6 +634,10 @@ fn log_event(event: &Event) {
         Event::CommandDuplicate { command_id } => debug!(
             command_id = %command_id,
             "command delivered again: answered from the cache, not run"
+        ),
+        Event::CommandStillRunning { command_id } => debug!(
+            command_id = %command_id,
+            "command delivered again while it runs: its result will answer it"
         ),
         Event::CommandRefused { command_id, error } => warn!(
             command_id = command_id.as_ref().map(|id| id.as_str()),

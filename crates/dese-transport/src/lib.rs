@@ -57,7 +57,7 @@ pub mod metrics;
 mod options;
 
 pub use backend::{BackendClient, BackendHandle, Backlog, PendingCommand};
-pub use device::DeviceClient;
+pub use device::{DeviceClient, DeviceCommand};
 pub use error::{ConnectionFailure, Error, ErrorKind, error_chain};
 pub use link::{Acknowledgement, Link, LinkEvent, Session, Transport, Will};
 pub use options::{BROKER_MESSAGE_SIZE_LIMIT, BrokerOptions, TlsFiles};
