@@ -360,6 +360,7 @@ enum Side {
 /// A command handed out and not answered yet.
 #[derive(Debug)]
 struct Running {
+    command_id: CommandId,
     action: Action,
     /// With [`Settings::persist`], the failure saved as its answer until the result replaces
     /// it, written again after every other answer so that storage keeps it among the recent.
@@ -389,7 +390,10 @@ pub struct Device {
     link: Link,
     outbox: Outbox,
     answered: Answered,
-    running: BTreeMap<CommandId, Running>,
+    /// The commands handed out and not answered, oldest first: at most
+    /// [`Settings::running_capacity`] (8 by default), so a vector, searched in order, which
+    /// costs the firmware less flash than a map.
+    running: Vec<Running>,
     next_id: u64,
     next_telemetry: Instant,
     next_status: Instant,
@@ -432,7 +436,7 @@ impl Device {
             },
             outbox: Outbox::new(settings.outbox_capacity),
             answered: Answered::new(settings.answered_capacity),
-            running: BTreeMap::new(),
+            running: Vec::new(),
             next_id: 0,
             next_telemetry: now + settings.telemetry_interval.as_duration(),
             next_status: now + settings.status_interval,
@@ -693,7 +697,11 @@ impl Device {
                 );
                 if let Ok(payload) = encode(&Message::CommandResponse(interrupted)) {
                     journal.answered(command.command_id.clone(), payload.clone());
-                    if let Some(running) = self.running.get_mut(&command.command_id) {
+                    if let Some(running) = self
+                        .running
+                        .iter_mut()
+                        .find(|r| r.command_id == command.command_id)
+                    {
                         running.interrupted = Some(payload);
                     }
                 }
@@ -738,20 +746,28 @@ impl Device {
         command_id: &CommandId,
         result: Result<Option<JsonObject>, String>,
     ) -> Result<(), NotRunning> {
-        let Some((command_id, running)) = self.running.remove_entry(command_id) else {
+        let Some(at) = self.running_at(command_id) else {
             return Err(NotRunning {
                 command_id: command_id.clone(),
             });
         };
-        self.finish(now, utc, command_id, running.action, result);
+        let running = self.running.remove(at);
+        self.finish(now, utc, running.command_id, running.action, result);
         Ok(())
     }
 
-    /// The commands handed out as [`Event::Command`] and not answered yet.
+    /// The commands handed out as [`Event::Command`] and not answered yet, oldest first.
     pub fn commands_running(&self) -> impl Iterator<Item = (&CommandId, &Action)> {
         self.running
             .iter()
-            .map(|(id, running)| (id, &running.action))
+            .map(|running| (&running.command_id, &running.action))
+    }
+
+    /// Where the running command `command_id` is in the list of running commands.
+    fn running_at(&self, command_id: &CommandId) -> Option<usize> {
+        self.running
+            .iter()
+            .position(|r| &r.command_id == command_id)
     }
 
     /// Routes a message; returns a new command to carry out, registered as running.
@@ -961,18 +977,18 @@ impl Device {
             self.refused(command.command_id, &busy, utc, true);
             return None;
         }
-        let running = Running {
+        self.running.push(Running {
+            command_id: command.command_id.clone(),
             action: command.action.clone(),
             interrupted: None,
-        };
-        self.running.insert(command.command_id.clone(), running);
+        });
         Some(command)
     }
 
     /// Whether `command_id` is running: then a copy delivered again (valid, retained or not
     /// valid at all) is counted and reported, and its answer comes with the result.
     fn still_running(&mut self, command_id: &CommandId) -> bool {
-        if !self.running.contains_key(command_id) {
+        if self.running_at(command_id).is_none() {
             return false;
         }
         self.stats.commands_duplicate_running += 1;
@@ -991,7 +1007,9 @@ impl Device {
         action: Action,
         outcome: Result<Option<JsonObject>, String>,
     ) {
-        self.running.remove(&command_id);
+        if let Some(at) = self.running_at(&command_id) {
+            self.running.remove(at);
+        }
         let success = outcome.is_ok();
         if success && action == Action::ResetConfig {
             self.reset_config(now);
@@ -1060,9 +1078,9 @@ impl Device {
                 journal.answered(command_id.clone(), payload.clone());
                 // Storage keeps the most recent answers: the commands still running are saved
                 // again behind this one, so that a long command's "interrupted" never ages out.
-                for (id, running) in &self.running {
+                for running in &self.running {
                     if let Some(interrupted) = &running.interrupted {
-                        journal.answered(id.clone(), interrupted.clone());
+                        journal.answered(running.command_id.clone(), interrupted.clone());
                     }
                 }
             }
