@@ -125,6 +125,73 @@ pub async fn acknowledged_after_confirmation<B: Transport>(tag: &str) {
     backend.shutdown().await.unwrap();
 }
 
+/// DESE-D9 under a burst: 20,000 readings of 1,000 devices queued at the broker for a backend
+/// session that is away, then drained by a backend that confirms each as it comes. The broker
+/// receives a PUBACK for every one of them (rumqttc's event loop, which reads ten packets from
+/// the socket for each request it takes from its channel, once fell so far behind that its
+/// channel refused a quarter of the acknowledgements: the broker kept those messages in flight,
+/// and with an in-flight limit stopped sending). Returns how long the drain took, and how long
+/// until the last PUBACK reached the broker.
+pub async fn acknowledged_after_a_burst<B: Transport>(tag: &str) -> (Duration, Duration) {
+    const READINGS: u64 = 20_000;
+    const DEVICES: u64 = 1_000;
+    let broker = Mosquitto::start_with(MosquittoConfig {
+        extra: vec!["log_type debug".to_string()],
+        // Mosquitto's default in-flight limit: a lost PUBACK holds one of its 20 places.
+        max_inflight_messages: 20,
+        ..MosquittoConfig::default()
+    })
+    .unwrap();
+    let client_id = format!("burst-{tag}");
+    let options = BrokerOptions::parse(&broker.url()).unwrap();
+    let away = BackendClient::<B>::spawn(&options, &client_id, unlimited(), None).unwrap();
+    connected(&away).await;
+    away.shutdown().await.unwrap();
+    let mut publisher = Publisher::connect(broker.addr(), &format!("fleet-{tag}"))
+        .await
+        .unwrap();
+    for n in 0..READINGS {
+        let (topic, payload) =
+            fleet::telemetry(&org(), &fleet::device((n % DEVICES) as usize), n / DEVICES);
+        publisher.publish(&topic, payload, false).await.unwrap();
+    }
+    assert!(publisher.flush(Duration::from_secs(60)).await, "queued");
+    publisher.disconnect().await;
+
+    let started = tokio::time::Instant::now();
+    let mut backend = BackendClient::<B>::spawn(&options, &client_id, unlimited(), None).unwrap();
+    let mut readings = 0;
+    while readings < READINGS {
+        let delivered = tokio::time::timeout(Duration::from_secs(20), backend.next_delivery())
+            .await
+            .unwrap_or_else(|_| panic!("{readings} of {READINGS} readings arrived"))
+            .unwrap();
+        if matches!(delivered.event, Event::Telemetry { .. }) {
+            readings += 1;
+        }
+        if let Some(ack) = delivered.ack {
+            backend.ack(ack).unwrap();
+        }
+    }
+    let drained = started.elapsed();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut acknowledged = 0;
+    while tokio::time::Instant::now() < deadline {
+        acknowledged = pubacks(&broker, &client_id).len();
+        if acknowledged >= READINGS as usize {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        acknowledged, READINGS as usize,
+        "every reading the application confirmed is acknowledged to the broker"
+    );
+    let all_acked = started.elapsed();
+    backend.shutdown().await.unwrap();
+    (drained, all_acked)
+}
+
 /// DESE-D9, for a transport whose MQTT client acknowledges a message as it arrives (paho):
 /// with a receive window of 4 and an application that confirms nothing, the broker gets 4
 /// acknowledgements and no more, and the rest waits at the broker until the application

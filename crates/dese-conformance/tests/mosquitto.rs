@@ -134,6 +134,17 @@ macro_rules! transport {
                 delivery::timed_out_command_is_withdrawn::<$transport, $transport>().await;
             }
 
+            // DESE-D9
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn dese_d9_every_message_of_a_burst_acknowledged() {
+                let (drained, acked) =
+                    delivery::acknowledged_after_a_burst::<$transport>(stringify!($name)).await;
+                println!(
+                    "{}: 20,000 readings drained in {drained:?}, all acknowledged after {acked:?}",
+                    stringify!($name)
+                );
+            }
+
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn bulk_config_to_ten_thousand_devices() {
                 let figures = delivery::bulk_config::<$transport>(stringify!($name)).await;

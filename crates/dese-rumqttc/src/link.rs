@@ -2,6 +2,7 @@
 //! its events into the driver's.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use dese_backend::Inbound;
@@ -11,7 +12,7 @@ use dese_transport::{
 };
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, EventLoop, LastWill, MqttOptions, Outgoing,
-    Packet, Publish, QoS, StateError,
+    Packet, PubAck, Publish, QoS, StateError,
 };
 use tokio::sync::mpsc;
 
@@ -73,6 +74,36 @@ const REQUESTS: usize = 4096;
 /// the broker keeps the rest.
 const INCOMING: usize = 64;
 
+/// The acknowledgements (PUBACKs) the driver has released and rumqttc has not written yet,
+/// shared by the link and its poll task.
+///
+/// rumqttc's event loop takes one request from its channel each time it picks the channel over
+/// the socket, and reads up to ten packets from the socket each time it picks the socket: a
+/// backend that acknowledges every message through the channel falls ten times behind a burst,
+/// until the channel is full and PUBACKs are refused (a broker that then stops at its in-flight
+/// limit, as Mosquitto does, sends nothing more). So an acknowledgement goes through the
+/// channel only when nothing is ahead of it (that wakes the event loop when it idles); the rest
+/// wait here, in arrival order, and the poll task writes them itself before it polls again,
+/// once those in the channel are written.
+#[derive(Debug, Default)]
+struct Acks {
+    /// Packet ids to acknowledge, oldest first, behind those in the channel.
+    queued: VecDeque<u16>,
+    /// Acknowledgements in rumqttc's channel, not written yet (rumqttc reports each it writes
+    /// as an `Outgoing::PubAck`).
+    in_channel: usize,
+}
+
+/// [`Acks`], shared.
+#[derive(Debug, Clone, Default)]
+struct SharedAcks(Arc<Mutex<Acks>>);
+
+impl SharedAcks {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Acks> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// One rumqttc client and the task that polls its event loop.
 ///
 /// The task polls the event loop and nothing else, so a full request channel can never block
@@ -81,6 +112,7 @@ const INCOMING: usize = 64;
 #[derive(Debug)]
 pub struct RumqttcLink {
     client: AsyncClient,
+    acks: SharedAcks,
     incoming: mpsc::Receiver<Result<rumqttc::Event, ConnectionError>>,
     go: mpsc::Sender<Next>,
     /// Messages given to rumqttc, in order, not yet written (no packet id yet).
@@ -91,8 +123,9 @@ pub struct RumqttcLink {
     /// their SUBACK.
     subscribing: VecDeque<String>,
     subscribed: HashMap<u16, String>,
-    /// Connections so far: a received message is named by this and its packet id, so that an
-    /// acknowledgement meant for an earlier connection is recognised.
+    /// Counts connections and losses: a received message is named by this and its packet id,
+    /// so that an acknowledgement meant for an earlier connection (or released after its
+    /// loss) is recognised and dropped.
     generation: u64,
 }
 
@@ -106,9 +139,11 @@ impl RumqttcLink {
         let (incoming_tx, incoming) = mpsc::channel(INCOMING);
         let (go, go_rx) = mpsc::channel(1);
         let limits = (broker.max_incoming_packet_size, broker.max_packet_size);
-        tokio::spawn(poll(eventloop, incoming_tx, go_rx, limits));
+        let acks = SharedAcks::default();
+        tokio::spawn(poll(eventloop, acks.clone(), incoming_tx, go_rx, limits));
         Self {
             client,
+            acks,
             incoming,
             go,
             sent: VecDeque::new(),
@@ -166,6 +201,9 @@ impl Link for RumqttcLink {
                 }
                 Ok(_) => {}
                 Err(error) => {
+                    // What this connection received can no longer be acknowledged: the
+                    // broker delivers it again.
+                    self.generation += 1;
                     self.sent.clear();
                     self.pkids.clear();
                     self.subscribing.clear();
@@ -201,11 +239,19 @@ impl Link for RumqttcLink {
         if pkid == 0 || delivery.0 >> 16 != self.generation {
             return;
         }
-        let mut publish = Publish::new("", QoS::AtLeastOnce, Vec::new());
-        publish.pkid = pkid;
-        // The channel holds far more than the receive window: never full. A request still in
-        // it when the connection drops is discarded before the next one (see `poll`).
-        let _ = self.client.try_ack(&publish);
+        // Through rumqttc's channel when nothing is ahead (see `Acks`), else behind the others
+        // for the poll task. Either way a PUBACK still waiting when the connection drops is
+        // discarded before the next one (see `poll`).
+        let mut acks = self.acks.lock();
+        if acks.queued.is_empty() && acks.in_channel == 0 {
+            let mut publish = Publish::new("", QoS::AtLeastOnce, Vec::new());
+            publish.pkid = pkid;
+            if self.client.try_ack(&publish).is_ok() {
+                acks.in_channel += 1;
+                return;
+            }
+        }
+        acks.queued.push_back(pkid);
     }
 
     fn publish(&mut self, tag: u64, topic: &str, payload: &[u8], retain: bool) -> bool {
@@ -247,6 +293,33 @@ fn last_will(will: &Will) -> LastWill {
         QoS::AtLeastOnce,
         will.retain,
     )
+}
+
+/// Writes the PUBACKs waiting in [`Acks`], once none is ahead of them in rumqttc's channel,
+/// and flushes them; an error means that the connection is broken.
+async fn write_acks(eventloop: &mut EventLoop, acks: &SharedAcks) -> Result<(), ConnectionError> {
+    let batch: Vec<u16> = {
+        let mut acks = acks.lock();
+        if acks.in_channel > 0 || acks.queued.is_empty() {
+            return Ok(());
+        }
+        acks.queued.drain(..).collect()
+    };
+    // Not connected: void, the broker delivers those messages again.
+    let Some(network) = eventloop.network.as_mut() else {
+        return Ok(());
+    };
+    let limit = Duration::from_secs(eventloop.network_options.connection_timeout().max(1));
+    let write = async {
+        for pkid in batch {
+            network.write(Packet::PubAck(PubAck::new(pkid))).await?;
+        }
+        network.flush().await
+    };
+    match tokio::time::timeout(limit, write).await {
+        Ok(written) => written.map_err(ConnectionError::MqttState),
+        Err(_) => Err(ConnectionError::FlushTimeout),
+    }
 }
 
 /// Whether the link needs to see `event`: the rest (pings, the acknowledgements the client
@@ -369,6 +442,7 @@ fn silence_limit(eventloop: &EventLoop) -> Option<Duration> {
 /// larger size, never a loop.
 async fn poll(
     mut eventloop: EventLoop,
+    acks: SharedAcks,
     events: mpsc::Sender<Result<rumqttc::Event, ConnectionError>>,
     mut go: mpsc::Receiver<Next>,
     (mut incoming, outgoing): (usize, usize),
@@ -379,28 +453,39 @@ async fn poll(
     next.apply(&mut eventloop.mqtt_options);
     let mut heard = tokio::time::Instant::now();
     loop {
-        let result = match silence_limit(&eventloop) {
-            Some(limit) => tokio::select! {
-                // What the broker sent first: the watchdog only when nothing is there.
-                biased;
-                result = eventloop.poll() => result,
-                () = tokio::time::sleep_until(heard + limit) => {
-                    // Dropping the connection makes the next poll connect again.
-                    eventloop.network = None;
-                    Err(ConnectionError::Io(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!(
-                            "nothing from the broker for {:.1} s, 1.5 keepalive periods: the \
-                             link is silent",
-                            limit.as_secs_f64()
-                        ),
-                    )))
-                }
-            },
-            None => eventloop.poll().await,
+        let result = if let Err(error) = write_acks(&mut eventloop, &acks).await {
+            // Dropping the connection makes the next poll connect again.
+            eventloop.network = None;
+            Err(error)
+        } else {
+            match silence_limit(&eventloop) {
+                Some(limit) => tokio::select! {
+                    // What the broker sent first: the watchdog only when nothing is there.
+                    biased;
+                    result = eventloop.poll() => result,
+                    () = tokio::time::sleep_until(heard + limit) => {
+                        // Dropping the connection makes the next poll connect again.
+                        eventloop.network = None;
+                        Err(ConnectionError::Io(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!(
+                                "nothing from the broker for {:.1} s, 1.5 keepalive periods: the \
+                                 link is silent",
+                                limit.as_secs_f64()
+                            ),
+                        )))
+                    }
+                },
+                None => eventloop.poll().await,
+            }
         };
-        if let Ok(rumqttc::Event::Incoming(_)) = &result {
-            heard = tokio::time::Instant::now();
+        match &result {
+            Ok(rumqttc::Event::Incoming(_)) => heard = tokio::time::Instant::now(),
+            Ok(rumqttc::Event::Outgoing(Outgoing::PubAck(_))) => {
+                let mut acks = acks.lock();
+                acks.in_channel = acks.in_channel.saturating_sub(1);
+            }
+            _ => {}
         }
         if result.as_ref().is_ok_and(|event| !wanted(event)) {
             continue;
@@ -433,6 +518,8 @@ async fn poll(
             // was not acknowledged, in order.
             eventloop.clean();
             eventloop.pending.clear();
+            // clean() dropped the PUBACKs in rumqttc's channel; those waiting here are void too.
+            *acks.lock() = Acks::default();
             // clean() keeps the events the failed connection had queued (an Outgoing::Publish,
             // a PubAck of an old packet id); delivered after the reconnection, a stale PubAck
             // would acknowledge whichever new message reuses that id.

@@ -12,7 +12,8 @@
 //! three instances of the reference backend in one shared-subscription group, storing into one
 //! PostgreSQL, against the raw subscriber.
 //!
-//! Without `--bench` (as `cargo test --benches` runs it) it does 2,000 readings, one round.
+//! Without `--bench` (as `cargo test --benches` runs it) it does 2,000 readings, one round;
+//! `DESE_INGEST_READINGS=200000` sets the burst (the brokers queue all of it).
 //! `DESE_INGEST_ONLY=backend` (or `raw`) runs one side only, for a profiler; `group` runs only
 //! the three instances on PostgreSQL (skipped when no PostgreSQL server is installed).
 
@@ -175,7 +176,10 @@ async fn backend(broker: &Mosquitto, dir: &std::path::Path, readings: u64, round
             if stored >= readings {
                 break;
             }
-            assert!(Instant::now() < deadline, "stored {stored} of {readings}");
+            if Instant::now() >= deadline {
+                let counters = backend.counters().await;
+                panic!("stored {stored} of {readings}; the backend's counters: {counters:#?}");
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         done = Some(backend);
@@ -256,7 +260,13 @@ async fn compare_group(readings: u64, rounds: usize) {
         println!("three instances on PostgreSQL: skipped ({e})");
         return;
     }
-    let broker = || Mosquitto::start().expect("mosquitto");
+    let broker = || {
+        Mosquitto::start_with(MosquittoConfig {
+            max_queued_messages: queue_limit(readings),
+            ..MosquittoConfig::default()
+        })
+        .expect("mosquitto")
+    };
     let mut ratios = Vec::new();
     for _ in 0..rounds {
         let raw = raw(&broker(), readings).await;
@@ -283,6 +293,7 @@ async fn compare(inflight: u32, readings: u64, rounds: usize, dir: &std::path::P
     let broker = || {
         Mosquitto::start_with(MosquittoConfig {
             max_inflight_messages: inflight,
+            max_queued_messages: queue_limit(readings),
             ..MosquittoConfig::default()
         })
         .expect("mosquitto")
@@ -323,9 +334,18 @@ async fn compare(inflight: u32, readings: u64, rounds: usize, dir: &std::path::P
     );
 }
 
+/// Room at the broker for the whole burst of a session that is away.
+fn queue_limit(readings: u64) -> u32 {
+    u32::try_from(readings).unwrap_or(u32::MAX).max(100_000)
+}
+
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let (readings, rounds) = if bench { (20_000, 3) } else { (2_000, 1) };
+    let readings = std::env::var("DESE_INGEST_READINGS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(readings);
     let dir = std::env::temp_dir().join(format!("dese-ingest-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("scratch");
     let runtime = tokio::runtime::Builder::new_multi_thread()
