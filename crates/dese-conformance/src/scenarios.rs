@@ -7,9 +7,10 @@ use std::time::{Duration, Instant as StdInstant};
 use dese_backend::{Event, Outcome, Settings as BackendSettings};
 use dese_device::Event as DeviceEvent;
 use dese_protocol::{
-    Action, Alert, DeviceConfig, DeviceId, DeviceState, Finite, JsonObject, Keepalive, OrgId, Ph,
-    Ppm, PumpState, Sensor, Severity, ShareGroup, Threshold, Timestamp,
+    Action, Alert, Command, DeviceConfig, DeviceId, DeviceState, Finite, JsonObject, Keepalive,
+    Message, OrgId, Ph, Ppm, PumpState, Sensor, Severity, ShareGroup, Threshold, Timestamp, encode,
 };
+use dese_testkit::raw::{Publisher, Subscriber};
 use dese_testkit::{Mosquitto, MosquittoConfig, Proxy};
 use dese_transport::{BackendClient, BrokerOptions, DeviceClient, ErrorKind, Transport};
 
@@ -1136,10 +1137,11 @@ pub async fn failing_broker_backoff<D: Transport>() {
 
 /// DESE-C5 for commands that take time: a device started with
 /// [`DeviceClient::spawn_deferred`] carries out a `set_pump` that takes two seconds while it
-/// answers another command at once and goes on publishing readings; the slow command then
-/// completes on the backend, correlated, and a copy of it delivered while it ran was neither
-/// handed out again nor answered early. A command the application drops unanswered is answered
-/// as failed.
+/// answers another command at once and goes on publishing readings; a copy of the slow command
+/// delivered while it runs is neither handed out again nor answered early; the slow command
+/// then completes on the backend, correlated, answered once. A command the application drops
+/// unanswered is answered as failed; one finished just before the client shuts down is
+/// answered by its goodbye.
 pub async fn deferred_commands<T: Transport>() {
     let broker = Mosquitto::start().unwrap();
     let options = BrokerOptions::parse(&broker.url()).unwrap();
@@ -1174,6 +1176,38 @@ pub async fn deferred_commands<T: Transport>() {
         .unwrap();
     assert_eq!(running.action().name(), "set_pump");
     let started = StdInstant::now();
+    let answers = Subscriber::connect(
+        broker.addr(),
+        "conformance-deferred-answers",
+        "devices/org-1/dev-deferred/command_response",
+    )
+    .await
+    .unwrap();
+
+    // A copy of the running command, as a broker delivers one again: not handed out.
+    let copy = Command {
+        command_id: running.command_id().clone(),
+        device_id: dev.clone(),
+        action: running.action().clone(),
+        timestamp: Timestamp::from_unix_millis(1_737_972_000_000).unwrap(),
+    };
+    let mut publisher = Publisher::connect(broker.addr(), "conformance-deferred-copy")
+        .await
+        .unwrap();
+    publisher
+        .publish(
+            "devices/org-1/dev-deferred/commands",
+            encode(&Message::Command(copy)).unwrap(),
+            false,
+        )
+        .await
+        .unwrap();
+    assert!(publisher.flush(Duration::from_secs(5)).await);
+    eventually(
+        || device.stats().commands_duplicate_running == 1,
+        || format!("{:?}", device.stats()),
+    )
+    .await;
 
     // While the pump runs: another command is answered, and readings go out.
     let quick = tokio::spawn({
@@ -1190,11 +1224,8 @@ pub async fn deferred_commands<T: Transport>() {
     assert!(matches!(outcome, Outcome::Completed(_)), "{outcome:?}");
     device.publish_readings(reading()).unwrap();
     wait_for(&mut backend, |e| matches!(e, Event::Telemetry { .. })).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "the device answered and published while the pump ran"
-    );
 
+    // The pump's two seconds.
     tokio::time::sleep(Duration::from_secs(2).saturating_sub(started.elapsed())).await;
     let mut data = JsonObject::new();
     data.insert("pump_state".into(), "on".into());
@@ -1209,6 +1240,10 @@ pub async fn deferred_commands<T: Transport>() {
     };
     assert_eq!(response.command_id, id);
     assert_eq!(response.response.unwrap()["pump_state"], "on");
+    // Answered once: the reboot's answer and the pump's, nothing for the copy.
+    eventually(|| answers.received() >= 2, || "two answers".into()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(answers.received(), 2, "one answer per command");
 
     // Dropped without an answer: answered as failed, so the backend does not wait for ever.
     let dropped = tokio::spawn({
@@ -1230,8 +1265,25 @@ pub async fn deferred_commands<T: Transport>() {
         matches!(&outcome, Outcome::Failed(r) if r.error.as_deref().is_some_and(|e| e.contains("dropped"))),
         "{outcome:?}"
     );
-    let stats = device.stats();
-    assert_eq!(stats.commands_run, 3, "{stats:?}");
-    device.shutdown().await.unwrap();
+    // Finished just before the shutdown: the goodbye sends its answer.
+    let last = tokio::spawn({
+        let (handle, org, dev) = (handle.clone(), org.clone(), dev.clone());
+        async move { handle.send_command(org, dev, Action::Reboot).await.unwrap() }
+    });
+    let command = tokio::time::timeout(Duration::from_secs(10), device.next_command())
+        .await
+        .expect("the fourth command handed out")
+        .unwrap();
+    command.finish(Ok(None));
+    // The counters as the client ended: none of its steps still to report.
+    let stats = device.shutdown().await.unwrap();
+    let (_, outcome) = last.await.unwrap();
+    assert!(matches!(outcome, Outcome::Completed(_)), "{outcome:?}");
+    assert_eq!(
+        (stats.commands_run, stats.commands_duplicate_running),
+        (4, 1),
+        "{stats:?}"
+    );
+    answers.disconnect().await;
     backend.shutdown().await.unwrap();
 }

@@ -942,10 +942,22 @@ impl Device {
         }
     }
 
-    /// A valid command: ignored while it runs, refused when retained or when too many run,
-    /// answered again when it ran already; otherwise registered as running and returned.
+    /// A valid command: ignored while it runs, answered again when it was answered already,
+    /// refused when retained or when too many run; otherwise registered as running and
+    /// returned.
     fn command(&mut self, utc: Timestamp, command: Command, retained: bool) -> Option<Command> {
         if self.still_running(&command.command_id) {
+            return None;
+        }
+        // An id answered already gets its first answer again, even from a retained copy: the
+        // backend never hears "refused" after "done" for one command.
+        if let Some(first) = self.answered.get(&command.command_id) {
+            let payload = first.to_vec();
+            self.stats.commands_duplicate += 1;
+            self.events.push_back(Event::CommandDuplicate {
+                command_id: command.command_id,
+            });
+            self.queue(MessageKind::CommandResponse, payload);
             return None;
         }
         if retained {
@@ -955,15 +967,6 @@ impl Device {
                 "refused: the command was delivered as a retained message",
                 utc,
             );
-            return None;
-        }
-        if let Some(first) = self.answered.get(&command.command_id) {
-            let payload = first.to_vec();
-            self.stats.commands_duplicate += 1;
-            self.events.push_back(Event::CommandDuplicate {
-                command_id: command.command_id,
-            });
-            self.queue(MessageKind::CommandResponse, payload);
             return None;
         }
         if self.running.len() >= self.settings.running_capacity {

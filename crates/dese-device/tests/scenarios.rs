@@ -336,6 +336,15 @@ fn dese_c6_retained_command_refused() {
     rig.deliver("commands", SET_PUMP, false);
     rig.drain(true);
     assert_eq!(rig.handler.ran, ["set_pump"]);
+    // The retained copy again (the broker delivers it at each subscription): the id is
+    // answered, so it gets that answer, never "refused" after "done".
+    rig.deliver("commands", SET_PUMP, true);
+    rig.drain(true);
+    assert_eq!(rig.handler.ran, ["set_pump"]);
+    let r = responses(&rig);
+    assert_eq!(r.len(), 3, "{r:?}");
+    assert!(r[1].success && r[2].success, "{r:?}");
+    assert_eq!(rig.device.stats().commands_duplicate, 1);
 }
 
 // DESE-C4: an unknown command, bad parameters, or another device's command get an error

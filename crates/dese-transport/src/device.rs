@@ -30,22 +30,17 @@ enum Control {
     Shutdown(oneshot::Sender<()>),
 }
 
-/// A command's outcome, from its [`DeviceCommand`]. On a channel of its own: the driver holds a
-/// sender of it (for the commands it hands out), so it never closes, where the control channel
-/// closing tells the driver that the client is gone.
-#[derive(Debug)]
-struct Finish {
-    command_id: CommandId,
-    result: Result<Option<JsonObject>, String>,
-}
-
 /// A command for the application to carry out, from [`DeviceClient::next_command`] (a client
 /// started with [`DeviceClient::spawn_deferred`]). Take the time it needs, then give the
 /// outcome with [`DeviceCommand::finish`]; meanwhile the client goes on publishing readings and
 /// answering other commands, and a copy of this one delivered again is not handed out again.
 ///
 /// Dropped without [`DeviceCommand::finish`], it is answered as failed ("the application
-/// dropped the command without an answer"), so that no command waits for ever.
+/// dropped the command without an answer"), so that no command waits for ever; so is a
+/// command nobody took from [`DeviceClient::next_command`] when the client shuts down or is
+/// dropped. A command still running when the client ends is not answered by it: the
+/// backend's timeout tells, and with [`Settings::persist`] the answer saved for it
+/// ("interrupted") answers a copy delivered after the device restarts.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -64,6 +59,7 @@ struct Finish {
 /// }
 /// ```
 #[derive(Debug)]
+#[must_use = "a command dropped unfinished is answered as failed"]
 pub struct DeviceCommand {
     command_id: CommandId,
     action: Action,
@@ -85,7 +81,9 @@ impl DeviceCommand {
 
     /// The outcome: `Ok` with the data of a `success: true` response, `Err` with the reason
     /// of a `success: false` one. The client answers, and remembers the answer for a copy
-    /// delivered again. After [`DeviceClient::shutdown`] nothing is sent.
+    /// delivered again. Given before [`DeviceClient::shutdown`], or while the shutdown
+    /// delivers the outbox, it is sent; once the client has ended (shut down, dropped, or
+    /// refused by the broker for good, [`DeviceClient::closed`]) nothing is.
     pub fn finish(mut self, result: Result<Option<JsonObject>, String>) {
         self.finished = true;
         let _ = self.finish.send(Finish {
@@ -108,16 +106,6 @@ impl Drop for DeviceCommand {
     }
 }
 
-/// The handler of a client started with [`DeviceClient::spawn_deferred`]: none, the commands
-/// go to [`DeviceClient::next_command`].
-struct Deferred;
-
-impl CommandHandler for Deferred {
-    fn run(&mut self, action: &Action, _now: Instant) -> Result<Option<JsonObject>, String> {
-        Err(format!("{} cannot run here", action.name()))
-    }
-}
-
 #[derive(Debug, Clone, Default)]
 struct Status {
     stats: Stats,
@@ -129,9 +117,9 @@ struct Status {
 /// A device on a real broker: the [`Device`] engine driven over the transport `T`, in a task
 /// of its own.
 ///
-/// The task owns the engine, the sensors and the command handler. It connects when the engine
-/// says so (at once, then after each loss with the engine's backoff and jitter), subscribes
-/// after every connection, publishes what the engine hands out, and reports each broker
+/// The task owns the engine, the sensors and the command handler (if any). It connects when
+/// the engine says so (at once, then after each loss with the engine's backoff and jitter),
+/// subscribes after every connection, publishes what the engine hands out, and reports each broker
 /// acknowledgement to the engine, so that a message leaves the engine's outbox only when the
 /// broker has it; after a reconnection the engine replays what was not acknowledged, in order.
 /// A keepalive changed by a config message takes effect at once: the task closes the
@@ -142,9 +130,12 @@ struct Status {
 ///
 /// Spawn it inside a tokio runtime.
 pub struct DeviceClient<T> {
+    /// Before `control`, so that when the client is dropped, the commands nobody took are
+    /// dropped (and so answered as failed) before the driver learns that the client is gone
+    /// and says goodbye.
+    commands: mpsc::UnboundedReceiver<DeviceCommand>,
     control: mpsc::UnboundedSender<Control>,
     events: mpsc::Receiver<Event>,
-    commands: mpsc::UnboundedReceiver<DeviceCommand>,
     status: watch::Receiver<Status>,
     failure: watch::Receiver<Option<ConnectionFailure>>,
     task: JoinHandle<Result<(), Error>>,
@@ -177,7 +168,7 @@ impl<T: Transport> DeviceClient<T> {
         settings: Settings,
         sensors: impl SensorReader + Send + 'static,
     ) -> Result<Self, Error> {
-        Self::start(broker, settings, sensors, None::<Deferred>)
+        Self::start(broker, settings, sensors, None::<HandOut>)
     }
 
     fn start(
@@ -206,7 +197,9 @@ impl<T: Transport> DeviceClient<T> {
                 keepalive,
                 clean_session: connect.clean_session,
                 will: Some(will),
-                // The device engine answers a command as it handles it.
+                // The device engine takes a command in as it handles it (its answer, given
+                // now or when the command finishes, is the engine's to send): acknowledged
+                // on receipt.
                 acknowledgement: Acknowledgement::OnReceipt,
                 // The window, and the goodbye status beside it.
                 in_flight_window: settings_window + 1,
@@ -242,9 +235,9 @@ impl<T: Transport> DeviceClient<T> {
         };
         let task = tokio::spawn(driver.run(sensors, handler).instrument(span));
         Ok(Self {
+            commands,
             control,
             events,
-            commands,
             status,
             failure,
             task,
@@ -264,7 +257,8 @@ impl<T> DeviceClient<T> {
     }
 
     /// The next command to carry out, for a client started with
-    /// [`DeviceClient::spawn_deferred`] (one started with a handler never has any). Unlike
+    /// [`DeviceClient::spawn_deferred`]; `None` once the client has ended. A client started
+    /// with a handler runs its commands itself: this waits until the client ends. Unlike
     /// events, commands are never dropped: the engine refuses new ones as busy while
     /// [`Settings::running_capacity`] are handed out and not finished.
     ///
@@ -328,6 +322,8 @@ impl<T> DeviceClient<T> {
     /// Not cancel safe: if cancelled after the goodbye was queued, the client still ends but
     /// the result is lost.
     pub async fn shutdown(self) -> Result<Stats, Error> {
+        // The commands nobody took are answered as failed, in the goodbye.
+        drop(self.commands);
         let (control, status) = (self.control, self.status);
         shutdown(
             |done| control.send(Control::Shutdown(done)).is_ok(),
@@ -383,6 +379,26 @@ pub(crate) async fn shutdown(
     }
 }
 
+/// A command's outcome, from its [`DeviceCommand`]. On a channel of its own: the driver holds a
+/// sender of it (for the commands it hands out), so it never closes, where the control channel
+/// closing tells the driver that the client is gone.
+#[derive(Debug)]
+struct Finish {
+    command_id: CommandId,
+    result: Result<Option<JsonObject>, String>,
+}
+
+/// The type of the handler a client started with [`DeviceClient::spawn_deferred`] does not
+/// have: none can be made, so its driver cannot run a command itself; they all go to
+/// [`DeviceClient::next_command`].
+enum HandOut {}
+
+impl CommandHandler for HandOut {
+    fn run(&mut self, _: &Action, _: Instant) -> Result<Option<JsonObject>, String> {
+        match *self {}
+    }
+}
+
 struct Driver<L> {
     engine: Device,
     link: L,
@@ -419,12 +435,7 @@ impl<L: Link> Driver<L> {
                 () = sleep_until(wake) => {
                     self.engine.handle_timeout(self.clock.now(), utc_now(), &mut sensors);
                 }
-                Some(Finish { command_id, result }) = self.finishes.recv() => {
-                    let (now, utc) = (self.clock.now(), utc_now());
-                    if let Err(error) = self.engine.handle_command_result(now, utc, &command_id, result) {
-                        debug!(%error, "a command's result, not sent");
-                    }
-                }
+                Some(finish) = self.finishes.recv() => self.finished(finish),
                 control = self.control.recv() => match control {
                     Some(Control::Alert(alert)) => self.engine.raise_alert(&alert),
                     Some(Control::Readings(readings)) => self.engine.handle_readings(readings, utc_now()),
@@ -575,14 +586,37 @@ impl<L: Link> Driver<L> {
         Ok(())
     }
 
+    /// A command's result, to the engine, which answers it.
+    fn finished(&mut self, Finish { command_id, result }: Finish) {
+        let (now, utc) = (self.clock.now(), utc_now());
+        if let Err(error) = self
+            .engine
+            .handle_command_result(now, utc, &command_id, result)
+        {
+            debug!(%error, "a command's result, not sent");
+        }
+    }
+
     /// Delivers the outbox while connected (at most 2 s), then the retained `offline` status
     /// and a clean disconnection; waits (at most 2 s) for the status to be acknowledged.
-    /// Commands that arrive meanwhile are not run: the device is leaving.
+    /// The results given before the shutdown go out first, with the failures of the commands
+    /// nobody took, and so do the results given while the outbox is delivered; commands that
+    /// arrive meanwhile are not run: the device is leaving.
     async fn goodbye(&mut self) {
+        while let Ok(finish) = self.finishes.try_recv() {
+            self.finished(finish);
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         while self.engine.is_connected() && self.engine.stats().pending > 0 {
             self.flush();
-            match tokio::time::timeout_at(deadline, self.link.next()).await {
+            let event = tokio::select! {
+                event = tokio::time::timeout_at(deadline, self.link.next()) => event,
+                Some(finish) = self.finishes.recv() => {
+                    self.finished(finish);
+                    continue;
+                }
+            };
+            match event {
                 Ok(LinkEvent::Acked(tag)) => self.engine.handle_acked(MessageId(tag)),
                 Ok(LinkEvent::Lost(_)) => {
                     self.engine
