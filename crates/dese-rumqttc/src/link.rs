@@ -94,13 +94,20 @@ struct Acks {
     in_channel: usize,
 }
 
-/// [`Acks`], shared.
+/// [`Acks`], shared, with a notification each time the poll task has taken the waiting ones
+/// (or dropped them with a lost connection).
 #[derive(Debug, Clone, Default)]
-struct SharedAcks(Arc<Mutex<Acks>>);
+struct SharedAcks(Arc<(Mutex<Acks>, tokio::sync::Notify)>);
 
 impl SharedAcks {
     fn lock(&self) -> std::sync::MutexGuard<'_, Acks> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.0.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether no acknowledgement waits in the link: those in rumqttc's channel come before
+    /// any request made from now on.
+    fn none_waiting(&self) -> bool {
+        self.lock().queued.is_empty()
     }
 }
 
@@ -271,17 +278,37 @@ impl Link for RumqttcLink {
     }
 
     async fn disconnect(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        // The DISCONNECT after the PUBACKs waiting in the link, or the broker would deliver
+        // those messages again. Meanwhile the poll task's events are read (and dropped: the
+        // driver is leaving), so that it never waits on a full channel instead of writing.
+        loop {
+            let notified = self.acks.0.1.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.acks.none_waiting() {
+                break;
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                event = self.incoming.recv() => match event {
+                    Some(Ok(_)) => {}
+                    // The connection is gone, and what waited with it.
+                    Some(Err(_)) | None => return,
+                },
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
         if self.client.try_disconnect().is_err() {
             return;
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, self.incoming.recv()).await {
-            if matches!(
-                event,
-                Ok(rumqttc::Event::Outgoing(Outgoing::Disconnect)) | Err(_)
-            ) {
-                break;
-            }
+        // Until the broker closes the connection, which it does once it has read the
+        // DISCONNECT (and every PUBACK before it): closed earlier, with the broker's packets
+        // unread, the socket would be reset, and a reset throws away what the broker had not
+        // read yet. (Seen: the last 13 of 99 PUBACKs written just before the DISCONNECT lost,
+        // their messages delivered again to the next session.)
+        let closed_by = tokio::time::Instant::now() + Duration::from_secs(1);
+        while let Ok(Some(Ok(_))) = tokio::time::timeout_at(closed_by, self.incoming.recv()).await {
         }
     }
 }
@@ -297,14 +324,16 @@ fn last_will(will: &Will) -> LastWill {
 
 /// Writes the PUBACKs waiting in [`Acks`], once none is ahead of them in rumqttc's channel,
 /// and flushes them; an error means that the connection is broken.
-async fn write_acks(eventloop: &mut EventLoop, acks: &SharedAcks) -> Result<(), ConnectionError> {
+async fn write_acks(eventloop: &mut EventLoop, shared: &SharedAcks) -> Result<(), ConnectionError> {
     let batch: Vec<u16> = {
-        let mut acks = acks.lock();
+        let mut acks = shared.lock();
         if acks.in_channel > 0 || acks.queued.is_empty() {
             return Ok(());
         }
         acks.queued.drain(..).collect()
     };
+    // Taken: a DISCONNECT requested from now on is written after them.
+    shared.0.1.notify_waiters();
     // Not connected: void, the broker delivers those messages again.
     let Some(network) = eventloop.network.as_mut() else {
         return Ok(());
@@ -520,6 +549,7 @@ async fn poll(
             eventloop.pending.clear();
             // clean() dropped the PUBACKs in rumqttc's channel; those waiting here are void too.
             *acks.lock() = Acks::default();
+            acks.0.1.notify_waiters();
             // clean() keeps the events the failed connection had queued (an Outgoing::Publish,
             // a PubAck of an old packet id); delivered after the reconnection, a stale PubAck
             // would acknowledge whichever new message reuses that id.
