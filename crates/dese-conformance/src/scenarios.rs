@@ -1161,15 +1161,17 @@ pub async fn deferred_commands<T: Transport>() {
     wait_for(&mut backend, online).await;
     let (org, dev) = ids("org-1", "dev-deferred");
     let handle = backend.handle();
+    // A command sent from its own task: its outcome comes when the device answers.
+    let send = |action: Action| {
+        let (handle, org, dev) = (handle.clone(), org.clone(), dev.clone());
+        tokio::spawn(async move { handle.send_command(org, dev, action).await.unwrap() })
+    };
     let pump = Action::SetPump {
         pump_id: 1,
         state: PumpState::On,
         duration: Some(2),
     };
-    let slow = tokio::spawn({
-        let (handle, org, dev) = (handle.clone(), org.clone(), dev.clone());
-        async move { handle.send_command(org, dev, pump).await.unwrap() }
-    });
+    let slow = send(pump);
     let running = tokio::time::timeout(Duration::from_secs(10), device.next_command())
         .await
         .expect("the command handed out")
@@ -1210,10 +1212,7 @@ pub async fn deferred_commands<T: Transport>() {
     .await;
 
     // While the pump runs: another command is answered, and readings go out.
-    let quick = tokio::spawn({
-        let (handle, org, dev) = (handle.clone(), org.clone(), dev.clone());
-        async move { handle.send_command(org, dev, Action::Reboot).await.unwrap() }
-    });
+    let quick = send(Action::Reboot);
     let reboot = tokio::time::timeout(Duration::from_secs(10), device.next_command())
         .await
         .expect("the second command handed out")
@@ -1246,15 +1245,7 @@ pub async fn deferred_commands<T: Transport>() {
     assert_eq!(answers.received(), 2, "one answer per command");
 
     // Dropped without an answer: answered as failed, so the backend does not wait for ever.
-    let dropped = tokio::spawn({
-        let (handle, org, dev) = (handle.clone(), org.clone(), dev.clone());
-        async move {
-            handle
-                .send_command(org, dev, Action::ResetConfig)
-                .await
-                .unwrap()
-        }
-    });
+    let dropped = send(Action::ResetConfig);
     let command = tokio::time::timeout(Duration::from_secs(10), device.next_command())
         .await
         .expect("the third command handed out")
@@ -1266,10 +1257,7 @@ pub async fn deferred_commands<T: Transport>() {
         "{outcome:?}"
     );
     // Finished just before the shutdown: the goodbye sends its answer.
-    let last = tokio::spawn({
-        let (handle, org, dev) = (handle.clone(), org.clone(), dev.clone());
-        async move { handle.send_command(org, dev, Action::Reboot).await.unwrap() }
-    });
+    let last = send(Action::Reboot);
     let command = tokio::time::timeout(Duration::from_secs(10), device.next_command())
         .await
         .expect("the fourth command handed out")

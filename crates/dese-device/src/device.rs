@@ -697,12 +697,8 @@ impl Device {
                 );
                 if let Ok(payload) = encode(&Message::CommandResponse(interrupted)) {
                     journal.answered(command.command_id.clone(), payload.clone());
-                    if let Some(running) = self
-                        .running
-                        .iter_mut()
-                        .find(|r| r.command_id == command.command_id)
-                    {
-                        running.interrupted = Some(payload);
+                    if let Some(at) = self.running_at(&command.command_id) {
+                        self.running[at].interrupted = Some(payload);
                     }
                 }
             }

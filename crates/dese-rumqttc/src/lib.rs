@@ -20,7 +20,11 @@
 //! - rumqttc has no reconnect backoff: the poll task reconnects only when the engine's backoff
 //!   says so.
 //! - publishing from the polling task can deadlock on a full request channel: the poll task
-//!   does nothing but poll, and the driver only uses `try_publish` and `try_ack`.
+//!   never sends requests (it only polls, and writes the PUBACKs waiting in the link), and the
+//!   driver only uses `try_publish` and `try_ack`.
+//! - the event loop takes one request for every ten packets it reads: under a burst, PUBACKs
+//!   sent through its channel fell behind and were refused; now they go through it only when
+//!   none waits, and the poll task writes the others itself, in order (docs/transports.md).
 //! - rumqttc acknowledges a message on receipt by default: a backend's session uses manual
 //!   acknowledgement, and the link sends a PUBACK only when the backend engine releases it (in
 //!   arrival order, after the application confirmed), only on the connection the message came

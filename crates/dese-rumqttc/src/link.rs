@@ -94,14 +94,18 @@ struct Acks {
     in_channel: usize,
 }
 
-/// [`Acks`], shared, with a notification each time the poll task has taken the waiting ones
-/// (or dropped them with a lost connection).
+/// [`Acks`], shared by the link and its poll task.
 #[derive(Debug, Clone, Default)]
-struct SharedAcks(Arc<(Mutex<Acks>, tokio::sync::Notify)>);
+struct SharedAcks {
+    acks: Arc<Mutex<Acks>>,
+    /// Notified each time the poll task has taken the waiting ones (or dropped them with a
+    /// lost connection).
+    taken: Arc<tokio::sync::Notify>,
+}
 
 impl SharedAcks {
     fn lock(&self) -> std::sync::MutexGuard<'_, Acks> {
-        self.0.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.acks.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether no acknowledgement waits in the link: those in rumqttc's channel come before
@@ -283,7 +287,7 @@ impl Link for RumqttcLink {
         // those messages again. Meanwhile the poll task's events are read (and dropped: the
         // driver is leaving), so that it never waits on a full channel instead of writing.
         loop {
-            let notified = self.acks.0.1.notified();
+            let notified = self.acks.taken.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if self.acks.none_waiting() {
@@ -333,7 +337,7 @@ async fn write_acks(eventloop: &mut EventLoop, shared: &SharedAcks) -> Result<()
         acks.queued.drain(..).collect()
     };
     // Taken: a DISCONNECT requested from now on is written after them.
-    shared.0.1.notify_waiters();
+    shared.taken.notify_waiters();
     // Not connected: void, the broker delivers those messages again.
     let Some(network) = eventloop.network.as_mut() else {
         return Ok(());
@@ -549,7 +553,7 @@ async fn poll(
             eventloop.pending.clear();
             // clean() dropped the PUBACKs in rumqttc's channel; those waiting here are void too.
             *acks.lock() = Acks::default();
-            acks.0.1.notify_waiters();
+            acks.taken.notify_waiters();
             // clean() keeps the events the failed connection had queued (an Outgoing::Publish,
             // a PubAck of an old packet id); delivered after the reconnection, a stale PubAck
             // would acknowledge whichever new message reuses that id.

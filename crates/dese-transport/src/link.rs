@@ -136,7 +136,8 @@ pub trait Link: Send + 'static {
     /// used when the keepalive changed. Closes cleanly, so the last will does not fire.
     fn reconnect(&mut self);
 
-    /// Disconnects cleanly (the broker does not publish the last will), waiting a bounded
-    /// time for the DISCONNECT to be written.
+    /// Disconnects cleanly (the broker does not publish the last will), after the
+    /// acknowledgements already released, waiting a bounded time for the DISCONNECT to reach
+    /// the broker.
     fn disconnect(&mut self) -> impl Future<Output = ()> + Send;
 }
