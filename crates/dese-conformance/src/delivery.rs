@@ -237,6 +237,107 @@ pub async fn acknowledged_within_the_window<B: Transport>(tag: &str) {
     backend.shutdown().await.unwrap();
 }
 
+/// What the in-flight probe saw (see [`in_flight_limit_and_the_window`]).
+#[derive(Debug, Clone, Copy)]
+pub struct InFlight {
+    /// PUBLISHes the broker sent before the application confirmed anything.
+    pub sent_before_confirming: usize,
+    /// PUBLISHes the broker sent in all, after the first ones were confirmed.
+    pub sent: usize,
+    /// Events the application received in all.
+    pub delivered: usize,
+}
+
+/// DESE-D9 with a broker whose in-flight limit is 20 (Mosquitto's default), a burst of 2,000
+/// readings queued for a backend session that is away, and a receive window of 100: before the
+/// application confirms anything, the broker has sent 20 and received no PUBACK; the
+/// application then confirms those 20 and nothing more, and the broker receives exactly 20
+/// PUBACKs. However many more the broker then sends (Mosquitto 2.0.11 sends hundreds: its
+/// limit holds only until acknowledgements flow), the application is never handed more than
+/// the window beyond what it confirmed: the client stops reading and TCP holds the rest.
+pub async fn in_flight_limit_and_the_window<B: Transport>(tag: &str) -> InFlight {
+    const READINGS: u64 = 2_000;
+    const LIMIT: usize = 20;
+    const WINDOW: usize = 100;
+    let broker = Mosquitto::start_with(MosquittoConfig {
+        extra: vec!["log_type debug".to_string()],
+        max_inflight_messages: LIMIT as u32,
+        ..MosquittoConfig::default()
+    })
+    .unwrap();
+    let client_id = format!("in-flight-{tag}");
+    let options = BrokerOptions::parse(&broker.url()).unwrap();
+    let settings = || BackendSettings {
+        receive_window: WINDOW,
+        ..unlimited()
+    };
+    let away = BackendClient::<B>::spawn(&options, &client_id, settings(), None).unwrap();
+    connected(&away).await;
+    away.shutdown().await.unwrap();
+    let mut publisher = Publisher::connect(broker.addr(), &format!("fleet-{tag}"))
+        .await
+        .unwrap();
+    for n in 0..READINGS {
+        let (topic, payload) =
+            fleet::telemetry(&org(), &fleet::device((n % 100) as usize), n / 100);
+        publisher.publish(&topic, payload, false).await.unwrap();
+    }
+    assert!(publisher.flush(Duration::from_secs(60)).await, "queued");
+    publisher.disconnect().await;
+
+    let sent = || {
+        let line = format!("Sending PUBLISH to {client_id} ");
+        broker.log().lines().filter(|l| l.contains(&line)).count()
+    };
+    let mut backend = BackendClient::<B>::spawn(&options, &client_id, settings(), None).unwrap();
+    let mut held = Vec::new();
+    while held.len() < LIMIT {
+        let delivered = tokio::time::timeout(Duration::from_secs(10), backend.next_delivery())
+            .await
+            .expect("the broker's first messages arrive")
+            .unwrap();
+        held.extend(delivered.ack);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent_before_confirming = sent();
+    assert_eq!(
+        sent_before_confirming, LIMIT,
+        "the broker's limit before any acknowledgement"
+    );
+    assert_eq!(
+        pubacks(&broker, &client_id).len(),
+        0,
+        "nothing confirmed yet"
+    );
+    backend.handle().ack_all(held).unwrap();
+    let mut delivered = LIMIT;
+    let quiet = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(more)) = tokio::time::timeout_at(quiet, backend.next_delivery()).await {
+        delivered += usize::from(more.ack.is_some());
+    }
+    eventually(
+        || pubacks(&broker, &client_id).len() == LIMIT,
+        || broker.log(),
+    )
+    .await;
+    assert_eq!(
+        pubacks(&broker, &client_id).len(),
+        LIMIT,
+        "exactly what was confirmed"
+    );
+    assert!(
+        delivered <= LIMIT + WINDOW,
+        "{delivered} events handed over: more than the confirmed {LIMIT} and the window {WINDOW}"
+    );
+    let figures = InFlight {
+        sent_before_confirming,
+        sent: sent(),
+        delivered,
+    };
+    backend.shutdown().await.unwrap();
+    figures
+}
+
 /// What the slow-consumer scenario measured.
 #[derive(Debug, Clone, Default)]
 pub struct SlowConsumer {

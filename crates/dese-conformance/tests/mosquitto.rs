@@ -166,6 +166,20 @@ async fn rumqttc_acknowledges_after_confirmation() {
     delivery::acknowledged_after_confirmation::<Rumqttc>("rumqttc").await;
 }
 
+// DESE-D9: with Mosquitto's in-flight limit of 20 and the SDK's receive window of 100, the
+// broker gets no PUBACK before the application confirms, exactly the 20 confirmed after, and
+// the application never holds more than the window unconfirmed, however many the broker sends
+// once acknowledgements flow (docs/backend.md, "Broker settings").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_in_flight_limit_and_the_receive_window() {
+    let seen = delivery::in_flight_limit_and_the_window::<Rumqttc>("rumqttc").await;
+    println!(
+        "in-flight limit 20, 2,000 readings queued: the broker sent {} before any \
+         acknowledgement, {} once the first 20 were confirmed; the application was handed {}",
+        seen.sent_before_confirming, seen.sent, seen.delivered
+    );
+}
+
 // DESE-D9: the Paho C library acknowledges on receipt; the receive window bounds how many.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paho_acknowledges_within_the_window() {

@@ -77,7 +77,7 @@ pub struct BackendOptions {
     pub react_to_alerts: bool,
     /// How long a reaction runs the pump, in seconds.
     pub pump_seconds: u32,
-    /// The most events one transaction stores. Default 512.
+    /// The most events one transaction stores. Default 2,048.
     pub batch_max: usize,
     /// How long a batch waits for more events once none is waiting. Default zero: a batch is
     /// written as soon as the events that have arrived are taken, which is fastest when the
@@ -89,22 +89,22 @@ pub struct BackendOptions {
 }
 
 impl BackendOptions {
-    /// Storage in `db`, every organization, reactions on, no config sent; batches of up to 512
-    /// events and a receive window of 2,048 (four batches: one commits while the next arrive;
-    /// `docs/performance.md` has the figures).
+    /// Storage in `db`, every organization, reactions on, no config sent; batches of up to
+    /// 2,048 events and a receive window of 4,096 (two batches: one commits while the next
+    /// arrives; `docs/performance.md` has the figures).
     pub fn new(db: impl Into<Database>) -> Self {
         Self {
             db: db.into(),
             client_id: "dese-reference-backend".to_string(),
             group: None,
             settings: Settings {
-                receive_window: 2048,
+                receive_window: 4096,
                 ..Settings::default()
             },
             config: None,
             react_to_alerts: true,
             pump_seconds: 60,
-            batch_max: 512,
+            batch_max: 2048,
             batch_linger: Duration::ZERO,
             dashboard: None,
         }

@@ -75,7 +75,7 @@ struct Args {
     #[arg(long)]
     no_react: bool,
     /// The most events one database transaction stores
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 2048)]
     batch_max: usize,
     /// How long a batch waits for more events once none is waiting, milliseconds
     #[arg(long, default_value_t = 0)]
@@ -83,7 +83,7 @@ struct Args {
     /// How many events may wait for their database commit; reading from the broker stops
     /// there, and the broker keeps the rest. With --transport paho, also the most a crash can
     /// lose
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 4096)]
     receive_window: usize,
     /// The MQTT client library
     #[arg(long, value_enum, default_value_t = TransportKind::Rumqttc)]

@@ -49,7 +49,7 @@ const SECONDS: [f64; 14] = [
     0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
 ];
 /// Buckets for the batch sizes.
-const EVENTS: [f64; 8] = [1.0, 4.0, 16.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+const EVENTS: [f64; 9] = [1.0, 4.0, 16.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0];
 
 /// Installs the Prometheus recorder as the process's, and describes every metric.
 pub fn install() -> Result<PrometheusHandle, String> {
