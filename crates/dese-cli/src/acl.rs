@@ -526,8 +526,9 @@ acl_file {acl}
 # the memory it may take with max_queued_bytes if you need to.
 max_queued_messages 1000000
 # Messages sent to a client ahead of its acknowledgements. A backend acknowledges after each
-# database commit, so this bounds its batches (Mosquitto's default is 20).
-max_inflight_messages 1000
+# database commit, so this bounds its batches (Mosquitto's default is 20); the reference
+# backend holds up to 4,096 unconfirmed, two batches of 2,048.
+max_inflight_messages 4096
 # The largest payload accepted: larger ones are refused here; smaller ones that are still over
 # the protocol's 16 KiB reach the backend, which refuses and counts them. The SDK's clients
 # take packets this large, so that no message the broker forwards can stall them.
@@ -766,7 +767,7 @@ mod tests {
             "password_file /etc/mosquitto/dese/passwd",
             "acl_file /etc/mosquitto/dese/acl",
             "max_queued_messages 1000000",
-            "max_inflight_messages 1000",
+            "max_inflight_messages 4096",
             "message_size_limit 262144",
             "set_tcp_nodelay true",
         ] {

@@ -261,7 +261,7 @@ pub async fn in_flight_limit_and_the_window<B: Transport>(tag: &str) -> InFlight
     const WINDOW: usize = 100;
     let broker = Mosquitto::start_with(MosquittoConfig {
         extra: vec!["log_type debug".to_string()],
-        max_inflight_messages: LIMIT as u32,
+        max_inflight_messages: u32::try_from(LIMIT).unwrap(),
         ..MosquittoConfig::default()
     })
     .unwrap();
@@ -298,6 +298,8 @@ pub async fn in_flight_limit_and_the_window<B: Transport>(tag: &str) -> InFlight
             .unwrap();
         held.extend(delivered.ack);
     }
+    // Mosquitto's log is written as it goes: wait for the lines, then for any beyond them.
+    eventually(|| sent() >= LIMIT, || broker.log()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sent_before_confirming = sent();
     assert_eq!(
@@ -311,8 +313,9 @@ pub async fn in_flight_limit_and_the_window<B: Transport>(tag: &str) -> InFlight
     );
     backend.handle().ack_all(held).unwrap();
     let mut delivered = LIMIT;
-    let quiet = tokio::time::Instant::now() + Duration::from_secs(2);
-    while let Ok(Some(more)) = tokio::time::timeout_at(quiet, backend.next_delivery()).await {
+    // Whatever the broker sends in the next two seconds: the application takes all it is given.
+    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(more)) = tokio::time::timeout_at(until, backend.next_delivery()).await {
         delivered += usize::from(more.ack.is_some());
     }
     eventually(

@@ -17,7 +17,7 @@
 //! `DESE_INGEST_ONLY=sqlite` runs the SQLite comparison without the group; `backend` (or
 //! `raw`) one side of it only, for a profiler; `group` runs only the three instances on
 //! PostgreSQL (skipped when no PostgreSQL server is installed). `DESE_INGEST_BATCH=4096` sets
-//! the backends' largest batch (and a receive window of four of them, or `DESE_INGEST_WINDOW`).
+//! the backends' largest batch (and a receive window of two of them, or `DESE_INGEST_WINDOW`).
 
 #![allow(missing_docs)]
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
@@ -159,7 +159,7 @@ async fn backend(broker: &Mosquitto, dir: &std::path::Path, readings: u64, round
         options.react_to_alerts = false;
         if let Some(batch) = batch_override() {
             options.batch_max = batch;
-            options.settings.receive_window = window_override().unwrap_or(batch * 4);
+            options.settings.receive_window = window_override().unwrap_or(batch * 2);
         }
         options
     };
@@ -211,7 +211,7 @@ async fn group_on_postgres(broker: &Mosquitto, readings: u64) -> (Drain, f64, Ve
         options.react_to_alerts = false;
         if let Some(batch) = batch_override() {
             options.batch_max = batch;
-            options.settings.receive_window = window_override().unwrap_or(batch * 4);
+            options.settings.receive_window = window_override().unwrap_or(batch * 2);
         }
         options
     };
@@ -345,14 +345,27 @@ async fn compare(inflight: u32, readings: u64, rounds: usize, dir: &std::path::P
 }
 
 /// `DESE_INGEST_BATCH=N`: the backends' batches of up to N events, with a receive
-/// window of four batches (the default is 512 and 2,048).
+/// window of two batches (the defaults are 2,048 and 4,096).
 fn batch_override() -> Option<usize> {
-    std::env::var("DESE_INGEST_BATCH").ok()?.parse().ok()
+    let batch = positive("DESE_INGEST_BATCH");
+    if batch.is_none() && positive("DESE_INGEST_WINDOW").is_some() {
+        panic!("DESE_INGEST_WINDOW is only read with DESE_INGEST_BATCH");
+    }
+    batch
+}
+
+/// A variable that, when set, must hold a positive integer.
+fn positive(name: &str) -> Option<usize> {
+    let text = std::env::var(name).ok()?;
+    match text.parse() {
+        Ok(n) if n > 0 => Some(n),
+        _ => panic!("{name}: expected a positive integer, got {text:?}"),
+    }
 }
 
 /// `DESE_INGEST_WINDOW=N`, with `DESE_INGEST_BATCH`: a receive window of N events instead.
 fn window_override() -> Option<usize> {
-    std::env::var("DESE_INGEST_WINDOW").ok()?.parse().ok()
+    positive("DESE_INGEST_WINDOW")
 }
 
 /// Room at the broker for the whole burst of a session that is away.
@@ -363,10 +376,7 @@ fn queue_limit(readings: u64) -> u32 {
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let (readings, rounds) = if bench { (20_000, 3) } else { (2_000, 1) };
-    let readings = std::env::var("DESE_INGEST_READINGS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(readings);
+    let readings = positive("DESE_INGEST_READINGS").map_or(readings, |n| n as u64);
     let dir = std::env::temp_dir().join(format!("dese-ingest-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("scratch");
     let runtime = tokio::runtime::Builder::new_multi_thread()

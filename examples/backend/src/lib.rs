@@ -82,7 +82,8 @@ pub struct BackendOptions {
     /// How long a batch waits for more events once none is waiting. Default zero: a batch is
     /// written as soon as the events that have arrived are taken, which is fastest when the
     /// broker limits how many messages it sends before their acknowledgement (Mosquitto's
-    /// `max_inflight_messages`), as brokers do.
+    /// `max_inflight_messages`; Mosquitto 2.0.11 keeps that limit only until the first
+    /// acknowledgements, docs/backend.md).
     pub batch_linger: Duration,
     /// The live dashboard, when wanted (`None` by default).
     pub dashboard: Option<DashboardOptions>,

@@ -2,7 +2,7 @@
 //! in one transaction, idempotent inserts (a copy stored once, distinct readings that share a
 //! timestamp both kept), which events were new, the summary; on PostgreSQL also instances
 //! writing the same messages at once, migrations run by instances starting together, and a
-//! schema newer than the backend refused.
+//! schema newer than the backend refused (on SQLite, any version it does not write).
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 #![allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)] // tests run on std
@@ -170,6 +170,35 @@ async fn sqlite_batches_are_idempotent() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     idempotent_batches(&Database::Sqlite(dir.join("dese.sqlite"))).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+// A file whose schema version this backend does not write is refused, naming both versions
+// and the file, and left as it was.
+#[tokio::test]
+async fn sqlite_refuses_another_schema_version() {
+    let dir = std::env::temp_dir().join(format!("dese-store-version-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("other.sqlite");
+    drop(Store::open(&Database::Sqlite(path.clone())).await.unwrap());
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 9)
+        .unwrap();
+    let error = Store::open(&Database::Sqlite(path.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Schema(text)
+            if text.contains("version 9") && text.contains("version 1") && text.contains("other.sqlite")),
+        "{error}"
+    );
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 9, "the file is left as it was");
     let _ = std::fs::remove_dir_all(dir);
 }
 

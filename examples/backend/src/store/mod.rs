@@ -162,7 +162,9 @@ impl Store {
         Ok(Self(match db {
             Database::Sqlite(path) => {
                 let path = path.clone();
-                let store = blocking(move || SqliteStore::open(&path)).await?;
+                let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+                    .await
+                    .map_err(|_| StoreError::Stopped)??;
                 Inner::Sqlite(Arc::new(store))
             }
             Database::Postgres(url) => Inner::Postgres(PgStore::open(url).await?),

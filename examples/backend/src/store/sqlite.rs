@@ -9,8 +9,8 @@ use dese_protocol::{Alert, CommandResponse, DeviceState, Status, Telemetry};
 use rusqlite::{Connection, OptionalExtension, Statement, Transaction, params};
 
 use super::{
-    COMMANDS_BY_OUTCOME, DROPPED_BY_REASON, PRESENCE_BY_STATE, Summary, Written, digest,
-    reading_digest,
+    COMMANDS_BY_OUTCOME, DROPPED_BY_REASON, PRESENCE_BY_STATE, StoreError, Summary, Written,
+    digest, reading_digest,
 };
 
 /// The schema's version, kept in SQLite's `user_version`.
@@ -62,7 +62,7 @@ pub(super) struct SqliteStore {
 impl SqliteStore {
     /// Opens (or creates) the database at `path`. A file made by another version of this
     /// schema is refused, naming the versions.
-    pub(super) fn open(path: &Path) -> rusqlite::Result<Self> {
+    pub(super) fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Connection::open(path)?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         // In WAL mode, NORMAL survives a crash of the process (what is committed stays); only a
@@ -81,7 +81,7 @@ impl SqliteStore {
                 db.pragma_update(None, "user_version", VERSION)?;
             }
             (found, _) => {
-                return Err(rusqlite::Error::InvalidParameterName(format!(
+                return Err(StoreError::Schema(format!(
                     "{} holds schema version {found}, this backend writes version {VERSION}: \
                      move the file away or use another --db",
                     path.display()
