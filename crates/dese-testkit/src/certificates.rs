@@ -17,6 +17,9 @@ pub struct TestCa {
     dir: PathBuf,
     cert: rcgen::Certificate,
     key: KeyPair,
+    /// PEM of this signer's certificate and of those between it and the root, appended to what
+    /// it signs (empty for a root): the chain a server sends.
+    chain: String,
     /// `{name}-ca.pem`: the CA's certificate.
     pub path: PathBuf,
 }
@@ -48,6 +51,38 @@ impl TestCa {
             dir: dir.to_path_buf(),
             cert,
             key,
+            chain: String::new(),
+            path,
+        }
+    }
+
+    /// A certificate this CA signs that signs others in turn, written to `dir/{name}-ca.pem`:
+    /// an intermediate CA when `ca`; when not, a certificate without the right to sign (basic
+    /// constraints `cA: FALSE`), whose signatures a verifier must refuse. What it signs is
+    /// written with the chain up to the root, as a server sends it.
+    pub fn signer(&self, name: &str, ca: bool) -> Self {
+        let key = KeyPair::generate().expect("rcgen: making a test certificate");
+        let mut params =
+            CertificateParams::new(Vec::<String>::new()).expect("rcgen: making a test certificate");
+        params.is_ca = if ca {
+            IsCa::Ca(BasicConstraints::Unconstrained)
+        } else {
+            IsCa::ExplicitNoCa
+        };
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("DESE test signer {name}"));
+        let cert = params
+            .signed_by(&key, &self.cert, &self.key)
+            .expect("rcgen: making a test certificate");
+        let path = self.dir.join(format!("{name}-ca.pem"));
+        std::fs::write(&path, cert.pem()).expect("writing a test certificate");
+        let chain = format!("{}{}", cert.pem(), self.chain);
+        Self {
+            dir: self.dir.clone(),
+            cert,
+            key,
+            chain,
             path,
         }
     }
@@ -102,7 +137,8 @@ impl TestCa {
             self.dir.join(format!("{file}.pem")),
             self.dir.join(format!("{file}.key")),
         );
-        std::fs::write(&paths.0, cert.pem()).expect("writing a test certificate");
+        std::fs::write(&paths.0, format!("{}{}", cert.pem(), self.chain))
+            .expect("writing a test certificate");
         std::fs::write(&paths.1, key.serialize_pem()).expect("writing a test key");
         paths
     }

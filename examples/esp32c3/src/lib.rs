@@ -13,6 +13,8 @@
 //! - [`sntp`]: the wall clock, set by one SNTP exchange.
 //! - [`tls`]: MQTT over TLS 1.3, the broker's certificate checked against a CA fixed at build
 //!   time.
+//! - [`x509`]: whether a certificate of the broker's chain may sign others, which embedded-tls
+//!   does not check.
 //! - [`store`]: the engine's outbox, answered commands and config, kept in flash across reboots.
 #![no_std]
 #![forbid(unsafe_code)]
@@ -28,3 +30,4 @@ pub mod sntp;
 pub mod station;
 pub mod store;
 pub mod tls;
+pub mod x509;

@@ -6,11 +6,12 @@
 //! certificate's signature by the next, ECDSA P-256 with SHA-256), the broker's proof that it
 //! holds the certificate's key, the host name against the certificate's DNS names (its subject
 //! alternative names and its common name; `*.` wildcards), and, once the wall clock is set by
-//! SNTP, each certificate's validity dates. What embedded-tls does not check, and this firmware
-//! therefore cannot promise (docs/firmware.md says the same): the intermediate certificates'
-//! basic constraints and key usage (a leaf certificate of the CA's could sign another), IP
-//! addresses in the certificate (name the broker by a DNS name), revocation, and RSA or P-384
-//! certificates (the broker needs an ECDSA P-256 certificate). Only TLS 1.3 with
+//! SNTP, each certificate's validity dates; and, read by this firmware since embedded-tls does
+//! not ([`crate::x509`]), that every certificate that signs another in the chain is a CA whose
+//! key usage allows it. What is not checked, and this firmware therefore cannot promise
+//! (docs/firmware.md says the same): path length constraints, IP addresses in the certificate
+//! (name the broker by a DNS name), revocation, and RSA or P-384 certificates (the broker needs
+//! an ECDSA P-256 certificate). Only TLS 1.3 with
 //! TLS_AES_128_GCM_SHA256 and the P-256 key exchange is spoken.
 //!
 //! embedded-tls's `read` is not cancel safe (a record half read is lost), and the loop cancels
@@ -26,8 +27,9 @@ use dese_protocol::Timestamp;
 use embedded_io_async::{ErrorType, Read, Write};
 use embedded_tls::pki::CertVerifier;
 use embedded_tls::{
-    Aes128GcmSha256, Certificate, CryptoProvider, CryptoRngCore, TlsClock, TlsConfig,
-    TlsConnection, TlsContext, TlsError, TlsVerifier,
+    Aes128GcmSha256, Certificate, CertificateEntryRef, CertificateRef, CertificateVerifyRef,
+    CryptoProvider, CryptoRngCore, TlsCipherSuite, TlsClock, TlsConfig, TlsConnection, TlsContext,
+    TlsError, TlsVerifier,
 };
 
 use crate::client::Network;
@@ -226,7 +228,36 @@ where
 /// What embedded-tls asks of its caller: randomness, and the certificate check.
 struct Provider<'p, R> {
     rng: &'p mut R,
-    verifier: CertVerifier<'p, Aes128GcmSha256, WallTime, CHAIN>,
+    verifier: SignersAreCas<CertVerifier<'p, Aes128GcmSha256, WallTime, CHAIN>>,
+}
+
+/// embedded-tls's check of the chain, after this firmware's own: every certificate of the chain
+/// but the broker's signs the one before it, so each must be a CA allowed to sign certificates
+/// ([`crate::x509::may_sign_certificates`]).
+struct SignersAreCas<V>(V);
+
+impl<V: TlsVerifier<Aes128GcmSha256>> TlsVerifier<Aes128GcmSha256> for SignersAreCas<V> {
+    fn set_hostname_verification(&mut self, hostname: &str) -> Result<(), TlsError> {
+        self.0.set_hostname_verification(hostname)
+    }
+
+    fn verify_certificate(
+        &mut self,
+        transcript: &<Aes128GcmSha256 as TlsCipherSuite>::Hash,
+        cert: CertificateRef,
+    ) -> Result<(), TlsError> {
+        for signer in cert.entries.iter().skip(1) {
+            let CertificateEntryRef::X509(der) = signer else {
+                return Err(TlsError::InvalidCertificate);
+            };
+            crate::x509::may_sign_certificates(der).map_err(|_| TlsError::InvalidCertificate)?;
+        }
+        self.0.verify_certificate(transcript, cert)
+    }
+
+    fn verify_signature(&mut self, verify: CertificateVerifyRef) -> Result<(), TlsError> {
+        self.0.verify_signature(verify)
+    }
 }
 
 impl<R: CryptoRngCore> CryptoProvider for Provider<'_, R> {
@@ -280,7 +311,7 @@ where
         let config = TlsConfig::new().with_server_name(server_name);
         let provider = Provider {
             rng,
-            verifier: CertVerifier::new(Certificate::X509(*ca)),
+            verifier: SignersAreCas(CertVerifier::new(Certificate::X509(*ca))),
         };
         tls.open(TlsContext::new(&config, provider))
             .await

@@ -896,6 +896,50 @@ async fn over_tls_the_right_ca_connects_and_a_wrong_one_is_refused() {
     }
 }
 
+// A broker certificate signed through an intermediate: through an intermediate CA the device
+// connects; through a certificate the CA issued that is not a CA (what anyone holding one of
+// the CA's device or server certificates could use to sign a certificate for the broker's
+// name), every attempt fails in the handshake and nothing is sent.
+#[tokio::test]
+async fn over_tls_a_chain_through_a_certificate_that_is_not_a_ca_is_refused() {
+    let dir = std::env::temp_dir().join(format!("dese-fw-tls-chain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let root = TestCa::new(&dir, "fw-root");
+    let tls_broker = |cert: &std::path::Path, key: &std::path::Path| {
+        Mosquitto::start_with(MosquittoConfig {
+            extra: vec![
+                format!("certfile {}", cert.display()),
+                format!("keyfile {}", key.display()),
+                "tls_version tlsv1.3".into(),
+            ],
+            ..MosquittoConfig::default()
+        })
+        .unwrap()
+    };
+    let second = Duration::from_millis(1500);
+
+    let intermediate = root.signer("fw-intermediate", true);
+    let (cert, key) = intermediate.server("fw-via-intermediate", &["localhost"], false, false);
+    let broker = tls_broker(&cert, &key);
+    let good = run_over_tls(broker.addr(), root.der(), "localhost", second).await;
+    assert!(good.link.connections >= 1, "{:?}", good.reports);
+    assert!(
+        good.device.stats().delivered >= 3,
+        "{:?}",
+        good.device.stats()
+    );
+
+    let not_a_ca = root.signer("fw-not-a-ca", false);
+    let (cert, key) = not_a_ca.server("fw-via-not-a-ca", &["localhost"], false, false);
+    let forged = tls_broker(&cert, &key);
+    let run = run_over_tls(forged.addr(), root.der(), "localhost", second).await;
+    assert_eq!(run.link.connections, 0, "{:?}", run.reports);
+    assert_eq!(run.device.stats().delivered, 0);
+    let failures = handshake_failures(&run);
+    assert!(!failures.is_empty(), "{:?}", run.reports);
+    println!("signed by a certificate that is not a CA: {}", failures[0]);
+}
+
 // TLS records that trickle in (3 KB/s through the proxy) while the loop wakes every 20 ms to
 // feed its watchdog: every wake cancels a read half way through a record. The records still
 // decrypt, a 1.5 KB command is answered, and the link is never lost.
