@@ -14,7 +14,8 @@ use core::fmt;
 /// Why a certificate may not sign other certificates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignerError {
-    /// Not a DER certificate this reader can walk.
+    /// Not a DER certificate this reader can walk, or one that repeats one of the two
+    /// extensions it reads.
     Malformed,
     /// No basic constraints extension, or one that does not say `cA: TRUE`.
     NotCa,
@@ -52,19 +53,26 @@ const KEY_CERT_SIGN: u8 = 0x80 >> 5;
 /// Whether the certificate `der` may sign other certificates: a CA by its basic constraints,
 /// and with `keyCertSign` in its key usage when it has one.
 pub fn may_sign_certificates(der: &[u8]) -> Result<(), SignerError> {
-    let mut ca = false;
-    let mut key_usage_allows = true;
+    // Each at most once (RFC 5280 forbids a repeated extension): with two, a reader that takes
+    // the first and one that takes the last would judge the same certificate differently.
+    let mut ca = None;
+    let mut key_usage_allows = None;
     let mut extensions = extensions(der)?;
     while let Some((id, value)) = extensions.next()? {
-        if id == BASIC_CONSTRAINTS {
-            ca = basic_constraints_say_ca(value)?;
+        let (seen, judged) = if id == BASIC_CONSTRAINTS {
+            (&mut ca, basic_constraints_say_ca(value)?)
         } else if id == KEY_USAGE {
-            key_usage_allows = key_usage_has_cert_sign(value)?;
+            (&mut key_usage_allows, key_usage_has_cert_sign(value)?)
+        } else {
+            continue;
+        };
+        if seen.replace(judged).is_some() {
+            return Err(SignerError::Malformed);
         }
     }
-    if !ca {
+    if ca != Some(true) {
         Err(SignerError::NotCa)
-    } else if !key_usage_allows {
+    } else if key_usage_allows == Some(false) {
         Err(SignerError::NoCertificateSigning)
     } else {
         Ok(())
@@ -175,8 +183,9 @@ impl<'a> Der<'a> {
 mod tests {
     use super::*;
 
-    /// A TLV with a short length.
+    /// A TLV with a short length (under 128 bytes of content).
     fn tlv(tag: u8, content: &[u8]) -> alloc::vec::Vec<u8> {
+        assert!(content.len() < 0x80, "a short length only");
         let mut out = alloc::vec![tag, u8::try_from(content.len()).unwrap()];
         out.extend_from_slice(content);
         out
@@ -247,6 +256,20 @@ mod tests {
             may_sign_certificates(&certificate(&[ca(Some(0xff)), usage(0x80)])),
             Err(SignerError::NoCertificateSigning),
             "a CA whose key may only sign data"
+        );
+        assert_eq!(
+            may_sign_certificates(&certificate(&[ca(Some(0)), ca(Some(0xff))])),
+            Err(SignerError::Malformed),
+            "basic constraints twice"
+        );
+        assert_eq!(
+            may_sign_certificates(&certificate(&[
+                ca(Some(0xff)),
+                usage(KEY_CERT_SIGN),
+                usage(0x80)
+            ])),
+            Err(SignerError::Malformed),
+            "key usage twice"
         );
     }
 
