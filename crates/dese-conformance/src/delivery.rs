@@ -72,6 +72,32 @@ fn debug_broker() -> Mosquitto {
     .unwrap()
 }
 
+/// A backend session that subscribed and went away, and `readings` readings of `devices`
+/// devices (round robin) queued for it at the broker.
+async fn queue_for_a_backend_away<B: Transport>(
+    broker: &Mosquitto,
+    client_id: &str,
+    settings: BackendSettings,
+    readings: u64,
+    devices: u64,
+    tag: &str,
+) {
+    let options = BrokerOptions::parse(&broker.url()).unwrap();
+    let away = BackendClient::<B>::spawn(&options, client_id, settings, None).unwrap();
+    connected(&away).await;
+    away.shutdown().await.unwrap();
+    let mut publisher = Publisher::connect(broker.addr(), &format!("fleet-{tag}"))
+        .await
+        .unwrap();
+    for n in 0..readings {
+        let (topic, payload) =
+            fleet::telemetry(&org(), &fleet::device((n % devices) as usize), n / devices);
+        publisher.publish(&topic, payload, false).await.unwrap();
+    }
+    assert!(publisher.flush(Duration::from_secs(60)).await, "queued");
+    publisher.disconnect().await;
+}
+
 /// DESE-D9: the broker receives no acknowledgement of a message before the application
 /// confirmed it, and receives them in the order the messages arrived although the application
 /// confirmed them in the reverse order (MQTT 3.1.1). For a transport whose MQTT client
@@ -144,19 +170,7 @@ pub async fn acknowledged_after_a_burst<B: Transport>(tag: &str) -> (Duration, D
     .unwrap();
     let client_id = format!("burst-{tag}");
     let options = BrokerOptions::parse(&broker.url()).unwrap();
-    let away = BackendClient::<B>::spawn(&options, &client_id, unlimited(), None).unwrap();
-    connected(&away).await;
-    away.shutdown().await.unwrap();
-    let mut publisher = Publisher::connect(broker.addr(), &format!("fleet-{tag}"))
-        .await
-        .unwrap();
-    for n in 0..READINGS {
-        let (topic, payload) =
-            fleet::telemetry(&org(), &fleet::device((n % DEVICES) as usize), n / DEVICES);
-        publisher.publish(&topic, payload, false).await.unwrap();
-    }
-    assert!(publisher.flush(Duration::from_secs(60)).await, "queued");
-    publisher.disconnect().await;
+    queue_for_a_backend_away::<B>(&broker, &client_id, unlimited(), READINGS, DEVICES, tag).await;
 
     let started = tokio::time::Instant::now();
     let mut backend = BackendClient::<B>::spawn(&options, &client_id, unlimited(), None).unwrap();
@@ -271,19 +285,7 @@ pub async fn in_flight_limit_and_the_window<B: Transport>(tag: &str) -> InFlight
         receive_window: WINDOW,
         ..unlimited()
     };
-    let away = BackendClient::<B>::spawn(&options, &client_id, settings(), None).unwrap();
-    connected(&away).await;
-    away.shutdown().await.unwrap();
-    let mut publisher = Publisher::connect(broker.addr(), &format!("fleet-{tag}"))
-        .await
-        .unwrap();
-    for n in 0..READINGS {
-        let (topic, payload) =
-            fleet::telemetry(&org(), &fleet::device((n % 100) as usize), n / 100);
-        publisher.publish(&topic, payload, false).await.unwrap();
-    }
-    assert!(publisher.flush(Duration::from_secs(60)).await, "queued");
-    publisher.disconnect().await;
+    queue_for_a_backend_away::<B>(&broker, &client_id, settings(), READINGS, 100, tag).await;
 
     let sent = || {
         let line = format!("Sending PUBLISH to {client_id} ");

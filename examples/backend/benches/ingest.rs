@@ -157,10 +157,7 @@ async fn backend(broker: &Mosquitto, dir: &std::path::Path, readings: u64, round
         options.client_id = "ingest".to_string();
         options.config = None;
         options.react_to_alerts = false;
-        if let Some(batch) = batch_override() {
-            options.batch_max = batch;
-            options.settings.receive_window = window_override().unwrap_or(batch * 2);
-        }
+        override_batches(&mut options);
         options
     };
     let broker_options = BrokerOptions::parse(&broker.url()).expect("url");
@@ -209,10 +206,7 @@ async fn group_on_postgres(broker: &Mosquitto, readings: u64) -> (Drain, f64, Ve
         options.group = Some("ingest".parse().expect("group"));
         options.config = None;
         options.react_to_alerts = false;
-        if let Some(batch) = batch_override() {
-            options.batch_max = batch;
-            options.settings.receive_window = window_override().unwrap_or(batch * 2);
-        }
+        override_batches(&mut options);
         options
     };
     let broker_options = BrokerOptions::parse(&broker.url()).expect("url");
@@ -344,14 +338,20 @@ async fn compare(inflight: u32, readings: u64, rounds: usize, dir: &std::path::P
     );
 }
 
-/// `DESE_INGEST_BATCH=N`: the backends' batches of up to N events, with a receive
-/// window of two batches (the defaults are 2,048 and 4,096).
-fn batch_override() -> Option<usize> {
-    let batch = positive("DESE_INGEST_BATCH");
-    if batch.is_none() && positive("DESE_INGEST_WINDOW").is_some() {
-        panic!("DESE_INGEST_WINDOW is only read with DESE_INGEST_BATCH");
+/// `DESE_INGEST_BATCH=N`: the backends' batches of up to N events, with a receive window of
+/// two batches, or of `DESE_INGEST_WINDOW` events (the defaults are 2,048 and 4,096).
+fn override_batches(options: &mut BackendOptions) {
+    let window = positive("DESE_INGEST_WINDOW");
+    match positive("DESE_INGEST_BATCH") {
+        Some(batch) => {
+            options.batch_max = batch;
+            options.settings.receive_window = window.unwrap_or(batch * 2);
+        }
+        None => assert!(
+            window.is_none(),
+            "DESE_INGEST_WINDOW is only read with DESE_INGEST_BATCH"
+        ),
     }
-    batch
 }
 
 /// A variable that, when set, must hold a positive integer.
@@ -361,11 +361,6 @@ fn positive(name: &str) -> Option<usize> {
         Ok(n) if n > 0 => Some(n),
         _ => panic!("{name}: expected a positive integer, got {text:?}"),
     }
-}
-
-/// `DESE_INGEST_WINDOW=N`, with `DESE_INGEST_BATCH`: a receive window of N events instead.
-fn window_override() -> Option<usize> {
-    positive("DESE_INGEST_WINDOW")
 }
 
 /// Room at the broker for the whole burst of a session that is away.

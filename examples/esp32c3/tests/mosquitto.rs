@@ -837,6 +837,20 @@ fn handshake_failures(run: &Run) -> Vec<String> {
         .collect()
 }
 
+/// A Mosquitto whose listener speaks TLS 1.3 only, with this certificate (and the chain in its
+/// file) and key.
+fn tls_broker(cert: &std::path::Path, key: &std::path::Path) -> Mosquitto {
+    Mosquitto::start_with(MosquittoConfig {
+        extra: vec![
+            format!("certfile {}", cert.display()),
+            format!("keyfile {}", key.display()),
+            "tls_version tlsv1.3".into(),
+        ],
+        ..MosquittoConfig::default()
+    })
+    .unwrap()
+}
+
 // The firmware's own TLS (embedded-tls) against Mosquitto's TLS listener: with the CA that
 // signed the broker's certificate and the name it carries, the device connects and the broker
 // acknowledges its messages; with another CA, another name, or an expired certificate, every
@@ -847,17 +861,6 @@ async fn over_tls_the_right_ca_connects_and_a_wrong_one_is_refused() {
     std::fs::create_dir_all(&dir).unwrap();
     let ca = TestCa::new(&dir, "fw-good");
     let other = TestCa::new(&dir, "fw-other");
-    let tls_broker = |cert: &std::path::Path, key: &std::path::Path| {
-        Mosquitto::start_with(MosquittoConfig {
-            extra: vec![
-                format!("certfile {}", cert.display()),
-                format!("keyfile {}", key.display()),
-                "tls_version tlsv1.3".into(),
-            ],
-            ..MosquittoConfig::default()
-        })
-        .unwrap()
-    };
     let (cert, key) = ca.server("fw-good-server", &["localhost"], false, false);
     let broker = tls_broker(&cert, &key);
     let second = Duration::from_millis(1500);
@@ -905,17 +908,6 @@ async fn over_tls_a_chain_through_a_certificate_that_is_not_a_ca_is_refused() {
     let dir = std::env::temp_dir().join(format!("dese-fw-tls-chain-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let root = TestCa::new(&dir, "fw-root");
-    let tls_broker = |cert: &std::path::Path, key: &std::path::Path| {
-        Mosquitto::start_with(MosquittoConfig {
-            extra: vec![
-                format!("certfile {}", cert.display()),
-                format!("keyfile {}", key.display()),
-                "tls_version tlsv1.3".into(),
-            ],
-            ..MosquittoConfig::default()
-        })
-        .unwrap()
-    };
     let second = Duration::from_millis(1500);
 
     let intermediate = root.signer("fw-intermediate", true);
